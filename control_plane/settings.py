@@ -1,0 +1,105 @@
+"""Control-plane settings: built once in `main` (edgectl server / demo) and passed down.
+
+There is no module-level settings instance. Every setting can come from a YAML file
+(`edgectl server --config FILE`) or from environment variables with the prefix
+`EDGE_CP_` (nested with `__`, e.g. `EDGE_CP_MQTT__PORT=1883`). Environment wins over the file.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Environment(str, Enum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class MqttProtocol(str, Enum):
+    AUTO = "auto"  # MQTT 5 where the broker offers it, else 3.1.1
+    V311 = "3.1.1"
+    V5 = "5"
+
+
+class MqttSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
+    username: str | None = Field(default=None, description="MQTT user name of the control plane.")
+    password: str | None = Field(default=None, description="MQTT password of the control plane.")
+    topic_prefix: str = Field(default="edge", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    protocol: MqttProtocol = Field(default=MqttProtocol.AUTO, description="MQTT protocol version to speak.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    client_id: str = Field(default="edge-control-plane", min_length=1, max_length=64)
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on.")
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGE_CP_", env_nested_delimiter="__", extra="forbid")
+
+    environment: Environment = Field(default=Environment.DEVELOPMENT)
+    host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the REST API listens on.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL devices use to reach this server (artifact URLs). Default: http://HOST:PORT.",
+    )
+    data_dir: Path = Field(default=Path(".edge-cp"), description="Database, artifacts, signing key, job outputs.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL. Default: SQLite in data_dir.")
+    signing_key_file: Path | None = Field(
+        default=None, description="ed25519 private key (PEM). Default: data_dir/signing_key.pem, created if absent."
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    device_offline_after_s: float = Field(
+        default=90.0, gt=0, description="A device silent this long without a last will is shown offline."
+    )
+
+    @model_validator(mode="after")
+    def _no_dev_secrets_in_production(self) -> ServerSettings:
+        if self.environment is Environment.PRODUCTION and self.mqtt.password in (None, "", "changeme"):
+            raise ValueError("production needs mqtt.password set (EDGE_CP_MQTT__PASSWORD)")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'control-plane.db'}"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing_key.pem"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> ServerSettings:
+        """File values, then environment, then explicit overrides (CLI flags)."""
+        file_values: dict[str, Any] = {}
+        if config_file is not None:
+            loaded = yaml.safe_load(config_file.read_text())
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ValueError(f"{config_file}: expected a mapping of settings at the top level")
+            file_values = loaded or {}
+        env_values = cls().model_dump(exclude_unset=True)  # environment only
+        merged = _deep_merge(_deep_merge(file_values, env_values), overrides)
+        return cls.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

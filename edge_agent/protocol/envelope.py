@@ -1,0 +1,87 @@
+"""The versioned envelope every MQTT message travels in, and strict parsing of untrusted payloads.
+
+A payload from the network is never trusted: `open_envelope` turns any malformed input into a `ProtocolError`
+with a reason, never another exception.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PROTOCOL_VERSION = 1
+MAX_PAYLOAD_BYTES = 1_048_576
+
+
+class MessageKind(str, Enum):
+    DESIRED = "desired"
+    REPORTED = "reported"
+    EVENT = "event"
+    TELEMETRY = "telemetry"
+    STATUS = "status"
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the wire contract; the text says why."""
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol_version: int = Field(ge=1)
+    msg_id: str = Field(min_length=1, max_length=64)
+    device_id: str = Field(min_length=1, max_length=128)
+    sent_at: datetime
+    kind: MessageKind
+    body: dict[str, Any]
+
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+def seal(kind: MessageKind, device_id: str, body: BaseModel, now: datetime) -> bytes:
+    """Wrap `body` in an envelope and serialise it for the wire."""
+    envelope = Envelope(
+        protocol_version=PROTOCOL_VERSION,
+        msg_id=uuid.uuid4().hex,
+        device_id=device_id,
+        sent_at=now,
+        kind=kind,
+        body=body.model_dump(mode="json"),
+    )
+    return envelope.model_dump_json().encode()
+
+
+def open_envelope(payload: bytes, kind: MessageKind, body_type: type[BodyT]) -> tuple[Envelope, BodyT]:
+    """Parse a wire payload of the expected kind; raise ProtocolError with the reason on anything else."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
+    try:
+        envelope = Envelope.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ProtocolError(f"not a valid envelope: {_first_error(exc)}") from exc
+    if envelope.protocol_version > PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {envelope.protocol_version} is newer than this side's {PROTOCOL_VERSION}"
+        )
+    if envelope.kind is not kind:
+        raise ProtocolError(f"expected a {kind.value!r} message, got {envelope.kind.value!r}")
+    try:
+        body = body_type.model_validate(envelope.body)
+    except ValidationError as exc:
+        raise ProtocolError(f"invalid {kind.value} body: {_first_error(exc)}") from exc
+    return envelope, body
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return str(exc)
+    first = errors[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "(root)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid')}{more}"

@@ -1,0 +1,206 @@
+"""Message bodies of the wire contract (see DESIGN.md, "Wire contract").
+
+Every model forbids unknown fields, bounds its strings and numbers, and is what both sides validate against.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
+LabelValue = Annotated[str, Field(max_length=128)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArtifactRef(_Wire):
+    """Where to fetch a file and how to know it is the right one."""
+
+    url: str = Field(min_length=1, max_length=2048)
+    sha256: Sha256
+    size: int = Field(gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not re.match(r"^(https?|file)://", url):
+            raise ValueError("artifact url must be http://, https:// or file://")
+        return url
+
+
+class SelfTestSpec(_Wire):
+    """Sample inputs and reference outputs (one .npz: `input:NAME` and `output:NAME` arrays) and tolerances."""
+
+    artifact: ArtifactRef
+    atol: float = Field(ge=0, default=1e-4)
+    rtol: float = Field(ge=0, default=1e-3)
+
+
+class RuntimeOptions(_Wire):
+    precision: str = Field(default="fp32", pattern=r"^(fp32|fp16|int8)$")
+    # Preferred execution providers, best first; empty means "choose from detected hardware".
+    providers: list[str] = Field(default_factory=list, max_length=8)
+    provider_options: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+
+class ModelAssignment(_Wire):
+    name: Name
+    version: int = Field(ge=1)
+    build_id: str = Field(min_length=1, max_length=64)
+    target: Name
+    artifact_kind: str = Field(default="onnx", pattern=r"^[a-z0-9-]{1,32}$")
+    artifact: ArtifactRef
+    selftest: SelfTestSpec
+    runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
+
+
+class DesiredState(_Wire):
+    """What one device must run. Generations are monotonic per device; a replayed or older one is ignored."""
+
+    device_id: Name
+    generation: int = Field(ge=1)
+    issued_at: datetime
+    rollout_id: str | None = Field(default=None, max_length=64)
+    models: list[ModelAssignment] = Field(default_factory=list, max_length=32)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelAssignment]) -> list[ModelAssignment]:
+        names = [m.name for m in models]
+        if len(names) != len(set(names)):
+            raise ValueError("each model name may appear once")
+        return models
+
+
+class SignedDesiredState(_Wire):
+    """A DesiredState as the exact JSON text that was signed, with its ed25519 signature.
+
+    The document is carried as text so the verifier checks the very bytes that were signed, never a
+    re-serialisation of them.
+    """
+
+    document: str = Field(min_length=2, max_length=1_000_000)
+    signature: str = Field(min_length=1, max_length=200)
+    key_id: str = Field(min_length=1, max_length=64)
+
+
+class HardwareFacts(_Wire):
+    """What the agent detected about its host; the control plane groups and targets devices by it."""
+
+    gpu_class: Name
+    arch: str = Field(max_length=32)
+    gpu_name: str | None = None
+    compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    tensorrt_version: str | None = None
+    jetpack_version: str | None = None
+    l4t_version: str | None = None
+    onnxruntime_version: str | None = None
+    available_providers: list[str] = Field(default_factory=list)
+    cpu_count: int = Field(ge=1, default=1)
+    memory_mb: int = Field(ge=0, default=0)
+
+
+class ModelHealth(str, Enum):
+    SERVING = "serving"
+    FAILED = "failed"
+
+
+class ModelStatus(_Wire):
+    name: Name
+    version: int = Field(ge=1)
+    build_id: str
+    active_slot: str
+    provider: str
+    health: ModelHealth
+    previous_version: int | None = None
+
+
+class ApplyPhase(str, Enum):
+    IN_PROGRESS = "in_progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class EventStep(str, Enum):
+    RECEIVED = "received"
+    REJECTED = "rejected"
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    VERIFIED = "verified"
+    LOADED = "loaded"
+    SELF_TEST_PASSED = "self_test_passed"
+    SELF_TEST_FAILED = "self_test_failed"
+    ACTIVATED = "activated"
+    ROLLED_BACK = "rolled_back"
+    ERROR = "error"
+
+
+class ApplyOutcome(_Wire):
+    generation: int = Field(ge=0)
+    phase: ApplyPhase
+    step: EventStep | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    at: datetime
+
+
+class ReportedState(_Wire):
+    device_id: Name
+    agent_version: str
+    applied_generation: int = Field(ge=0)
+    last_apply: ApplyOutcome | None = None
+    models: list[ModelStatus] = Field(default_factory=list)
+    hardware: HardwareFacts
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    channel: str = Field(default="mqtt", pattern=r"^(mqtt|ansible)$")
+    serving_url: str | None = None
+
+
+class DeviceEvent(_Wire):
+    generation: int = Field(ge=0)
+    step: EventStep
+    model: str | None = None
+    version: int | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    at: datetime
+
+
+class ModelTelemetry(_Wire):
+    name: Name
+    version: int = Field(ge=1)
+    requests: int = Field(ge=0)
+    errors: int = Field(ge=0)
+    p50_ms: float | None = Field(default=None, ge=0)
+    p99_ms: float | None = Field(default=None, ge=0)
+
+
+class DeviceTelemetry(_Wire):
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    gpu_percent: float | None = None
+    temperature_c: float | None = None
+
+
+class Telemetry(_Wire):
+    window_s: float = Field(gt=0)
+    models: list[ModelTelemetry] = Field(default_factory=list)
+    device: DeviceTelemetry = Field(default_factory=DeviceTelemetry)
+
+
+class PresenceStatus(str, Enum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Presence(_Wire):
+    state: PresenceStatus

@@ -1,0 +1,141 @@
+"""Shared helpers for tests: free ports, waiting on conditions with a deadline, a real Mosquitto broker.
+
+Waiting here polls an observable condition (a port accepting, a file appearing, a message delivered) until a
+deadline; it never sleeps a fixed time in place of logic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns something truthy; fail the test with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = condition()
+        except Exception as exc:
+            last_error = exc
+            result = None
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f": {last_error}" if last_error else ""))
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+CONTROL_PLANE_USER = "controlplane"
+DEVICE_USERS = tuple(f"dev-{i}" for i in range(1, 13))
+
+
+def password_for(user: str) -> str:
+    return f"pw-{user}"
+
+
+@dataclass
+class Mosquitto:
+    """A real Mosquitto broker on a free loopback port, with a password file and an ACL.
+
+    The ACL lets `controlplane` touch everything under `edge/`, and every other user only
+    `edge/devices/{its own user name}/...` - the production rule of DESIGN.md, Security.
+    """
+
+    workdir: Path
+    host: str = "127.0.0.1"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        passwords = self.workdir / "passwd"
+        passwords.write_text("")
+        for user in (CONTROL_PLANE_USER, *DEVICE_USERS):
+            subprocess.run(
+                ["mosquitto_passwd", "-b", str(passwords), user, password_for(user)], check=True, capture_output=True
+            )
+        acl = self.workdir / "acl"
+        acl.write_text(f"user {CONTROL_PLANE_USER}\ntopic readwrite edge/#\n\npattern readwrite edge/devices/%u/#\n")
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous false\n"
+            f"password_file {passwords}\n"
+            f"acl_file {acl}\n"
+            "persistence false\n"
+            "user root\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+        )
+        for path in (passwords, acl, conf):
+            path.chmod(0o600)
+        return conf
+
+    def start(self) -> None:
+        conf = self.write_config()
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for(lambda: port_open(self.port, self.host) or self._died(), what=f"mosquitto on port {self.port}")
+
+    def _died(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            err = self.process.stderr.read().decode() if self.process.stderr else ""
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {err}")
+        return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (retained messages are lost: persistence is off)."""
+        self.stop()
+        self.process = subprocess.Popen(
+            ["mosquitto", "-c", str(self.workdir / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        wait_for(lambda: port_open(self.port, self.host) or self._died(), what=f"mosquitto restart on {self.port}")
+
+
+def mosquitto_available() -> bool:
+    return shutil.which("mosquitto") is not None and shutil.which("mosquitto_passwd") is not None
+
+
+def python_env() -> dict[str, str]:
+    """Environment for child processes: this interpreter's venv first on PATH."""
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
