@@ -1,0 +1,163 @@
+"""`edge-agent`: the device daemon's command line (run, apply, facts, status, config-help).
+
+Settings are loaded once here and passed down. Bad input (config, desired file) ends with a clear message and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edge_agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config, settings_help
+
+app = typer.Typer(
+    help="Edge agent: keeps this device serving the model versions the control plane assigns.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Agent YAML config (EDGE_AGENT_* environment overrides it).")
+]
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _config(path: Path) -> AgentConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command(epilog="Run `edge-agent config-help` for every setting.\n\n" + settings_help().replace("\n", "\n\n"))
+def run(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the daemon: serve the last-known-good models, follow the desired state over MQTT, report."""
+    settings = _config(config)
+    _logging(log_level)
+    from edge_agent.daemon import Daemon  # deferred: loads onnxruntime, uvicorn and paho
+
+    Daemon(settings).run()
+
+
+@app.command("config-help")
+def config_help() -> None:
+    """Print every setting with its default and description."""
+    typer.echo(settings_help())
+
+
+@app.command()
+def apply(
+    desired: Annotated[Path, typer.Option(help="Signed desired-state JSON (or its MQTT envelope).")],
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    artifact_dir: Annotated[
+        Path | None, typer.Option(help="Directory of artifacts named by sha256; used instead of downloading.")
+    ] = None,
+    lock_timeout_s: Annotated[float, typer.Option(help="Wait this long for a running apply.")] = 600,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Apply a desired state once (the Ansible push channel): same verification and apply path as the daemon.
+
+    Exit 0 when applied or already applied; 1 when refused or failed (reason printed); 2 for unusable input.
+    """
+    settings = _config(config)
+    _logging("warning")
+    from edge_agent.adapters.lockfile import apply_lock
+    from edge_agent.core.errors import AgentError
+    from edge_agent.daemon import build_core, detect, parse_desired
+    from edge_agent.protocol import ProtocolError
+
+    try:
+        signed = parse_desired(desired.read_bytes())
+    except (OSError, ProtocolError) as exc:
+        typer.echo(f"error: cannot use desired-state file {desired}: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    core = build_core(settings, detect(settings), "ansible", artifact_dir=artifact_dir)
+    try:
+        with apply_lock(settings.data_dir, timeout_s=lock_timeout_s):
+            core.recover(load_models=False)
+            result = core.handle(signed)
+    except AgentError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
+    changed = result.ok and result.outcome.value == "apply"
+    summary = {"ok": result.ok, "changed": changed, "generation": result.generation, "reason": result.reason}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif result.ok:
+        typer.echo(f"generation {result.generation}: " + ("applied" if changed else f"unchanged ({result.reason})"))
+    else:
+        typer.echo(f"generation {result.generation} not applied: {result.reason}", err=True)
+    raise typer.Exit(0 if result.ok else EXIT_FAILED)
+
+
+@app.command()
+def facts(as_json: Annotated[bool, typer.Option("--json", help="Print HardwareFacts as JSON.")] = False) -> None:
+    """Detect this host's hardware (GPU class, compute capability, providers)."""
+    from edge_agent.adapters.hardware import detect_hardware
+    from edge_agent.adapters.onnx_runner import available_providers, runtime_version
+
+    detected = detect_hardware(available_providers(), runtime_version())
+    if as_json:
+        typer.echo(detected.facts.model_dump_json())
+        return
+    for key, value in detected.facts.model_dump().items():
+        typer.echo(f"{key}: {value}")
+
+
+@app.command()
+def status(
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the journal as JSON.")] = False,
+) -> None:
+    """Print the journal: applied generation, active and previous models, the last apply."""
+    from edge_agent.core.errors import JournalError
+    from edge_agent.core.journal import Journal
+
+    settings = _config(config)
+    try:
+        state = Journal(settings.data_dir).load()
+    except JournalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
+    if as_json:
+        typer.echo(json.dumps(state.model_dump(mode="json", exclude={"desired"}), indent=2))
+        return
+    typer.echo(_status_text(state.model_dump(mode="json")))
+
+
+def _status_text(state: dict[str, Any]) -> str:
+    lines = [f"applied generation: {state['applied_generation']}"]
+    if state["failed_generation"]:
+        lines.append(f"failed generation: {state['failed_generation']}")
+    for name, record in sorted(state["active"].items()):
+        previous = state["previous"].get(name)
+        was = f" (previous v{previous['version']})" if previous else ""
+        lines.append(f"model {name}: v{record['version']} build {record['build_id']} slot {record['slot']}{was}")
+    last = state.get("last_apply")
+    if last:
+        reason = f": {last['reason']}" if last.get("reason") else ""
+        lines.append(f"last apply: generation {last['generation']} {last['phase']}{reason}")
+    pending = state.get("pending")
+    if pending:
+        lines.append(f"interrupted: generation {pending['generation']} at step {pending['step']}")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""The agent's settings: one YAML file plus `EDGE_AGENT_*` environment variables (nested with `__`).
+
+Built once in `main` (the CLI) and passed down; there is no module-level settings object, so many agent cores
+can live in one process. Every setting carries a description: `edge-agent config-help` prints them.
+A bad file or value becomes a `ConfigError` with the reason, never a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edge_agent.protocol.signing import SignatureError, Verifier
+from edge_agent.protocol.topics import validate_device_id
+
+DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.yaml")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the text says which setting and why."""
+
+
+class MqttProtocol(str, Enum):
+    AUTO = "auto"
+    V311 = "3.1.1"
+    V5 = "5"
+
+
+class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="MQTT broker host name or address.")
+    port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port.")
+    username: str | None = Field(default=None, description="MQTT user name (normally the device id).")
+    password: SecretStr | None = Field(default=None, description="MQTT password for `username`.")
+    topic_prefix: str = Field(default="edge", min_length=1, description="First topic level of every topic.")
+    protocol: MqttProtocol = Field(
+        default=MqttProtocol.AUTO,
+        description="MQTT version: `5`, `3.1.1`, or `auto` (try 5, fall back to 3.1.1 if the broker refuses).",
+    )
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive interval in seconds.")
+    tls_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the broker's TLS certificate; null = plain TCP."
+    )
+
+
+class ServingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Address the inference API listens on.")
+    port: int = Field(default=8500, ge=0, le=65535, description="Port of the inference API (KServe v2).")
+    advertise_url: str | None = Field(
+        default=None, description="URL reported to the control plane; default http://{host}:{port}."
+    )
+
+    def url(self) -> str:
+        return self.advertise_url or f"http://{self.host}:{self.port}"
+
+
+class DownloadSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=30, gt=0, description="Connect/read timeout of one artifact request.")
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Attempts per artifact; each retry resumes with HTTP Range."
+    )
+
+
+class AgentConfig(BaseSettings):
+    """Settings of one edge agent."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_AGENT_", env_nested_delimiter="__", extra="forbid")
+
+    device_id: str = Field(description="This device's id; also its MQTT topic level (edge/devices/{id}/...).")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels reported to the control plane.")
+    data_dir: Path = Field(
+        default=Path("/var/lib/edge-agent"),
+        description="Where the journal, downloads and model slots live; must survive reboots.",
+    )
+    control_plane_public_key: str = Field(
+        description="Pinned base64 raw ed25519 key of the control plane (GET /v1/keys/signing); "
+        "desired states that do not verify against it are refused."
+    )
+    gpu_class: str | None = Field(
+        default=None, description="Override the detected GPU class (e.g. cpu-x86_64, jetson-orin)."
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="MQTT connection.")
+    serving: ServingSettings = Field(default_factory=ServingSettings, description="Inference API.")
+    telemetry_interval_s: float = Field(
+        default=10, gt=0, description="Seconds between telemetry messages; also the latency window."
+    )
+    download: DownloadSettings = Field(default_factory=DownloadSettings, description="Artifact downloads.")
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id(cls, value: str) -> str:
+        return validate_device_id(value)
+
+    @field_validator("control_plane_public_key")
+    @classmethod
+    def _public_key(cls, value: str) -> str:
+        try:
+            Verifier(value)
+        except SignatureError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's values arrive as init values; the environment overrides them (deployment tooling
+        # sets secrets through the environment without rewriting the file).
+        return env_settings, init_settings
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """Settings from `path` (may be None: environment only), or ConfigError with a readable reason."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = _read_yaml(path)
+    try:
+        return AgentConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from exc
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
+    return loaded
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"in {path}" if path else "in the environment"
+    lines = [f"invalid agent configuration {where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
+        lines.append(f"  {key}: {error.get('msg', 'invalid')}")
+    return "\n".join(lines)
+
+
+def settings_help() -> str:
+    """Every setting with its type, default and description, as `edge-agent config-help` prints it."""
+    lines = ["Settings (YAML keys; environment: EDGE_AGENT_<KEY>, nested with __, e.g. EDGE_AGENT_MQTT__PORT):"]
+    lines.extend(_model_help(AgentConfig, ""))
+    return "\n".join(lines)
+
+
+def _model_help(model: type[BaseModel], prefix: str) -> list[str]:
+    lines: list[str] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(f"  {prefix}{name}: {field.description}")
+            lines.extend(_model_help(annotation, f"{prefix}{name}."))
+            continue
+        if field.is_required():
+            default = "required"
+        else:
+            default = f"default {_default_text(field.get_default(call_default_factory=True))}"
+        lines.append(f"  {prefix}{name} ({default}): {field.description}")
+    return lines
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return repr(value.value)
+    return "null" if value is None else repr(value)

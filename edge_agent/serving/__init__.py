@@ -1,0 +1,1 @@
+"""The inference API (Open Inference Protocol / KServe v2 over HTTP+JSON)."""

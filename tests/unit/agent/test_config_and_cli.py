@@ -1,0 +1,144 @@
+"""Config loading (file + environment), help texts, and the one-shot CLI commands (apply, status, facts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from edge_agent.cli import app
+from edge_agent.config import AgentConfig, ConfigError, MqttProtocol, load_config, settings_help
+from tests.unit.agent.builders import build_version, signed, write_config
+
+runner = CliRunner()
+
+
+def test_yaml_file_and_environment_overrides(tmp_path, signer, monkeypatch):
+    path = write_config(
+        tmp_path / "agent.yaml",
+        tmp_path / "data",
+        signer.public_key_b64,
+        mqtt={"host": "broker", "port": 1883, "username": "dev-1", "password": "x", "protocol": "3.1.1"},
+    )
+    monkeypatch.setenv("EDGE_AGENT_MQTT__PORT", "8883")
+    monkeypatch.setenv("EDGE_AGENT_TELEMETRY_INTERVAL_S", "5")
+    config = load_config(path)
+    assert (config.mqtt.host, config.mqtt.port, config.mqtt.protocol) == ("broker", 8883, MqttProtocol.V311)
+    assert config.telemetry_interval_s == 5 and config.labels == {"site": "factory-a"}
+    assert config.serving.url() == "http://127.0.0.1:8500"
+    assert "x" not in repr(config.mqtt.password)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param("device_id: [unclosed", "not valid YAML", id="bad-yaml"),
+        pytest.param("- a list", "must hold a mapping", id="not-a-mapping"),
+        pytest.param("device_id: dev-1\n", "control_plane_public_key: Field required", id="missing-key"),
+        pytest.param("device_id: dev-1\ncontrol_plane_public_key: nope\n", "not a base64 ed25519", id="bad-key"),
+        pytest.param("device_id: a/b\ncontrol_plane_public_key: x\n", "device_id", id="bad-device-id"),
+        pytest.param(
+            "device_id: d\ncontrol_plane_public_key: x\nmqtt: {protocol: 4}\n", "mqtt.protocol", id="bad-protocol"
+        ),
+        pytest.param("device_id: d\ncontrol_plane_public_key: x\ntypo_key: 1\n", "typo_key", id="unknown-key"),
+    ],
+)
+def test_bad_config_files_give_clear_errors(tmp_path, content, message):
+    path = tmp_path / "agent.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(path)
+    result = runner.invoke(app, ["status", "--config", str(path)])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_every_setting_is_documented():
+    text = settings_help()
+    for name, field in AgentConfig.model_fields.items():
+        assert field.description, name
+        assert f"  {name}" in text
+    for key in ("mqtt.protocol", "mqtt.keepalive_s", "serving.advertise_url", "download.max_attempts"):
+        assert key in text
+    assert "mqtt.protocol" in runner.invoke(app, ["config-help"]).output
+    run_help = runner.invoke(app, ["run", "--help"]).output
+    assert "EDGE_AGENT_" in run_help and "control_plane_public_key" in run_help
+
+
+def test_apply_status_and_idempotent_rerun(tmp_path, signer):
+    config = write_config(tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64)
+    desired = tmp_path / "desired.json"
+    desired.write_text(signed(signer, 1, [build_version(tmp_path / "art", 1)]).model_dump_json())
+
+    first = runner.invoke(app, ["apply", "--desired", str(desired), "--config", str(config), "--json"])
+    again = runner.invoke(app, ["apply", "--desired", str(desired), "--config", str(config), "--json"])
+    status = runner.invoke(app, ["status", "--config", str(config)])
+
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output) == {"ok": True, "changed": True, "generation": 1, "reason": ""}
+    assert again.exit_code == 0 and json.loads(again.output)["changed"] is False
+    assert "applied generation: 1" in status.output and "model lin: v1 build b1" in status.output
+
+
+def test_apply_uses_the_artifact_dir_instead_of_downloading(tmp_path, signer):
+    config = write_config(tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64)
+    model = build_version(tmp_path / "art", 1)
+    artifacts = tmp_path / "pushed"
+    artifacts.mkdir()
+    for ref, name in ((model.artifact, "lin-v1.onnx"), (model.selftest.artifact, "lin-v1-selftest.npz")):
+        (artifacts / ref.sha256).write_bytes((tmp_path / "art" / name).read_bytes())
+    unreachable = model.model_copy(
+        update={
+            "artifact": model.artifact.model_copy(update={"url": "http://127.0.0.1:9/none"}),
+            "selftest": model.selftest.model_copy(
+                update={"artifact": model.selftest.artifact.model_copy(update={"url": "http://127.0.0.1:9/t"})}
+            ),
+        }
+    )
+    desired = tmp_path / "desired.json"
+    desired.write_text(signed(signer, 1, [unreachable]).model_dump_json())
+    result = runner.invoke(
+        app, ["apply", "--desired", str(desired), "--config", str(config), "--artifact-dir", str(artifacts)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "generation 1: applied" in result.output
+
+
+def test_apply_refuses_with_a_reason(tmp_path, signer):
+    from edge_agent.protocol import Signer
+
+    config = write_config(tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64)
+    forged = tmp_path / "forged.json"
+    forged.write_text(signed(Signer.generate(), 1, [build_version(tmp_path / "art", 1)]).model_dump_json())
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text("{]")
+    bad_model = tmp_path / "bad.json"
+    bad_model.write_text(signed(signer, 2, [build_version(tmp_path / "art", 2, bad=True)]).model_dump_json())
+
+    refused = runner.invoke(app, ["apply", "--desired", str(forged), "--config", str(config)])
+    unusable = runner.invoke(app, ["apply", "--desired", str(garbage), "--config", str(config)])
+    failed = runner.invoke(app, ["apply", "--desired", str(bad_model), "--config", str(config)])
+
+    assert refused.exit_code == 1 and "pins key" in refused.output
+    assert unusable.exit_code == 2 and "cannot use desired-state file" in unusable.output
+    assert failed.exit_code == 1 and "self-test failed" in failed.output
+
+
+def test_apply_waits_for_the_lock(tmp_path, signer):
+    from edge_agent.adapters.lockfile import apply_lock
+
+    config = write_config(tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64)
+    desired = tmp_path / "desired.json"
+    desired.write_text(signed(signer, 1, [build_version(tmp_path / "art", 1)]).model_dump_json())
+    with apply_lock(tmp_path / "data"):
+        busy = runner.invoke(
+            app, ["apply", "--desired", str(desired), "--config", str(config), "--lock-timeout-s", "0.2"]
+        )
+    assert busy.exit_code == 1 and "another edge-agent process is applying" in busy.output
+
+
+def test_facts_json():
+    result = runner.invoke(app, ["facts", "--json"])
+    facts = json.loads(result.output)
+    assert result.exit_code == 0 and facts["gpu_class"].startswith(("cpu-", "dgpu-", "jetson-"))
+    assert "CPUExecutionProvider" in facts["available_providers"]
