@@ -55,6 +55,13 @@ class ServerSettings(BaseSettings):
         default=None, description="ed25519 private key (PEM). Default: data_dir/signing_key.pem, created if absent."
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3, gt=0, description="Largest model or samples file accepted by an upload (bytes)."
+    )
+    targets_dir: Path | None = Field(
+        default=None, description="Extra GPU-class files (*.yaml) added to the built-in catalog."
+    )
+    training_workers: int = Field(default=2, ge=1, le=64, description="Training jobs run at the same time.")
     device_offline_after_s: float = Field(
         default=90.0, gt=0, description="A device silent this long without a last will is shown offline."
     )

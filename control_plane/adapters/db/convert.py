@@ -1,0 +1,132 @@
+"""Row <-> domain value conversion. SQLite hands back naive datetimes; everything stored is UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from control_plane.adapters.db.tables import (
+    BuildRow,
+    DeviceRow,
+    RolloutDeviceRow,
+    RolloutRow,
+    TrainingJobRow,
+    VersionRow,
+)
+from control_plane.domain.fleet import Device
+from control_plane.domain.registry import Build, BuildStatus, ModelVersion, TensorInfo
+from control_plane.domain.rollouts import DeviceRolloutStatus, Rollout, RolloutDevice, RolloutPhase, RolloutStrategy
+from control_plane.domain.selectors import Selector
+from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
+from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
+
+
+def utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value)
+
+
+def tensors_to_json(tensors: tuple[TensorInfo, ...]) -> list[dict[str, Any]]:
+    return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in tensors]
+
+
+def tensors_from_json(data: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(name=d["name"], shape=tuple(d["shape"]), dtype=d["dtype"]) for d in data)
+
+
+def version_from_row(row: VersionRow) -> ModelVersion:
+    return ModelVersion(
+        model=row.model_name,
+        version=row.version,
+        created_at=utc(row.created_at),
+        source_sha256=row.source_sha256,
+        source_size=row.source_size,
+        inputs=tensors_from_json(row.inputs),
+        outputs=tensors_from_json(row.outputs),
+        samples_sha256=row.samples_sha256,
+        sample_count=row.sample_count,
+        samples_synthesised=row.samples_synthesised,
+        reference_outputs_computed=row.reference_outputs_computed,
+        lineage=dict(row.lineage),
+        metrics=dict(row.metrics),
+    )
+
+
+def build_from_row(row: BuildRow) -> Build:
+    return Build(
+        id=row.id,
+        model=row.model_name,
+        version=row.version,
+        target=row.target,
+        precision=row.precision,
+        artifact_kind=row.artifact_kind,
+        status=BuildStatus(row.status),
+        artifact_sha256=row.artifact_sha256,
+        artifact_size=row.artifact_size,
+        error=row.error,
+        created_at=utc(row.created_at),
+        manifest=dict(row.manifest),
+        manifest_signature=row.manifest_signature,
+    )
+
+
+def device_from_row(row: DeviceRow) -> Device:
+    return Device(
+        id=row.id,
+        created_at=utc(row.created_at),
+        gpu_class=row.gpu_class,
+        labels={str(k): str(v) for k, v in row.labels.items()},
+        hardware=HardwareFacts.model_validate(row.hardware) if row.hardware else None,
+        reported=ReportedState.model_validate(row.reported) if row.reported else None,
+        channel=row.channel,
+        status=PresenceStatus(row.status) if row.status else None,
+        last_seen=utc_or_none(row.last_seen),
+        desired_generation=row.desired_generation,
+        desired=SignedDesiredState.model_validate(row.desired) if row.desired else None,
+        telemetry=Telemetry.model_validate(row.telemetry) if row.telemetry else None,
+    )
+
+
+def rollout_device_from_row(row: RolloutDeviceRow) -> RolloutDevice:
+    return RolloutDevice(
+        device_id=row.device_id,
+        target=row.target,
+        build_id=row.build_id,
+        generation=row.generation,
+        status=DeviceRolloutStatus(row.status),
+        reason=row.reason,
+        updated_at=utc(row.updated_at),
+    )
+
+
+def rollout_from_rows(row: RolloutRow, devices: list[RolloutDeviceRow]) -> Rollout:
+    selector = row.selector
+    return Rollout(
+        id=row.id,
+        model=row.model_name,
+        version=row.version,
+        selector=Selector(labels=dict(selector.get("labels") or {}), gpu_class=selector.get("gpu_class")),
+        strategy=RolloutStrategy(row.strategy),
+        phase=RolloutPhase(row.phase),
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+        devices=tuple(rollout_device_from_row(d) for d in sorted(devices, key=lambda d: d.device_id)),
+    )
+
+
+def job_from_row(row: TrainingJobRow) -> TrainingJob:
+    return TrainingJob(
+        id=row.id,
+        spec=TrainingJobSpec.model_validate(row.spec),
+        status=TrainingStatus(row.status),
+        created_at=utc(row.created_at),
+        started_at=utc_or_none(row.started_at),
+        finished_at=utc_or_none(row.finished_at),
+        error=row.error,
+        log_path=row.log_path,
+        model=row.model_name,
+        version=row.version,
+    )

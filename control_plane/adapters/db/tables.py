@@ -1,0 +1,136 @@
+"""ORM tables (SQLAlchemy 2 typed mappings). The schema itself is created by the Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[dict[str, Any]]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+class VersionRow(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_name", "version", name="uq_model_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model_name: Mapped[str] = mapped_column(String(128), ForeignKey("models.name"))
+    version: Mapped[int]
+    created_at: Mapped[datetime]
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    source_size: Mapped[int]
+    inputs: Mapped[list[dict[str, Any]]]
+    outputs: Mapped[list[dict[str, Any]]]
+    samples_sha256: Mapped[str] = mapped_column(String(64))
+    sample_count: Mapped[int]
+    samples_synthesised: Mapped[bool]
+    reference_outputs_computed: Mapped[bool]
+    lineage: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+
+
+class BuildRow(Base):
+    __tablename__ = "builds"
+    __table_args__ = (UniqueConstraint("version_id", "target", "precision", name="uq_build_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    target: Mapped[str] = mapped_column(String(128))
+    precision: Mapped[str] = mapped_column(String(16))
+    artifact_kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    artifact_size: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    manifest: Mapped[dict[str, Any]]
+    manifest_signature: Mapped[str | None] = mapped_column(String(200))
+
+
+class DeviceRow(Base):
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime]
+    gpu_class: Mapped[str | None] = mapped_column(String(128))
+    labels: Mapped[dict[str, Any]]
+    hardware: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reported: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
+    last_seen: Mapped[datetime | None]
+    desired_generation: Mapped[int]
+    desired: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    telemetry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class EventRow(Base):
+    __tablename__ = "device_events"
+    __table_args__ = (Index("ix_device_events_device", "device_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"))
+    generation: Mapped[int]
+    step: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class RolloutRow(Base):
+    __tablename__ = "rollouts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    selector: Mapped[dict[str, Any]]
+    strategy: Mapped[str] = mapped_column(String(32))
+    phase: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class RolloutDeviceRow(Base):
+    __tablename__ = "rollout_devices"
+
+    rollout_id: Mapped[str] = mapped_column(String(32), ForeignKey("rollouts.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(128))
+    build_id: Mapped[str] = mapped_column(String(32), ForeignKey("builds.id"))
+    generation: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]
+
+
+class TrainingJobRow(Base):
+    __tablename__ = "training_jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    log_path: Mapped[str] = mapped_column(Text)
+    model_name: Mapped[str | None] = mapped_column(String(128))
+    version: Mapped[int | None]

@@ -1,0 +1,31 @@
+"""The one place service errors become HTTP statuses. Anything else reaching here is a bug (500)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
+
+STATUS_OF: dict[type[ServiceError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 422,
+    Unavailable: 503,
+}
+
+
+def _status(exc: ServiceError) -> int:
+    for kind, status in STATUS_OF.items():
+        if isinstance(exc, kind):
+            return status
+    return 400
+
+
+async def _handle(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return JSONResponse(status_code=_status(exc), content={"detail": str(exc)})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _handle)

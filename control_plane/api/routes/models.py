@@ -1,0 +1,51 @@
+"""Models and versions: list, show, upload (multipart), and the samples file of a version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import FileResponse
+
+from control_plane.api.deps import RegistryDep
+from control_plane.api.schemas import ModelOut, VersionOut
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("")
+def list_models(registry: RegistryDep) -> list[ModelOut]:
+    return [ModelOut.of(m) for m in registry.list_models()]
+
+
+@router.get("/{name}")
+def get_model(name: str, registry: RegistryDep) -> ModelOut:
+    return ModelOut.of(registry.get_model(name))
+
+
+@router.post("/{name}/versions", status_code=201)
+def upload_version(
+    name: str,
+    registry: RegistryDep,
+    model: Annotated[UploadFile, File(description="The ONNX model (.onnx).")],
+    samples: Annotated[UploadFile | None, File(description="Sample inputs/outputs (.npz).")] = None,
+    metadata: Annotated[str | None, Form(description='JSON: {"lineage": {...}, "metrics": {...}}')] = None,
+) -> VersionOut:
+    version = registry.register_upload(name, model.file, samples.file if samples else None, metadata)
+    return VersionOut.of(version)
+
+
+@router.get("/{name}/versions")
+def list_versions(name: str, registry: RegistryDep) -> list[VersionOut]:
+    return [VersionOut.of(v) for v in registry.list_versions(name)]
+
+
+@router.get("/{name}/versions/{version}")
+def get_version(name: str, version: int, registry: RegistryDep) -> VersionOut:
+    return VersionOut.of(registry.get_version(name, version))
+
+
+@router.get("/{name}/versions/{version}/samples", response_class=FileResponse)
+def get_samples(name: str, version: int, registry: RegistryDep) -> FileResponse:
+    path = registry.samples_file(name, version)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{name}-v{version}-samples.npz")

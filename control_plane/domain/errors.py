@@ -1,0 +1,27 @@
+"""The one error hierarchy services raise; api/errors.py maps each kind to an HTTP status in one place.
+
+Library errors (SQLAlchemy, onnx, paho) are wrapped into these at the boundary that sees them, so the API never
+leaks a library's exception and a 500 means a bug.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base of every expected failure; the text is shown to the user as is."""
+
+
+class NotFound(ServiceError):
+    """An unknown name or id."""
+
+
+class Conflict(ServiceError):
+    """The request is well-formed but clashes with the current state."""
+
+
+class InvalidInput(ServiceError):
+    """The request (or an uploaded file) is malformed; nothing was changed."""
+
+
+class Unavailable(ServiceError):
+    """A dependency (broker, toolchain) is temporarily unusable; retrying later may work."""

@@ -1,0 +1,74 @@
+"""Values of the fleet: devices as the control plane knows them, their events, and presence derivation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+
+from edge_agent.protocol import (
+    DesiredState,
+    HardwareFacts,
+    PresenceStatus,
+    ReportedState,
+    SignedDesiredState,
+    Telemetry,
+)
+
+
+class Presence(str, Enum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    created_at: datetime
+    gpu_class: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    hardware: HardwareFacts | None = None
+    reported: ReportedState | None = None
+    channel: str = "mqtt"
+    status: PresenceStatus | None = None  # from the retained status topic / last will, if ever received
+    last_seen: datetime | None = None
+    desired_generation: int = 0
+    desired: SignedDesiredState | None = None
+    telemetry: Telemetry | None = None
+
+    @property
+    def desired_document(self) -> DesiredState | None:
+        if self.desired is None:
+            return None
+        return DesiredState.model_validate_json(self.desired.document)
+
+
+@dataclass(frozen=True)
+class DeviceEventRecord:
+    device_id: str
+    generation: int
+    step: str
+    model: str | None
+    version: int | None
+    reason: str | None
+    at: datetime
+
+
+def presence(device: Device, now: datetime, offline_after: timedelta) -> Presence:
+    """The status topic wins when the device (or its broker last will) ever published one; otherwise a device
+    is online while it keeps talking, offline once silent for `offline_after`, unknown if never heard from."""
+    if device.status is not None:
+        return Presence.ONLINE if device.status is PresenceStatus.ONLINE else Presence.OFFLINE
+    if device.last_seen is None:
+        return Presence.UNKNOWN
+    return Presence.ONLINE if now - device.last_seen <= offline_after else Presence.OFFLINE
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device with its presence as of the moment it was read."""
+
+    device: Device
+    presence: Presence

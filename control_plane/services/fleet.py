@@ -1,0 +1,127 @@
+"""The fleet: turn what devices publish (reported state, events, presence, telemetry) into stored device state.
+
+Every payload is untrusted: a malformed one, or one whose envelope names another device than its topic, is
+logged and dropped; it never raises out of `handle_message` and never stops later messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from control_plane.domain.errors import InvalidInput, NotFound
+from control_plane.domain.fleet import DeviceEventRecord, DeviceView, presence
+from control_plane.domain.selectors import SelectorError, parse_selector
+from control_plane.services.ports import Clock, FleetStore
+from edge_agent.protocol import (
+    DeviceEvent,
+    MessageKind,
+    Presence,
+    ProtocolError,
+    ReportedState,
+    Telemetry,
+    Topics,
+    open_envelope,
+)
+
+log = logging.getLogger(__name__)
+
+DeviceListener = Callable[[str], None]
+
+
+class FleetService:
+    def __init__(self, store: FleetStore, topics: Topics, clock: Clock, offline_after: timedelta) -> None:
+        self._store = store
+        self._topics = topics
+        self._clock = clock
+        self._offline_after = offline_after
+        self._listeners: list[DeviceListener] = []
+
+    def on_report(self, listener: DeviceListener) -> None:
+        """Call `listener(device_id)` after each stored reported state (rollouts re-derive statuses)."""
+        self._listeners.append(listener)
+
+    # -- queries ----------------------------------------------------------------------------------------------
+    def list_devices(self, selector_text: str | None = None) -> list[DeviceView]:
+        try:
+            selector = parse_selector(selector_text)
+        except SelectorError as exc:
+            raise InvalidInput(str(exc)) from exc
+        now = self._clock()
+        return [
+            DeviceView(d, presence(d, now, self._offline_after))
+            for d in self._store.list_devices()
+            if selector.matches(d.labels, d.gpu_class)
+        ]
+
+    def get_device(self, device_id: str) -> DeviceView:
+        device = self._store.get_device(device_id)
+        if device is None:
+            raise NotFound(f"device {device_id!r} is not known")
+        return DeviceView(device, presence(device, self._clock(), self._offline_after))
+
+    def list_events(self, device_id: str, limit: int) -> list[DeviceEventRecord]:
+        self.get_device(device_id)
+        return self._store.list_events(device_id, limit)
+
+    # -- incoming messages ------------------------------------------------------------------------------------
+    def handle_message(self, topic: str, payload: bytes) -> None:
+        parsed = self._topics.parse(topic)
+        if parsed is None:
+            log.warning("dropped a message on unexpected topic %r", topic)
+            return
+        device_id, leaf = parsed
+        if not payload:
+            return  # a cleared retained message
+        try:
+            self._dispatch(device_id, leaf, payload)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed %s message from %s: %s", leaf, device_id, exc)
+
+    def _dispatch(self, device_id: str, leaf: str, payload: bytes) -> None:
+        now = self._clock()
+        if leaf == "reported":
+            envelope, reported = open_envelope(payload, MessageKind.REPORTED, ReportedState)
+            _same_device(device_id, envelope.device_id, reported.device_id)
+            self._store.apply_report(reported, now)
+            self._notify(device_id)
+        elif leaf == "events":
+            envelope, event = open_envelope(payload, MessageKind.EVENT, DeviceEvent)
+            _same_device(device_id, envelope.device_id)
+            self._store.add_event(_event_record(device_id, event), now)
+        elif leaf == "status":
+            envelope, status = open_envelope(payload, MessageKind.STATUS, Presence)
+            _same_device(device_id, envelope.device_id)
+            self._store.apply_status(device_id, status.state, now)
+        elif leaf == "telemetry":
+            envelope, telemetry = open_envelope(payload, MessageKind.TELEMETRY, Telemetry)
+            _same_device(device_id, envelope.device_id)
+            self._store.apply_telemetry(device_id, telemetry, now)
+        else:
+            log.debug("ignored a message on leaf %r of %s", leaf, device_id)
+
+    def _notify(self, device_id: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(device_id)
+            except Exception:
+                log.exception("a listener failed on the report of %s", device_id)
+
+
+def _same_device(topic_id: str, *claimed: str) -> None:
+    for other in claimed:
+        if other != topic_id:
+            raise ProtocolError(f"message names device {other!r} but came on the topic of {topic_id!r}")
+
+
+def _event_record(device_id: str, event: DeviceEvent) -> DeviceEventRecord:
+    return DeviceEventRecord(
+        device_id=device_id,
+        generation=event.generation,
+        step=event.step.value,
+        model=event.model,
+        version=event.version,
+        reason=event.reason,
+        at=event.at,
+    )

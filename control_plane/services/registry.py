@@ -1,0 +1,228 @@
+"""The model registry: validate an upload for real and store it as an immutable, numbered version.
+
+Validation happens before anything is stored: a bad upload is an `InvalidInput` naming what is wrong and leaves
+no version behind. Files are streamed to disk with a size limit, never held in memory twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from control_plane.domain.errors import InvalidInput, NotFound
+from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
+from control_plane.services.ports import Artifacts, Clock, RegistryStore
+from edge_agent.protocol.messages import Name
+from model_builds import ort_runtime
+from model_builds.onnx_model import (
+    Arrays,
+    InvalidModel,
+    ModelSignature,
+    inspect_model,
+    load_npz,
+    sample_count,
+    save_npz,
+    split_samples,
+    synthesise_inputs,
+)
+
+_NAME = TypeAdapter(Name)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_sha256(text: str) -> bool:
+    return bool(_SHA256.fullmatch(text))
+
+
+class Lineage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: LineageSource = LineageSource.UPLOAD
+    training_job_id: str | None = Field(default=None, max_length=64)
+    data_digest: str | None = Field(default=None, max_length=128)
+    code_revision: str | None = Field(default=None, max_length=128)
+    parameters: dict[str, Any] | None = None
+    tool_versions: dict[str, str] | None = None
+
+
+class UploadMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lineage: Lineage = Field(default_factory=Lineage)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+def validate_name(name: str) -> str:
+    try:
+        return _NAME.validate_python(name)
+    except ValidationError as exc:
+        raise InvalidInput(
+            f"model name {name!r} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        ) from exc
+
+
+def parse_metadata(text: str | None) -> UploadMetadata:
+    if text is None or not text.strip():
+        return UploadMetadata()
+    try:
+        return UploadMetadata.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
+        raise InvalidInput(f"metadata is not valid: {where}: {first.get('msg')}") from exc
+
+
+class RegistryService:
+    def __init__(self, store: RegistryStore, artifacts: Artifacts, clock: Clock, max_upload_bytes: int) -> None:
+        self._store = store
+        self._artifacts = artifacts
+        self._clock = clock
+        self._max_upload_bytes = max_upload_bytes
+
+    # -- queries ----------------------------------------------------------------------------------------------
+    def list_models(self) -> list[Model]:
+        return self._store.list_models()
+
+    def get_model(self, name: str) -> Model:
+        model = self._store.get_model(name)
+        if model is None:
+            raise NotFound(f"model {name!r} does not exist")
+        return model
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        self.get_model(name)
+        return self._store.list_versions(name)
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        found = self._store.get_version(name, version)
+        if found is None:
+            self.get_model(name)
+            raise NotFound(f"model {name!r} has no version {version}")
+        return found
+
+    def samples_file(self, name: str, version: int) -> Path:
+        found = self.get_version(name, version)
+        path = self._artifacts.path_for(found.samples_sha256)
+        if path is None:
+            raise NotFound(f"the samples file of {name} v{version} is missing from the artifact store")
+        return path
+
+    def artifact_file(self, sha256: str) -> Path:
+        if not is_sha256(sha256):
+            raise InvalidInput(f"{sha256!r} is not a sha256 digest (64 lowercase hex characters)")
+        path = self._artifacts.path_for(sha256)
+        if path is None:
+            raise NotFound(f"no artifact {sha256}")
+        return path
+
+    # -- registration -----------------------------------------------------------------------------------------
+    def register_upload(
+        self, name: str, model: BinaryIO, samples: BinaryIO | None, metadata_text: str | None
+    ) -> ModelVersion:
+        validate_name(name)
+        metadata = parse_metadata(metadata_text)
+        metadata.lineage.source = LineageSource.UPLOAD
+        with ExitStack() as cleanup:
+            model_path, model_sha, model_size = self._receive(model, ".onnx", "model")
+            cleanup.callback(model_path.unlink, missing_ok=True)
+            samples_path: Path | None = None
+            if samples is not None:
+                samples_path, _, _ = self._receive(samples, ".npz", "samples")
+                cleanup.callback(samples_path.unlink, missing_ok=True)
+            return self._register(name, model_path, model_sha, model_size, samples_path, metadata)
+
+    def register_files(
+        self, name: str, model_path: Path, samples_path: Path | None, lineage: Mapping[str, Any], metrics: Any
+    ) -> ModelVersion:
+        """Register files already on disk (a training job's output); the originals are left in place."""
+        validate_name(name)
+        try:
+            metadata = UploadMetadata(lineage=Lineage.model_validate(dict(lineage)), metrics=metrics)
+        except ValidationError as exc:
+            raise InvalidInput(f"lineage/metrics are not valid: {exc.errors()[0]['msg']}") from exc
+        with model_path.open("rb") as stream:
+            copy, sha, size = self._receive(stream, ".onnx", "model")
+        try:
+            return self._register(name, copy, sha, size, samples_path, metadata)
+        finally:
+            copy.unlink(missing_ok=True)
+
+    def _receive(self, stream: BinaryIO, suffix: str, what: str) -> tuple[Path, str, int]:
+        try:
+            path, sha, size = self._artifacts.receive(stream, self._max_upload_bytes, suffix)
+        except ValueError as exc:  # ArtifactTooLarge
+            raise InvalidInput(f"{what}: {exc}") from exc
+        if size == 0:
+            path.unlink(missing_ok=True)
+            raise InvalidInput(f"{what}: the uploaded file is empty")
+        return path, sha, size
+
+    def _register(
+        self,
+        name: str,
+        model_path: Path,
+        model_sha: str,
+        model_size: int,
+        samples_path: Path | None,
+        metadata: UploadMetadata,
+    ) -> ModelVersion:
+        try:
+            signature = inspect_model(model_path)
+            inputs, outputs, synthesised = self._sample_arrays(signature, samples_path, model_sha)
+            computed = not outputs
+            if computed:
+                outputs = self._reference_outputs(model_path, inputs)
+        except InvalidModel as exc:
+            raise InvalidInput(str(exc)) from exc
+        samples_sha = self._store_samples(inputs, outputs)
+        self._artifacts.adopt(model_path, model_sha)
+        return self._store.add_version(
+            NewVersion(
+                model=name,
+                created_at=self._clock(),
+                source_sha256=model_sha,
+                source_size=model_size,
+                inputs=_infos(signature.inputs),
+                outputs=_infos(signature.outputs),
+                samples_sha256=samples_sha,
+                sample_count=sample_count(inputs),
+                samples_synthesised=synthesised,
+                reference_outputs_computed=computed,
+                lineage=metadata.lineage.model_dump(mode="json", exclude_none=True),
+                metrics=metadata.metrics,
+            )
+        )
+
+    @staticmethod
+    def _sample_arrays(signature: ModelSignature, samples_path: Path | None, seed: str) -> tuple[Arrays, Arrays, bool]:
+        if samples_path is None:
+            return synthesise_inputs(signature, seed), {}, True
+        inputs, outputs = split_samples(load_npz(samples_path), signature)
+        return inputs, outputs, False
+
+    @staticmethod
+    def _reference_outputs(model_path: Path, inputs: Arrays) -> Arrays:
+        try:
+            return ort_runtime.run(model_path, inputs)
+        except ort_runtime.RuntimeFailure as exc:
+            raise InvalidModel(str(exc)) from exc
+
+    def _store_samples(self, inputs: Arrays, outputs: Arrays) -> str:
+        temp = self._artifacts.temp_path(".npz")
+        try:
+            save_npz(temp, inputs, outputs)
+            with temp.open("rb") as stream:
+                copy, sha, _ = self._artifacts.receive(stream, limit=1 << 62, suffix=".npz")
+            self._artifacts.adopt(copy, sha)
+            return sha
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+def _infos(specs: Any) -> tuple[TensorInfo, ...]:
+    return tuple(TensorInfo(name=s.name, shape=tuple(s.shape), dtype=s.dtype) for s in specs)

@@ -1,0 +1,181 @@
+"""Fleet and rollouts end to end over the real broker: devices report, a rollout publishes signed desired
+states, reports move each device to activated or failed, and bad payloads never stop the server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from edge_agent.protocol import (
+    DesiredState,
+    DeviceEvent,
+    EventStep,
+    MessageKind,
+    Presence,
+    PresenceStatus,
+    SignedDesiredState,
+    Verifier,
+    open_envelope,
+)
+from tests.integration.control_plane.conftest import DeviceClient
+from tests.integration.control_plane.helpers import deployable, reported
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+NOW = datetime.now(UTC)
+
+Factory = Callable[[str], DeviceClient]
+
+
+def device_json(api: httpx.Client, device_id: str) -> dict[str, Any] | None:
+    answer = api.get(f"/v1/devices/{device_id}")
+    return dict(answer.json()) if answer.status_code == 200 else None
+
+
+def desired_docs(api: httpx.Client, device: DeviceClient) -> list[DesiredState]:
+    verifier = Verifier(api.get("/v1/keys/signing").json()["public_key"])
+    docs = []
+    for payload in device.received:
+        _, signed = open_envelope(payload, MessageKind.DESIRED, SignedDesiredState)
+        docs.append(verifier.verify_desired(signed))
+    return docs
+
+
+def rollout_status(api: httpx.Client, rollout_id: str, phase: str) -> dict[str, Any] | None:
+    body = api.get(f"/v1/rollouts/{rollout_id}").json()
+    return dict(body) if body["phase"] == phase else None
+
+
+def test_reported_device_is_listed_with_labels_class_and_presence(api: httpx.Client, device_factory: Factory) -> None:
+    dev = device_factory("dev-1")
+    dev.send(MessageKind.REPORTED, reported("dev-1", labels={"site": "factory-a", "line": "2"}))
+    dev.send(MessageKind.STATUS, Presence(state=PresenceStatus.ONLINE))
+    shown = wait_for(lambda: (d := device_json(api, "dev-1")) and d["presence"] == "online" and d, what="dev-1 online")
+    assert shown["labels"] == {"site": "factory-a", "line": "2"}
+    assert (shown["gpu_class"], shown["channel"], shown["hardware"]["cpu_count"]) == ("cpu-x86_64", "mqtt", 2)
+    assert shown["reported"]["agent_version"] == "0.1.0"
+    selected = api.get("/v1/devices", params={"selector": "site=factory-a,gpu_class=cpu-x86_64"}).json()
+    assert "dev-1" in [d["id"] for d in selected]
+    assert api.get("/v1/devices", params={"selector": "site=elsewhere"}).json() == []
+    assert api.get("/v1/devices", params={"selector": "no-equals"}).status_code == 422
+
+    dev.send(MessageKind.STATUS, Presence(state=PresenceStatus.OFFLINE))
+    wait_for(lambda: device_json(api, "dev-1")["presence"] == "offline", what="dev-1 offline")  # type: ignore[index]
+
+
+def test_rollout_publishes_signed_desired_state_and_follows_activation(
+    api: httpx.Client, device_factory: Factory
+) -> None:
+    build = deployable(api, "fleet-ok")
+    dev = device_factory("dev-2")
+    dev.send(MessageKind.REPORTED, reported("dev-2", labels={"site": "rollout-ok"}))
+    wait_for(lambda: device_json(api, "dev-2"), what="dev-2 known")
+
+    answer = api.post(
+        "/v1/rollouts",
+        json={
+            "model": "fleet-ok",
+            "version": 1,
+            "selector": {"labels": {"site": "rollout-ok"}},
+            "strategy": "all-at-once",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    rollout = answer.json()
+    assert rollout["phase"] == "in_progress" and rollout["counts"]["in_progress"] == 1
+    assert rollout["devices"][0]["build_id"] == build["id"]
+
+    (doc,) = wait_for(lambda: desired_docs(api, dev), what="desired state delivered to dev-2")
+    assert (doc.device_id, doc.generation, doc.rollout_id) == ("dev-2", 1, rollout["id"])
+    (model,) = doc.models
+    assert (model.name, model.version, model.build_id, model.target) == ("fleet-ok", 1, build["id"], "cpu-x86_64")
+    assert model.artifact.sha256 == build["artifact_sha256"] and model.artifact.size == build["artifact_size"]
+    assert model.artifact.url.endswith(f"/v1/artifacts/{build['artifact_sha256']}")
+    assert len(httpx.get(model.artifact.url).content) == build["artifact_size"]
+    samples_sha = api.get("/v1/models/fleet-ok/versions/1").json()["samples_sha256"]
+    assert model.selftest.artifact.sha256 == samples_sha
+    assert model.selftest.artifact.url.endswith(f"/v1/artifacts/{samples_sha}")
+    assert (model.selftest.atol, model.selftest.rtol) == (1e-4, 1e-3)
+    assert device_json(api, "dev-2")["desired_generation"] == 1  # type: ignore[index]
+
+    dev.send(
+        MessageKind.REPORTED, reported("dev-2", applied=1, labels={"site": "rollout-ok"}, models=(("fleet-ok", 1),))
+    )
+    done = wait_for(lambda: rollout_status(api, rollout["id"], "succeeded"), what="rollout succeeded")
+    assert done["devices"][0]["status"] == "activated" and done["counts"]["activated"] == 1
+
+
+def test_failed_apply_fails_the_rollout_with_the_reason(api: httpx.Client, device_factory: Factory) -> None:
+    deployable(api, "fleet-fail")
+    dev = device_factory("dev-3")
+    dev.send(MessageKind.REPORTED, reported("dev-3", labels={"site": "rollout-fail"}))
+    wait_for(lambda: device_json(api, "dev-3"), what="dev-3 known")
+    rollout = api.post(
+        "/v1/rollouts", json={"model": "fleet-fail", "version": 1, "selector": {"labels": {"site": "rollout-fail"}}}
+    ).json()
+    (doc,) = wait_for(lambda: desired_docs(api, dev), what="desired state delivered to dev-3")
+    dev.send(
+        MessageKind.REPORTED,
+        reported("dev-3", labels={"site": "rollout-fail"}, failed=(doc.generation, "self-test: Y differs by 2.5")),
+    )
+    done = wait_for(lambda: rollout_status(api, rollout["id"], "failed"), what="rollout failed")
+    assert done["devices"][0]["status"] == "failed"
+    assert done["devices"][0]["reason"] == "self-test: Y differs by 2.5"
+
+
+def test_rollout_refusals(api: httpx.Client, device_factory: Factory) -> None:
+    deployable(api, "fleet-refuse")
+    dev = device_factory("dev-4")
+    dev.send(MessageKind.REPORTED, reported("dev-4", labels={"site": "refuse"}, gpu_class="jetson-orin"))
+    wait_for(lambda: device_json(api, "dev-4"), what="dev-4 known")
+    body = {"model": "fleet-refuse", "version": 1, "selector": {"labels": {"site": "refuse"}}}
+    missing = api.post("/v1/rollouts", json=body)
+    assert missing.status_code == 409 and "jetson-orin" in missing.json()["detail"]
+    nobody = api.post("/v1/rollouts", json=body | {"selector": {"labels": {"site": "nowhere"}}})
+    assert nobody.status_code == 422 and "matched no devices" in nobody.json()["detail"]
+    unknown = api.post("/v1/rollouts", json=body | {"version": 9})
+    assert unknown.status_code == 404
+    assert api.post("/v1/rollouts", json=body | {"strategy": "yolo"}).status_code == 422
+    assert dev.received == []
+
+
+@pytest.mark.parametrize(
+    ("leaf", "payload"),
+    [
+        pytest.param("reported", b"\xff\xfe not json", id="reported-garbage"),
+        pytest.param("reported", b'{"protocol_version": 1}', id="reported-incomplete-envelope"),
+        pytest.param("events", b"[]", id="events-not-an-object"),
+        pytest.param("status", b"{}", id="status-empty-object"),
+        pytest.param("telemetry", b"null", id="telemetry-null"),
+    ],
+)
+def test_malformed_payloads_do_not_stop_the_server(
+    api: httpx.Client, device_factory: Factory, leaf: str, payload: bytes
+) -> None:
+    dev = device_factory("dev-5")
+    dev.publish(leaf, payload, retain=False)
+    dev.send(
+        MessageKind.EVENT, DeviceEvent(generation=1, step=EventStep.ERROR, reason=f"after {leaf}", at=NOW), retain=False
+    )
+    wait_for(
+        lambda: any(e["reason"] == f"after {leaf}" for e in api.get("/v1/devices/dev-5/events").json()),
+        what="the valid event after a malformed one",
+    )
+    assert api.get("/healthz").json()["mqtt_connected"] is True
+
+
+def test_messages_naming_another_device_are_dropped(api: httpx.Client, device_factory: Factory) -> None:
+    dev = device_factory("dev-6")
+    dev.send(MessageKind.REPORTED, reported("dev-6", labels={"who": "me"}))
+    wait_for(lambda: device_json(api, "dev-6"), what="dev-6 known")
+    dev.send(MessageKind.REPORTED, reported("dev-7", labels={"who": "impostor"}))  # on dev-6's topic
+    dev.send(
+        MessageKind.EVENT, DeviceEvent(generation=0, step=EventStep.RECEIVED, reason="marker", at=NOW), retain=False
+    )
+    wait_for(lambda: api.get("/v1/devices/dev-6/events").json(), what="marker event")
+    assert device_json(api, "dev-6")["labels"] == {"who": "me"}  # type: ignore[index]
+    assert device_json(api, "dev-7") is None

@@ -1,0 +1,133 @@
+"""Registry and builds over real HTTP: uploads (valid and not), builds, artifacts with Range, signed manifests."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+import pytest
+
+from edge_agent.protocol import Verifier, canonical_json
+from tests.unit.control_plane.onnx_models import W, linear_model, linear_samples, npz_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def upload(api: httpx.Client, name: str, model: bytes, samples: bytes | None = None, **data: str) -> httpx.Response:
+    files = {"model": ("model.onnx", model)}
+    if samples is not None:
+        files["samples"] = ("samples.npz", samples)
+    return api.post(f"/v1/models/{name}/versions", files=files, data=data)
+
+
+def test_upload_without_samples_synthesises_and_computes_references(api: httpx.Client) -> None:
+    answer = upload(api, "reg-synth", linear_model(), metadata='{"metrics": {"accuracy": 0.9}}')
+    assert answer.status_code == 201, answer.text
+    version = answer.json()
+    assert (version["version"], version["samples_synthesised"], version["reference_outputs_computed"]) == (
+        1,
+        True,
+        True,
+    )
+    assert version["inputs"] == [{"name": "X", "shape": ["N", 4], "dtype": "float32"}]
+    assert version["lineage"] == {"source": "upload"} and version["metrics"] == {"accuracy": 0.9}
+    samples = api.get("/v1/models/reg-synth/versions/1/samples")
+    arrays = np.load(io.BytesIO(samples.content))
+    np.testing.assert_allclose(arrays["output:Y"], arrays["input:X"] @ W + np.array([0.1, -0.2, 0.3]), atol=1e-5)
+
+
+def test_upload_with_samples_keeps_them_and_numbers_versions(api: httpx.Client) -> None:
+    first = upload(api, "reg-samples", linear_model(), linear_samples())
+    second = upload(api, "reg-samples", linear_model(), linear_samples(with_outputs=False))
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert (first.json()["version"], first.json()["reference_outputs_computed"], first.json()["sample_count"]) == (
+        1, False, 3,
+    )  # fmt: skip
+    assert (second.json()["version"], second.json()["reference_outputs_computed"]) == (2, True)
+    model = api.get("/v1/models/reg-samples").json()
+    assert (model["latest_version"], model["version_count"]) == (2, 2)
+    assert [v["version"] for v in api.get("/v1/models/reg-samples/versions").json()] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "detail"),
+    [
+        pytest.param("reg-bad", {"model": ("m.onnx", b"definitely not onnx")}, "not an ONNX model", id="garbage"),
+        pytest.param("reg-bad", {"model": ("m.onnx", b"")}, "empty", id="empty"),
+        pytest.param(
+            "reg-bad",
+            {"model": ("m.onnx", linear_model()), "samples": ("s.npz", npz_bytes(**{"input:Q": np.zeros(2)}))},
+            "model does not have",
+            id="samples-mismatch",
+        ),
+        pytest.param("bad name!", {"model": ("m.onnx", linear_model())}, "model name", id="bad-name"),
+        pytest.param("reg-bad", {"samples": ("s.npz", linear_samples())}, "model", id="model-missing"),
+    ],
+)
+def test_bad_upload_is_422_and_registers_nothing(
+    api: httpx.Client, name: str, files: dict[str, tuple[str, bytes]], detail: str
+) -> None:
+    answer = api.post(f"/v1/models/{name}/versions", files=files)
+    assert answer.status_code == 422, answer.text
+    assert detail in str(answer.json()["detail"])
+    assert api.get("/v1/models/reg-bad").status_code == 404
+    assert all(m["name"] != "reg-bad" for m in api.get("/v1/models").json())
+
+
+def test_build_artifact_range_and_signed_manifest(api: httpx.Client) -> None:
+    assert upload(api, "reg-build", linear_model(), linear_samples()).status_code == 201
+    answer = api.post("/v1/models/reg-build/versions/1/builds", json={"targets": ["cpu-x86_64"]})
+    assert answer.status_code == 201, answer.text
+    (build,) = answer.json()
+    assert (build["status"], build["artifact_kind"], build["target"]) == ("succeeded", "onnx", "cpu-x86_64")
+    manifest = build["manifest"]
+    assert manifest["sha256"] == build["artifact_sha256"] and manifest["parity"]["passed"] is True
+    assert manifest["hardware_key"] == {"target": "cpu-x86_64", "arch": "x86_64"}
+    assert {"onnx", "onnxruntime"} <= set(manifest["toolchain"])
+
+    key = api.get("/v1/keys/signing").json()
+    Verifier(key["public_key"]).verify(canonical_json(manifest).encode(), build["manifest_signature"])
+
+    whole = api.get(f"/v1/artifacts/{build['artifact_sha256']}")
+    assert whole.status_code == 200 and len(whole.content) == build["artifact_size"]
+    part = api.get(f"/v1/artifacts/{build['artifact_sha256']}", headers={"Range": "bytes=100-"})
+    assert part.status_code == 206 and part.content == whole.content[100:]
+
+    again = api.post("/v1/models/reg-build/versions/1/builds", json={"targets": ["cpu-x86_64"]})
+    assert again.json()[0]["id"] == build["id"]
+    assert [b["id"] for b in api.get("/v1/models/reg-build/versions/1/builds").json()] == [build["id"]]
+    assert api.get(f"/v1/builds/{build['id']}").json()["artifact_sha256"] == build["artifact_sha256"]
+
+
+def test_unknown_target_names_it(api: httpx.Client) -> None:
+    assert upload(api, "reg-target", linear_model()).status_code == 201
+    answer = api.post("/v1/models/reg-target/versions/1/builds", json={"targets": ["cpu-x86_64", "tpu-v9"]})
+    assert answer.status_code == 422 and "tpu-v9" in answer.json()["detail"]
+    assert api.get("/v1/models/reg-target/versions/1/builds").json() == []
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/v1/artifacts/..%2F..%2Fetc%2Fpasswd", 404, id="traversal-no-route"),
+        pytest.param("/v1/artifacts/..", 404, id="dot-dot"),
+        pytest.param("/v1/artifacts/signing_key.pem", 422, id="not-a-digest"),
+        pytest.param("/v1/artifacts/" + "A" * 64, 422, id="uppercase"),
+        pytest.param("/v1/artifacts/" + "0" * 64, 404, id="unknown"),
+        pytest.param("/v1/models/nope", 404, id="unknown-model"),
+        pytest.param("/v1/models/nope/versions/1/builds", 404, id="unknown-version"),
+        pytest.param("/v1/builds/nope", 404, id="unknown-build"),
+    ],
+)
+def test_lookups_refuse_cleanly(api: httpx.Client, path: str, status: int) -> None:
+    assert api.get(path).status_code == status
+
+
+def test_system_endpoints(api: httpx.Client) -> None:
+    assert api.get("/healthz").json() == {"status": "ok", "mqtt_connected": True}
+    key = api.get("/v1/keys/signing").json()
+    assert key["algorithm"] == "ed25519" and len(key["key_id"]) == 16
+    names = [t["name"] for t in api.get("/v1/targets").json()]
+    assert {"jetson-orin", "dgpu-hopper", "cpu-x86_64"} <= set(names)
+    assert api.get("/docs").status_code == 200

@@ -1,0 +1,70 @@
+"""A control plane stopped and started again on the same data dir keeps its models, devices and rollouts, and a
+rebuilt rollout keeps following device reports. A job left running by a killed process is marked failed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from control_plane.adapters.db.engine import make_engine
+from control_plane.adapters.db.registry_repository import RegistryRepository
+from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
+from edge_agent.protocol import MessageKind
+from tests.integration.control_plane.conftest import DeviceClient, server_settings, start_server
+from tests.integration.control_plane.helpers import deployable, reported
+from tests.support import Mosquitto, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_state_survives_a_restart(
+    mosquitto: Mosquitto, tmp_path: Path, device_factory: Callable[[str], DeviceClient]
+) -> None:
+    settings = server_settings(mosquitto, tmp_path / "data")
+    first = start_server(settings)
+    try:
+        build = deployable(first.http, "restart-model")
+        dev = device_factory("dev-8")
+        dev.send(MessageKind.REPORTED, reported("dev-8", labels={"site": "restart"}))
+        wait_for(lambda: first.http.get("/v1/devices/dev-8").status_code == 200, what="dev-8 known")
+        rollout = first.http.post(
+            "/v1/rollouts", json={"model": "restart-model", "version": 1, "selector": {"labels": {"site": "restart"}}}
+        ).json()
+        key = first.http.get("/v1/keys/signing").json()
+    finally:
+        first.stop()
+
+    orphan = TrainingJob(
+        id="orphan", spec=TrainingJobSpec(name="o", model_name="o", entrypoint="/x.py"), status=TrainingStatus.RUNNING,
+        created_at=datetime.now(UTC), started_at=datetime.now(UTC), finished_at=None, error=None,
+        log_path=str(tmp_path / "none.log"), model=None, version=None,
+    )  # fmt: skip
+    engine = make_engine(settings.resolved_database_url)
+    RegistryRepository(engine).save_job(orphan)
+    engine.dispose()
+
+    second = start_server(settings.model_copy(update={"port": settings.port}))
+    try:
+        api = second.http
+        assert api.get("/v1/keys/signing").json() == key
+        assert api.get("/v1/models/restart-model").json()["latest_version"] == 1
+        assert api.get(f"/v1/builds/{build['id']}").json()["status"] == "succeeded"
+        assert api.get("/v1/devices/dev-8").json()["desired_generation"] == 1
+        again = api.get(f"/v1/rollouts/{rollout['id']}").json()
+        assert (again["phase"], again["devices"][0]["status"]) == ("in_progress", "in_progress")
+        job = api.get("/v1/training/jobs/orphan").json()
+        assert (job["status"], job["error"]) == ("failed", "control plane restarted during the job")
+
+        dev.send(
+            MessageKind.REPORTED,
+            reported("dev-8", applied=1, labels={"site": "restart"}, models=(("restart-model", 1),)),
+        )
+        wait_for(
+            lambda: api.get(f"/v1/rollouts/{rollout['id']}").json()["phase"] == "succeeded",
+            what="the rollout rebuilt after restart to follow the report",
+        )
+    finally:
+        second.stop()
