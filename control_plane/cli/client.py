@@ -1,0 +1,218 @@
+"""The REST client `edgectl` (and `edgectl demo`) talks to the control plane with.
+
+It turns every transport or HTTP failure into one of two errors a person can act on: the server cannot be
+reached (exit 2) or it refused the request (exit 1, with the server's own reason). It must never print, exit,
+or retry on its own: callers decide what to show and how long to wait.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ProgressCallback = Callable[[int, int | None], None]  # (bytes so far, total or None)
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+class CliError(Exception):
+    """An error `edgectl` reports in one line and turns into an exit code."""
+
+    exit_code = 1
+
+
+class ServerUnreachable(CliError):
+    """No HTTP answer at all: wrong URL, server down, network broken."""
+
+    exit_code = 2
+
+    def __init__(self, url: str, cause: str) -> None:
+        super().__init__(f"cannot reach the control plane at {url}: {cause}")
+        self.url = url
+
+
+class RequestRejected(CliError):
+    """The server answered with an error status; `detail` is its reason, formatted for reading."""
+
+    exit_code = 1
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        super().__init__(f"{method} {path} failed ({status}): {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def format_detail(payload: Any) -> str:
+    """FastAPI's `{"detail": ...}`: a string, or a 422 list of {loc, msg} shown as `field: message` lines."""
+    detail = payload.get("detail", payload) if isinstance(payload, dict) else payload
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        return "\n".join(_format_validation_item(item) for item in detail) or "invalid request"
+    return json.dumps(detail)
+
+
+def _format_validation_item(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    loc = [str(part) for part in item.get("loc", [])]
+    if loc and loc[0] in ("body", "query", "path"):
+        loc = loc[1:]
+    field = ".".join(loc) or "(request)"
+    return f"{field}: {item.get('msg', 'invalid')}"
+
+
+class ApiClient:
+    """Thin, typed-enough wrapper over the v1 REST routes of docs/api.md."""
+
+    def __init__(
+        self, base_url: str = DEFAULT_URL, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _transport_reason(exc)) from exc
+        _raise_for_status(method, path, response)
+        return response
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("GET", path, params=query).json()
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, json=body).json()
+
+    @contextmanager
+    def _stream(self, path: str) -> Iterator[httpx.Response]:
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                _raise_for_status("GET", path, response)
+                yield response
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _transport_reason(exc)) from exc
+
+    def download(self, path: str, dest: Path, on_progress: ProgressCallback | None = None) -> int:
+        """Stream `path` into `dest` (written to a temporary name, renamed when complete); returns bytes."""
+        partial = dest.with_name(dest.name + ".part")
+        done = 0
+        with self._stream(path) as response, partial.open("wb") as out:
+            total = int(response.headers["content-length"]) if "content-length" in response.headers else None
+            for chunk in response.iter_bytes(chunk_size=1 << 16):
+                out.write(chunk)
+                done += len(chunk)
+                if on_progress is not None:
+                    on_progress(done, total)
+        partial.replace(dest)
+        return done
+
+    # -- routes -----------------------------------------------------------------------------------------------
+
+    def health(self) -> Any:
+        return self.get("/healthz")
+
+    def signing_key(self) -> Any:
+        return self.get("/v1/keys/signing")
+
+    def targets(self) -> Any:
+        return self.get("/v1/targets")
+
+    def models(self) -> Any:
+        return self.get("/v1/models")
+
+    def model(self, name: str) -> Any:
+        return self.get(f"/v1/models/{name}")
+
+    def versions(self, name: str) -> Any:
+        return self.get(f"/v1/models/{name}/versions")
+
+    def version(self, name: str, version: int) -> Any:
+        return self.get(f"/v1/models/{name}/versions/{version}")
+
+    def push_version(self, name: str, model: Path, samples: Path | None, metadata: str | None) -> Any:
+        files: dict[str, tuple[str, bytes, str]] = {
+            "model": (model.name, model.read_bytes(), "application/octet-stream")
+        }
+        if samples is not None:
+            files["samples"] = (samples.name, samples.read_bytes(), "application/octet-stream")
+        data = {"metadata": metadata} if metadata is not None else None
+        return self.request("POST", f"/v1/models/{name}/versions", files=files, data=data).json()
+
+    def samples(self, name: str, version: int) -> bytes:
+        return self.request("GET", f"/v1/models/{name}/versions/{version}/samples").content
+
+    def create_builds(self, name: str, version: int, targets: list[str]) -> Any:
+        return self.post(f"/v1/models/{name}/versions/{version}/builds", {"targets": targets})
+
+    def builds(self, name: str, version: int) -> Any:
+        return self.get(f"/v1/models/{name}/versions/{version}/builds")
+
+    def build(self, build_id: str) -> Any:
+        return self.get(f"/v1/builds/{build_id}")
+
+    def devices(self, selector: str | None = None) -> Any:
+        return self.get("/v1/devices", selector=selector)
+
+    def device(self, device_id: str) -> Any:
+        return self.get(f"/v1/devices/{device_id}")
+
+    def device_events(self, device_id: str, limit: int = 50) -> Any:
+        return self.get(f"/v1/devices/{device_id}/events", limit=limit)
+
+    def create_rollout(self, body: dict[str, Any]) -> Any:
+        return self.post("/v1/rollouts", body)
+
+    def rollouts(self) -> Any:
+        return self.get("/v1/rollouts")
+
+    def rollout(self, rollout_id: str) -> Any:
+        return self.get(f"/v1/rollouts/{rollout_id}")
+
+    def create_training_job(self, spec: dict[str, Any]) -> Any:
+        return self.post("/v1/training/jobs", spec)
+
+    def training_jobs(self) -> Any:
+        return self.get("/v1/training/jobs")
+
+    def training_job(self, job_id: str) -> Any:
+        return self.get(f"/v1/training/jobs/{job_id}")
+
+
+def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
+    if not response.is_error:
+        return
+    try:
+        detail = format_detail(response.json())
+    except ValueError:
+        detail = response.text.strip() or response.reason_phrase
+    raise RequestRejected(method, path, response.status_code, detail)
+
+
+def _transport_reason(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return f"connection refused or host unknown ({text})"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer in time ({text})"
+    return text

@@ -1,0 +1,1 @@
+"""`edgectl` command groups, one module per REST resource of docs/api.md."""

@@ -1,0 +1,104 @@
+"""The `edgectl demo` command: run the steps, print the summary, and always stop every child it started.
+
+Ctrl-C (SIGINT) and SIGTERM interrupt the run; the children are stopped in a `finally` with further interrupts
+held off, so cleanup cannot itself be cut short. Exit codes: 0 success, 1 a step failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from control_plane.cli.client import CliError
+from control_plane.cli.demo import fleet
+from control_plane.cli.demo.processes import Interrupted, Supervisor
+from control_plane.cli.demo.progress import Reporter
+from control_plane.cli.demo.steps import STEPS, DemoFailure, DemoRun
+from control_plane.cli.demo.summary import summary_table
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_SPEC = REPO_ROOT / "examples" / "demo_model" / "training.yaml"
+EXIT_INTERRUPTED = 130
+
+
+def _child_env() -> dict[str, str]:
+    """This interpreter's environment minus EDGE_CP_*/EDGE_AGENT_* (the demo writes its own settings files)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_CP_", "EDGE_AGENT_"))}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where logs, data and configs go; wiped at the start of each run.")
+    ] = Path(".demo"),
+    spec: Annotated[Path, typer.Option(help="Training spec of the model to deploy.")] = DEFAULT_SPEC,
+) -> None:
+    """Run the whole product on this machine: broker, control plane, 3 edge agents; train, build, roll out, serve.
+
+    Everything runs on 127.0.0.1 and is stopped at the end (or on Ctrl-C). Logs: WORKDIR/logs/*.log;
+    the PIDs of the processes started: WORKDIR/pids.json.
+    """
+    # wide enough for the summary table when the output is a file or a pipe (rich's default there is 80)
+    console = Console() if sys.stdout.isatty() else Console(width=140)
+    started = time.monotonic()
+    workdir = fleet.prepare_workdir(workdir)
+    supervisor = Supervisor(workdir=workdir, env=_child_env())
+    supervisor.gate.install()
+    code = 0
+    try:
+        code = _run(console, workdir, supervisor, spec)
+    except Interrupted as exc:
+        console.print(f"[yellow]interrupted ({exc}); stopping everything the demo started[/]")
+        code = EXIT_INTERRUPTED
+    finally:
+        supervisor.gate.ignore()
+        supervisor.stop_all()
+        supervisor.gate.restore()
+    if code == 0:
+        console.print(f"demo finished in {time.monotonic() - started:.1f}s; logs in {workdir / 'logs'}")
+    raise typer.Exit(code)
+
+
+def _run(console: Console, workdir: Path, supervisor: Supervisor, spec: Path) -> int:
+    console.print(f"edgectl demo: workdir {workdir}")
+    run_or_failure = _run_steps(console, workdir, supervisor, spec)
+    if isinstance(run_or_failure, DemoFailure):
+        _report_failure(console, supervisor, run_or_failure)
+        return 1
+    console.print(summary_table(run_or_failure.devices, run_or_failure.model, run_or_failure.checks))
+    return 0
+
+
+def _run_steps(console: Console, workdir: Path, supervisor: Supervisor, spec: Path) -> DemoRun | DemoFailure:
+    """Every step in order; the first failure is returned (not raised) once the live status is gone."""
+    with Reporter(console) as reporter:
+        run = DemoRun(workdir, supervisor, reporter, fleet.allocate_ports(fleet.DEMO_DEVICES), spec.resolve())
+        try:
+            for step in STEPS:
+                step(run)
+        except DemoFailure as exc:
+            return exc
+        except CliError as exc:  # e.g. the server refused a request: still name the step
+            return DemoFailure(reporter.step, str(exc), ("control-plane",))
+        finally:
+            run.api.close()
+    return run
+
+
+def _report_failure(console: Console, supervisor: Supervisor, failure: DemoFailure) -> None:
+    console.print(f"[bold red]demo failed[/] at step '{failure.step.value}'")
+    console.print(str(failure), highlight=False, markup=False)
+    for name in failure.logs:
+        child = supervisor.get(name)
+        if child is not None:
+            title = f"{name} log (tail): {child.log_path}"
+            console.print(Panel(child.log_tail(), title=title, title_align="left", border_style="red"))

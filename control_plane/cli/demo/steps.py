@@ -1,0 +1,286 @@
+"""The demo's steps, in order, each a small function over a `DemoRun`, talking REST like an operator would.
+
+Every wait has a deadline and checks that the children are still alive, so a crashed process fails the step
+at once with its log instead of a timeout. Steps never signal processes: `Supervisor.stop_all` does that.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from control_plane.cli.client import ApiClient, CliError, ServerUnreachable
+from control_plane.cli.commands.training import job_progress
+from control_plane.cli.demo import fleet
+from control_plane.cli.demo.inference import DeviceCheck, Samples, check_device, load_samples
+from control_plane.cli.demo.processes import ChildDied, Supervisor
+from control_plane.cli.demo.progress import DemoStep, Reporter
+from control_plane.cli.parsing import load_training_spec
+from control_plane.cli.waiting import poll_until
+
+T = TypeVar("T")
+
+DEADLINES_S = {
+    DemoStep.BROKER: 20.0,
+    DemoStep.CONTROL_PLANE: 60.0,
+    DemoStep.DEVICES_ONLINE: 60.0,
+    DemoStep.TRAIN: 300.0,
+    DemoStep.BUILD: 180.0,
+    DemoStep.ROLLOUT: 180.0,
+}
+
+
+class DemoFailure(CliError):
+    """A step failed; `logs` names the processes whose log tails explain it."""
+
+    def __init__(self, step: DemoStep, message: str, logs: tuple[str, ...] = ()) -> None:
+        super().__init__(f"step '{step.value}' failed: {message}")
+        self.step = step
+        self.logs = logs
+
+
+@dataclass
+class DemoRun:
+    workdir: Path
+    supervisor: Supervisor
+    reporter: Reporter
+    ports: fleet.Ports
+    spec_file: Path
+    api: ApiClient = field(init=False)
+    public_key: str = ""
+    model: str = ""
+    version: int = 0
+    rollout: dict[str, Any] = field(default_factory=dict)
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, DeviceCheck] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.api = ApiClient(f"http://{fleet.LOOPBACK}:{self.ports.api}", timeout=15.0)
+
+    def wait(
+        self, fetch: Callable[[], T], done: Callable[[T], bool], what: str, describe: Callable[[T], str] | None = None
+    ) -> T:
+        """poll_until with this step's deadline, failing fast when a child process dies."""
+
+        def guarded() -> T:
+            self.supervisor.check_alive()
+            return fetch()
+
+        try:
+            return poll_until(
+                guarded,
+                done,
+                timeout=DEADLINES_S[self.reporter.step],
+                what=what,
+                interval=0.25,
+                on_update=(lambda v: self.reporter.update(describe(v))) if describe else None,
+                describe=describe,
+            )
+        except ChildDied as exc:
+            raise DemoFailure(self.reporter.step, str(exc), (exc.child.name,)) from exc
+        except CliError as exc:
+            if isinstance(exc, DemoFailure):
+                raise
+            raise DemoFailure(self.reporter.step, str(exc), ("control-plane",)) from exc
+
+
+def _python_module(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _edge_agent_command() -> list[str]:
+    beside = Path(sys.executable).parent / "edge-agent"
+    found = str(beside) if beside.exists() else shutil.which("edge-agent")
+    if found is None:
+        raise CliError("cannot find the `edge-agent` command (install the project: pip install -e .)")
+    return [found]
+
+
+def start_broker(run: DemoRun) -> None:
+    run.reporter.begin(DemoStep.BROKER, "starting the embedded MQTT broker")
+    port = run.ports.broker
+    run.supervisor.start(
+        "broker",
+        _python_module("control_plane.adapters.embedded_broker", "--host", fleet.LOOPBACK, "--port", str(port)),
+    )
+    run.wait(lambda: fleet.port_open(port), bool, f"the broker to listen on port {port}")
+    run.reporter.done(f"MQTT broker listening on {fleet.LOOPBACK}:{port}")
+
+
+def _health_or_none(api: ApiClient) -> dict[str, Any] | None:
+    try:
+        health: dict[str, Any] = api.health()
+        return health
+    except ServerUnreachable:
+        return None
+
+
+def start_control_plane(run: DemoRun) -> None:
+    run.reporter.begin(DemoStep.CONTROL_PLANE, "starting the control plane")
+    config = fleet.write_yaml(run.workdir / "control-plane.yaml", fleet.control_plane_config(run.workdir, run.ports))
+    run.supervisor.start("control-plane", _python_module("control_plane.cli.main", "server", "--config", str(config)))
+    run.wait(
+        lambda: _health_or_none(run.api),
+        lambda h: bool(h and h.get("mqtt_connected")),
+        "the control plane to answer /healthz connected to MQTT",
+        describe=lambda h: "starting the control plane" if h is None else f"control plane up, mqtt {h}",
+    )
+    run.public_key = str(run.api.signing_key()["public_key"])
+    run.reporter.done(f"control plane on {run.api.base_url} (signing key pinned for the agents)")
+
+
+def start_agents(run: DemoRun) -> None:
+    run.reporter.begin(DemoStep.AGENTS, f"starting {len(fleet.DEMO_DEVICES)} edge agents")
+    command = _edge_agent_command()
+    for device in fleet.DEMO_DEVICES:
+        config = fleet.agent_config(run.workdir, device, run.ports, run.public_key)
+        path = fleet.write_yaml(run.workdir / f"agent-{device.device_id}.yaml", config)
+        run.supervisor.start(device.device_id, [*command, "run", "--config", str(path)])
+    run.reporter.done("edge agents started: " + ", ".join(_device_line(d) for d in fleet.DEMO_DEVICES))
+
+
+def _device_line(device: fleet.DemoDevice) -> str:
+    return f"{device.device_id} ({','.join(f'{k}={v}' for k, v in device.labels.items())})"
+
+
+def _online(devices: list[dict[str, Any]]) -> list[str]:
+    return sorted(
+        d["id"] for d in devices if d.get("presence") == "online" and (d.get("reported") or {}).get("serving_url")
+    )
+
+
+def wait_devices_online(run: DemoRun) -> None:
+    want = len(fleet.DEMO_DEVICES)
+    run.reporter.begin(DemoStep.DEVICES_ONLINE, f"waiting for {want} agents")
+    devices = run.wait(
+        run.api.devices,
+        lambda ds: len(_online(ds)) >= want,
+        f"{want} devices online with a serving URL",
+        describe=lambda ds: f"waiting for {want} agents: {len(_online(ds))}/{want} online",
+    )
+    run.devices = devices
+    classes = sorted({str(d.get("gpu_class")) for d in devices})
+    run.reporter.done(f"{want} devices online (GPU classes: {', '.join(classes)})")
+
+
+def train(run: DemoRun) -> None:
+    run.reporter.begin(DemoStep.TRAIN, "training: submitting the job")
+    job = run.api.create_training_job(load_training_spec(run.spec_file))
+    job_id = str(job["id"])
+    final = run.wait(
+        lambda: run.api.training_job(job_id),
+        lambda j: j.get("status") in ("succeeded", "failed"),
+        f"training job {job_id}",
+        describe=lambda j: f"training ({job_progress(j)})",
+    )
+    if final.get("status") != "succeeded":
+        tail = str(final.get("logs_tail") or "").strip()
+        raise DemoFailure(DemoStep.TRAIN, f"job {job_id}: {final.get('error')}\n--- job log (tail) ---\n{tail}")
+    run.model, run.version = str(final["model"]), int(final["version"])
+    version = run.api.version(run.model, run.version)
+    lineage = version.get("lineage") or {}
+    metrics = version.get("metrics") or {}
+    digest = lineage.get("data_digest") or metrics.get("data_digest")
+    run.reporter.done(
+        f"trained {run.model} v{run.version}: accuracy {_number(metrics.get('accuracy'))}, "
+        f"data {str(digest)[:12]}, code {str(lineage.get('code_revision'))[:12]}, "
+        f"job {lineage.get('training_job_id')}"
+    )
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def build(run: DemoRun) -> None:
+    targets = sorted({str(d["gpu_class"]) for d in run.devices})
+    run.reporter.begin(DemoStep.BUILD, f"building {', '.join(targets)}")
+    builds = run.api.create_builds(run.model, run.version, targets)
+    finals = [_wait_build(run, str(b["id"]), str(b.get("target"))) for b in builds]
+    failed = [f"{b.get('target')}: {b.get('error')}" for b in finals if b.get("status") != "succeeded"]
+    if failed:
+        raise DemoFailure(DemoStep.BUILD, "; ".join(failed), ("control-plane",))
+    run.reporter.done("built " + ", ".join(f"{b['target']} ({b.get('artifact_size')} bytes)" for b in finals))
+
+
+def _wait_build(run: DemoRun, build_id: str, target: str) -> dict[str, Any]:
+    """Builds may finish inside the POST or later; either way wait for a final status."""
+    final: dict[str, Any] = run.wait(
+        lambda: run.api.build(build_id),
+        lambda b: b.get("status") in ("succeeded", "failed", "rejected"),
+        f"build {build_id} ({target})",
+        describe=lambda b: f"building {target}: {b.get('status')}",
+    )
+    return final
+
+
+def _rollout_text(rollout: dict[str, Any]) -> str:
+    counts = rollout.get("counts") or {}
+    total = len(rollout.get("devices") or [])
+    return f"rolling out: {counts.get('activated', 0)}/{total} activated, {counts.get('failed', 0)} failed"
+
+
+def rollout(run: DemoRun) -> None:
+    run.reporter.begin(DemoStep.ROLLOUT, "rolling out")
+    body = {
+        "model": run.model,
+        "version": run.version,
+        "selector": {"labels": {}, "gpu_class": None},
+        "strategy": "all-at-once",
+    }
+    created = run.api.create_rollout(body)
+    rollout_id = str(created["id"])
+    final = run.wait(
+        lambda: run.api.rollout(rollout_id),
+        lambda r: r.get("phase") in ("succeeded", "failed"),
+        f"rollout {rollout_id}",
+        describe=_rollout_text,
+    )
+    run.rollout = final
+    bad = [d for d in final.get("devices") or [] if d.get("status") != "activated"]
+    if final.get("phase") != "succeeded" or bad:
+        reasons = "; ".join(f"{d['device_id']}: {d.get('status')} {d.get('reason') or ''}" for d in bad)
+        names = tuple(str(d["device_id"]) for d in bad) or ("control-plane",)
+        raise DemoFailure(DemoStep.ROLLOUT, f"rollout {rollout_id} {final.get('phase')}: {reasons}", names)
+    run.reporter.done(f"rollout {rollout_id}: {len(final.get('devices') or [])} devices activated")
+
+
+def verify(run: DemoRun) -> None:
+    run.reporter.begin(DemoStep.VERIFY, "fetching the reference samples")
+    samples = load_samples(run.api.samples(run.model, run.version))
+    if not samples.outputs:
+        raise DemoFailure(DemoStep.VERIFY, "the version's samples.npz holds no reference outputs")
+    run.devices = run.api.devices()
+    for device in sorted(run.devices, key=lambda d: str(d["id"])):
+        run.reporter.update(f"asking {device['id']} for answers and measuring latency")
+        run.checks[str(device["id"])] = _check(run, device, samples)
+    wrong = {k: c.problem for k, c in run.checks.items() if not c.answers_ok}
+    if wrong:
+        raise DemoFailure(DemoStep.VERIFY, "; ".join(f"{k}: {v}" for k, v in wrong.items()), tuple(wrong))
+    run.reporter.done(f"{len(run.checks)} devices answer like the reference")
+
+
+def _check(run: DemoRun, device: dict[str, Any], samples: Samples) -> DeviceCheck:
+    url = (device.get("reported") or {}).get("serving_url")
+    if not url:
+        return DeviceCheck(False, float("nan"), "reports no serving URL")
+    try:
+        return check_device(str(url), run.model, samples)
+    except Exception as exc:  # any transport or decoding error is this device's failure, reported as such
+        return DeviceCheck(False, float("nan"), f"{type(exc).__name__}: {exc}")
+
+
+STEPS: tuple[Callable[[DemoRun], None], ...] = (
+    start_broker,
+    start_control_plane,
+    start_agents,
+    wait_devices_online,
+    train,
+    build,
+    rollout,
+    verify,
+)

@@ -1,0 +1,107 @@
+"""Parsing and local validation of what an operator types or writes: selectors and training spec files.
+
+Errors name the file and the field, so a typo is caught before anything is sent. This module must never touch the
+network or the terminal: it returns values or raises `SpecError`/`typer.BadParameter`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from control_plane.cli.client import CliError
+from control_plane.domain.training import TrainingJobSpec
+
+_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
+
+class SpecError(CliError):
+    """A spec file that cannot be sent: unreadable, not YAML, or failing validation. The text names the file."""
+
+
+def parse_selector(text: str | None) -> dict[str, str]:
+    """`site=factory-a,line=3` -> {"site": "factory-a", "line": "3"}; empty or None -> {}."""
+    labels: dict[str, str] = {}
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"{part!r} is not KEY=VALUE")
+        if not _LABEL_KEY.fullmatch(key):
+            raise ValueError(f"label key {key!r} must be letters, digits, '.', '_', '/' or '-'")
+        if key in labels and labels[key] != value:
+            raise ValueError(f"label {key!r} given twice with different values")
+        labels[key] = value
+    return labels
+
+
+def parse_selectors(texts: list[str]) -> dict[str, str]:
+    """Several `--selector` options merged into one label map."""
+    merged: dict[str, str] = {}
+    for text in texts:
+        for key, value in parse_selector(text).items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"label {key!r} given twice with different values")
+            merged[key] = value
+    return merged
+
+
+def selector_query(labels: dict[str, str]) -> str | None:
+    """The `?selector=` text of GET /v1/devices, or None for "all devices"."""
+    return ",".join(f"{k}={v}" for k, v in labels.items()) or None
+
+
+def load_training_spec(path: Path) -> dict[str, Any]:
+    """Read SPEC.yaml, validate it, and resolve relative paths against the file's folder.
+
+    The server runs the entrypoint from its own working directory, so relative paths are made absolute here.
+    """
+    raw = _read_yaml_mapping(path)
+    try:
+        spec = TrainingJobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{path}: " + "; ".join(_field_errors(exc))) from exc
+    entrypoint = _resolve(path, spec.entrypoint)
+    if not entrypoint.is_file():
+        raise SpecError(f"{path}: entrypoint: no such file {entrypoint}")
+    body = spec.model_dump(mode="json", exclude_none=True)
+    body["entrypoint"] = str(entrypoint)
+    if spec.data.path is not None:
+        body["data"]["path"] = str(_resolve(path, spec.data.path))
+    return body
+
+
+def _read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SpecError(f"{path}: expected a mapping of fields at the top level")
+    return loaded
+
+
+def _field_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
+        out.append(f"field `{field}`: {error.get('msg', 'invalid')}")
+    return out
+
+
+def _resolve(spec_file: Path, value: str) -> Path:
+    candidate = Path(value).expanduser()
+    if not candidate.is_absolute():
+        candidate = spec_file.resolve().parent / candidate
+    return candidate.resolve()

@@ -1,0 +1,286 @@
+"""Rich renderings of the REST schemas of docs/api.md (ModelOut, VersionOut, BuildOut, DeviceOut, ...).
+
+Pure functions from JSON data to renderables: no I/O, no client calls. A field the server leaves out shows as "-"
+rather than failing, so an older or newer server still renders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+STATUS_STYLES = {
+    "succeeded": "green",
+    "activated": "green",
+    "online": "green",
+    "ok": "green",
+    "serving": "green",
+    "failed": "red",
+    "rejected": "red",
+    "offline": "red",
+    "in_progress": "yellow",
+    "running": "yellow",
+    "pending": "dim",
+    "queued": "dim",
+    "unknown": "dim",
+}
+
+
+def cell(value: Any) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(cell(v) for v in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def status_text(value: Any) -> Text:
+    text = cell(value)
+    return Text(text, style=STATUS_STYLES.get(text, ""))
+
+
+def short(value: Any, length: int = 12) -> str:
+    text = cell(value)
+    return text if len(text) <= length else text[:length] + "…"
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[RenderableType]]) -> Table:
+    out = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        out.add_column(column, overflow="fold")  # wrap ids and digests, never cut them with an ellipsis
+    for row in rows:
+        out.add_row(*row)
+    return out
+
+
+def record(title: str, data: dict[str, Any], fields: Sequence[str] | None = None) -> Table:
+    """A two-column key/value table for one object."""
+    out = Table(title=title, title_justify="left", show_header=False)
+    out.add_column("field", style="bold", no_wrap=True)
+    out.add_column("value", overflow="fold")
+    for key in fields or list(data):
+        value = data.get(key)
+        out.add_row(key, status_text(value) if key in ("status", "phase", "presence") else cell(value))
+    return out
+
+
+def health_view(data: Any) -> RenderableType:
+    return record("control plane", data)
+
+
+def key_view(data: Any) -> RenderableType:
+    return record("signing key (pin public_key in agent.yaml)", data)
+
+
+def targets_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = []
+    for t in data:
+        caps = t.get("compute_capabilities")
+        runtime = t.get("runtime") or t.get("providers")
+        rows.append([cell(t.get("name")), cell(t.get("arch")), cell(caps), cell(t.get("precisions")), cell(runtime)])
+    return table("GPU classes", ["name", "arch", "compute capabilities", "precisions", "runtime"], rows)
+
+
+def models_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [cell(m.get("name")), cell(m.get("latest_version")), cell(m.get("version_count")), cell(m.get("created_at"))]
+        for m in data
+    ]
+    return table("models", ["name", "latest version", "versions", "created"], rows)
+
+
+def model_view(data: Any) -> RenderableType:
+    return record(f"model {data.get('name')}", data)
+
+
+def _io(specs: Any) -> str:
+    return "; ".join(f"{s.get('name')} {s.get('dtype')} {s.get('shape')}" for s in specs or []) or "-"
+
+
+def versions_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(v.get("version")),
+            short(v.get("source_sha256")),
+            cell(v.get("source_size")),
+            _io(v.get("inputs")),
+            cell(v.get("sample_count")),
+            cell((v.get("lineage") or {}).get("source")),
+            cell(v.get("created_at")),
+        ]
+        for v in data
+    ]
+    return table("versions", ["version", "sha256", "bytes", "inputs", "samples", "source", "created"], rows)
+
+
+def version_view(data: Any) -> RenderableType:
+    main = record(
+        f"{data.get('model')} v{data.get('version')}",
+        {
+            **data,
+            "inputs": _io(data.get("inputs")),
+            "outputs": _io(data.get("outputs")),
+        },
+        [
+            "model",
+            "version",
+            "created_at",
+            "source_sha256",
+            "source_size",
+            "inputs",
+            "outputs",
+            "samples_sha256",
+            "sample_count",
+            "reference_outputs_computed",
+            "metrics",
+        ],
+    )
+    lineage = record("lineage", data.get("lineage") or {})
+    return Group(main, lineage)
+
+
+def builds_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(b.get("id")),
+            cell(b.get("model")),
+            cell(b.get("version")),
+            cell(b.get("target")),
+            cell(b.get("precision")),
+            status_text(b.get("status")),
+            short(b.get("artifact_sha256")),
+            cell(b.get("artifact_size")),
+            cell(b.get("error")),
+        ]
+        for b in data
+    ]
+    cols = ["id", "model", "version", "target", "precision", "status", "artifact", "bytes", "error"]
+    return table("builds", cols, rows)
+
+
+def build_view(data: Any) -> RenderableType:
+    main = record(f"build {data.get('id')}", {k: v for k, v in data.items() if k != "manifest"})
+    return Group(main, record("manifest", data.get("manifest") or {}))
+
+
+def _serving(device: dict[str, Any]) -> str:
+    models = (device.get("reported") or {}).get("models") or []
+    return ", ".join(f"{m.get('name')} v{m.get('version')} ({m.get('provider')})" for m in models) or "-"
+
+
+def devices_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(d.get("id")),
+            status_text(d.get("presence")),
+            cell(d.get("gpu_class")),
+            cell(d.get("labels")),
+            _serving(d),
+            cell(d.get("last_seen")),
+        ]
+        for d in data
+    ]
+    return table("devices", ["id", "presence", "gpu class", "labels", "serving", "last seen"], rows)
+
+
+def device_view(data: Any) -> RenderableType:
+    main = record(
+        f"device {data.get('id')}",
+        {**data, "serving": _serving(data)},
+        ["id", "presence", "last_seen", "channel", "gpu_class", "labels", "serving", "desired_generation"],
+    )
+    parts: list[RenderableType] = [main, record("hardware", data.get("hardware") or {})]
+    reported = data.get("reported")
+    if reported:
+        parts.append(record("reported", {k: v for k, v in reported.items() if k not in ("hardware", "models")}))
+    return Group(*parts)
+
+
+def events_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(e.get("at")),
+            cell(e.get("generation")),
+            status_text(e.get("step")),
+            cell(e.get("model")),
+            cell(e.get("version")),
+            cell(e.get("reason")),
+        ]
+        for e in data
+    ]
+    return table("events (newest first)", ["at", "generation", "step", "model", "version", "reason"], rows)
+
+
+def rollouts_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(r.get("id")),
+            cell(r.get("model")),
+            cell(r.get("version")),
+            status_text(r.get("phase")),
+            counts_text(r.get("counts") or {}),
+            cell(r.get("created_at")),
+        ]
+        for r in data
+    ]
+    return table("rollouts", ["id", "model", "version", "phase", "devices", "created"], rows)
+
+
+def counts_text(counts: dict[str, Any]) -> str:
+    order = ("activated", "in_progress", "pending", "failed")
+    return " ".join(f"{k}={counts.get(k, 0)}" for k in order)
+
+
+def rollout_view(data: Any) -> RenderableType:
+    head = record(
+        f"rollout {data.get('id')}",
+        {**data, "counts": counts_text(data.get("counts") or {})},
+        ["id", "model", "version", "selector", "strategy", "phase", "counts", "created_at", "updated_at"],
+    )
+    rows: list[list[RenderableType]] = [
+        [
+            cell(d.get("device_id")),
+            cell(d.get("target")),
+            status_text(d.get("status")),
+            cell(d.get("generation")),
+            cell(d.get("reason")),
+            cell(d.get("updated_at")),
+        ]
+        for d in data.get("devices") or []
+    ]
+    return Group(head, table("devices", ["device", "target", "status", "generation", "reason", "updated"], rows))
+
+
+def training_jobs_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(j.get("id")),
+            cell((j.get("spec") or {}).get("name")),
+            status_text(j.get("status")),
+            cell(j.get("model")),
+            cell(j.get("version")),
+            cell(j.get("created_at")),
+            cell(j.get("error")),
+        ]
+        for j in data
+    ]
+    return table("training jobs", ["id", "name", "status", "model", "version", "created", "error"], rows)
+
+
+def training_job_view(data: Any) -> RenderableType:
+    head = record(
+        f"training job {data.get('id')}",
+        data,
+        ["id", "status", "model", "version", "created_at", "finished_at", "error"],
+    )
+    spec = record("spec", data.get("spec") or {})
+    logs = Text(str(data.get("logs_tail") or "(no output yet)"))
+    return Group(head, spec, Text("logs (tail):", style="bold"), logs)

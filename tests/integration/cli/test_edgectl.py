@@ -1,0 +1,214 @@
+"""`edgectl` as a real subprocess against a real control plane (`edgectl server`) on a real Mosquitto broker.
+
+Asserts what an operator sees: exit codes, printed text, files written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from tests.support import CONTROL_PLANE_USER, Mosquitto, free_port, password_for, python_env, wait_for
+
+pytestmark = pytest.mark.integration
+
+EDGECTL = str(Path(sys.executable).parent / "edgectl")
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    log: Path
+
+
+@pytest.fixture(scope="module")
+def server(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    workdir = tmp_path_factory.mktemp("edgectl-server")
+    port = free_port()
+    env = python_env() | {
+        "EDGE_CP_MQTT__HOST": mosquitto.host,
+        "EDGE_CP_MQTT__PORT": str(mosquitto.port),
+        "EDGE_CP_MQTT__USERNAME": CONTROL_PLANE_USER,
+        "EDGE_CP_MQTT__PASSWORD": password_for(CONTROL_PLANE_USER),
+        "EDGE_CP_MQTT__CLIENT_ID": f"edgectl-test-{port}",
+    }
+    log = workdir / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [EDGECTL, "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(workdir / "data")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workdir,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _healthy(url, proc, log), timeout=60, what="edgectl server to answer /healthz")
+        yield Server(url, log)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"edgectl server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+    return bool(httpx.get(f"{url}/healthz", timeout=1).json().get("mqtt_connected"))
+
+
+def edgectl(server: Server, *args: str, json_out: bool = False) -> subprocess.CompletedProcess[str]:
+    argv = [EDGECTL, "--url", server.url, *(["--json"] if json_out else []), *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=python_env(), timeout=120)
+
+
+def ok_json(server: Server, *args: str) -> object:
+    result = edgectl(server, *args, json_out=True)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+def tiny_model(path: Path) -> Path:
+    """y = 2 * x + 1 on float32 [batch, 4]."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    nodes = [helper.make_node("Mul", ["x", "two"], ["t"]), helper.make_node("Add", ["t", "one"], ["y"])]
+    graph = helper.make_graph(nodes, "affine", [x], [y], initializer=[two, one])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_status_reports_the_mqtt_link(server: Server) -> None:
+    result = edgectl(server, "status")
+    assert result.returncode == 0, result.stderr
+    assert "mqtt_connected" in result.stdout
+    assert ok_json(server, "status") == {"status": "ok", "mqtt_connected": True}
+
+
+def test_push_list_build_and_fetch_the_artifact(server: Server, tmp_path: Path) -> None:
+    model = tiny_model(tmp_path / "affine.onnx")
+    np.savez(tmp_path / "samples.npz", **{"input:x": np.ones((3, 4), dtype=np.float32)})
+    pushed = edgectl(server, "models", "push", "affine", str(model), "--samples", str(tmp_path / "samples.npz"))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "affine v1" in pushed.stdout
+
+    listed = edgectl(server, "models", "list")
+    assert listed.returncode == 0 and "affine" in listed.stdout
+    models = ok_json(server, "models", "list")
+    assert isinstance(models, list)
+    assert any(m["name"] == "affine" and m["latest_version"] == 1 for m in models)
+
+    builds = ok_json(server, "build", "affine", "1", "--target", "cpu-x86_64")
+    assert isinstance(builds, list)
+    assert [(b["target"], b["status"]) for b in builds] == [("cpu-x86_64", "succeeded")]
+    build = builds[0]
+
+    table = edgectl(server, "builds", "affine", "1")
+    assert table.returncode == 0 and "cpu-x86_64" in table.stdout and "succeeded" in table.stdout
+    shown = ok_json(server, "builds", "show", build["id"])
+    assert isinstance(shown, dict) and shown["artifact_sha256"] == build["artifact_sha256"]
+
+    out = tmp_path / "artifact.onnx"
+    got = edgectl(server, "artifacts", "get", build["artifact_sha256"], "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == build["artifact_sha256"]
+
+    npz = tmp_path / "ref.npz"
+    assert edgectl(server, "models", "samples", "affine", "1", "-o", str(npz)).returncode == 0
+    with np.load(npz) as data:
+        assert np.allclose(data["output:y"], 3.0)
+
+
+def test_devices_list_with_no_fleet(server: Server) -> None:
+    result = edgectl(server, "devices", "list", "--selector", "site=nowhere")
+    assert result.returncode == 0, result.stderr
+    assert "devices" in result.stdout
+    assert ok_json(server, "devices", "list", "--selector", "site=nowhere") == []
+
+
+def test_a_file_that_is_not_onnx_is_refused_with_the_servers_reason(server: Server, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"this is not a protobuf")
+    result = edgectl(server, "models", "push", "bogus", str(bogus))
+    assert result.returncode == 1
+    assert "error:" in result.stderr
+    assert "POST /v1/models/bogus/versions failed (4" in result.stderr
+
+
+def test_unknown_names_are_404_with_the_servers_detail(server: Server) -> None:
+    result = edgectl(server, "models", "show", "no-such-model")
+    assert result.returncode == 1
+    assert "(404)" in result.stderr
+
+
+def test_unreachable_server_exits_2() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [EDGECTL, "--url", url, "models", "list"], capture_output=True, text=True, env=python_env(), timeout=30
+    )
+    assert result.returncode == 2
+    assert f"cannot reach the control plane at {url}" in result.stderr
+
+
+ENTRYPOINT = textwrap.dedent(
+    """
+    import argparse, json, pathlib, sys
+    import numpy as np, onnx
+    from onnx import TensorProto, helper
+    p = argparse.ArgumentParser(); p.add_argument("--output-dir"); p.add_argument("--params-json")
+    a = p.parse_args(); params = json.loads(a.params_json); out = pathlib.Path(a.output_dir)
+    if params.get("fail"):
+        print("step 1 of 1: giving up on purpose", flush=True); sys.exit(3)
+    print("epoch 1/1 loss=0.1", flush=True)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]); m.ir_version = 8
+    onnx.save(m, str(out / "model.onnx"))
+    np.savez(out / "samples.npz", **{"input:x": np.array([[1, -1]], dtype=np.float32)})
+    (out / "metrics.json").write_text(json.dumps({"accuracy": 1.0}))
+    """
+)
+
+
+def _spec(tmp_path: Path, name: str, fail: bool) -> Path:
+    (tmp_path / "job.py").write_text(ENTRYPOINT)
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nmodel_name: relu\nentrypoint: job.py\nparameters: {{fail: {str(fail).lower()}}}\n")
+    return spec
+
+
+def test_train_wait_registers_a_version(server: Server, tmp_path: Path) -> None:
+    result = edgectl(server, "train", str(_spec(tmp_path, "relu-ok", fail=False)), "--wait", "--timeout", "90")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "registered relu v" in result.stderr
+    assert "relu v" in result.stdout and "training" in result.stdout
+    jobs = ok_json(server, "training", "list")
+    assert isinstance(jobs, list) and any(j["spec"]["name"] == "relu-ok" and j["status"] == "succeeded" for j in jobs)
+
+
+def test_failed_training_shows_its_log_and_exits_1(server: Server, tmp_path: Path) -> None:
+    result = edgectl(server, "train", str(_spec(tmp_path, "relu-bad", fail=True)), "--wait", "--timeout", "90")
+    assert result.returncode == 1
+    assert "giving up on purpose" in result.stdout
+    assert "failed" in result.stderr

@@ -1,0 +1,87 @@
+"""How the REST client turns answers into errors a person can act on (httpx's in-memory transport, no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from control_plane.cli.client import ApiClient, RequestRejected, ServerUnreachable, format_detail
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        pytest.param({"detail": "model 'x' not found"}, "model 'x' not found", id="string"),
+        pytest.param(
+            {"detail": [{"loc": ["body", "targets", 0], "msg": "unknown target", "type": "value_error"}]},
+            "targets.0: unknown target",
+            id="422-body",
+        ),
+        pytest.param(
+            {"detail": [{"loc": ["query", "limit"], "msg": "too big"}, {"loc": [], "msg": "bad"}]},
+            "limit: too big\n(request): bad",
+            id="422-several",
+        ),
+        pytest.param({"detail": {"code": 7}}, '{"code": 7}', id="object"),
+    ],
+)
+def test_format_detail(payload: object, expected: str) -> None:
+    assert format_detail(payload) == expected
+
+
+def _client(status: int, body: object | None = None, text: str = "") -> ApiClient:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if body is not None:
+            return httpx.Response(status, json=body)
+        return httpx.Response(status, text=text)
+
+    return ApiClient("http://cp.test", transport=httpx.MockTransport(answer))
+
+
+def test_rejection_carries_the_servers_reason() -> None:
+    with _client(404, {"detail": "no model named 'nope'"}) as api, pytest.raises(RequestRejected) as caught:
+        api.model("nope")
+    assert caught.value.status == 404
+    assert caught.value.exit_code == 1
+    assert str(caught.value) == "GET /v1/models/nope failed (404): no model named 'nope'"
+
+
+def test_non_json_error_body_is_shown_as_text() -> None:
+    with _client(502, text="bad gateway") as api, pytest.raises(RequestRejected, match="bad gateway"):
+        api.models()
+
+
+def test_unreachable_server_exits_2_with_the_url() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    with (
+        ApiClient("http://cp.test:1", transport=httpx.MockTransport(refuse)) as api,
+        pytest.raises(ServerUnreachable) as caught,
+    ):
+        api.health()
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith("cannot reach the control plane at http://cp.test:1: ")
+
+
+def test_download_writes_the_file_and_reports_progress(tmp_path: Path) -> None:
+    payload = b"x" * 200_000
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=payload, headers={"content-length": str(len(payload))})
+
+    seen: list[tuple[int, int | None]] = []
+    with ApiClient("http://cp.test", transport=httpx.MockTransport(serve)) as api:
+        size = api.download("/v1/artifacts/abc", tmp_path / "a.onnx", lambda d, t: seen.append((d, t)))
+    assert size == len(payload)
+    assert (tmp_path / "a.onnx").read_bytes() == payload
+    assert seen[-1] == (len(payload), len(payload))
+    assert not (tmp_path / "a.onnx.part").exists()
+
+
+def test_failed_download_leaves_no_file(tmp_path: Path) -> None:
+    with _client(404, {"detail": "no artifact"}) as api, pytest.raises(RequestRejected, match="no artifact"):
+        api.download("/v1/artifacts/abc", tmp_path / "a.onnx")
+    assert list(tmp_path.iterdir()) == []
