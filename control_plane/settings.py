@@ -32,17 +32,26 @@ class MqttSettings(BaseModel):
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
     username: str | None = Field(default=None, description="MQTT user name of the control plane.")
     password: str | None = Field(default=None, description="MQTT password of the control plane.")
-    topic_prefix: str = Field(default="edge", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    topic_prefix: str = Field(
+        default="edge",
+        pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
+        description="First topic levels: devices live under PREFIX/devices/{id}/...; agents must use the same.",
+    )
     protocol: MqttProtocol = Field(default=MqttProtocol.AUTO, description="MQTT protocol version to speak.")
-    keepalive_s: int = Field(default=30, ge=5, le=3600)
-    client_id: str = Field(default="edge-control-plane", min_length=1, max_length=64)
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keepalive interval in seconds.")
+    client_id: str = Field(
+        default="edge-control-plane", min_length=1, max_length=64, description="MQTT client id of this control plane."
+    )
     tls_ca_file: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on.")
 
 
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_CP_", env_nested_delimiter="__", extra="forbid")
 
-    environment: Environment = Field(default=Environment.DEVELOPMENT)
+    environment: Environment = Field(
+        default=Environment.DEVELOPMENT,
+        description="production refuses to start with development defaults (no MQTT password).",
+    )
     host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the REST API listens on.")
     public_url: str | None = Field(

@@ -7,6 +7,7 @@ or retry on its own: callers decide what to show and how long to wait.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -113,17 +114,27 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise ServerUnreachable(self.base_url, _transport_reason(exc)) from exc
 
-    def download(self, path: str, dest: Path, on_progress: ProgressCallback | None = None) -> int:
-        """Stream `path` into `dest` (written to a temporary name, renamed when complete); returns bytes."""
+    def download(
+        self, path: str, dest: Path, on_progress: ProgressCallback | None = None, expected_sha256: str | None = None
+    ) -> int:
+        """Stream `path` into `dest` (written to a temporary name, renamed when complete); returns bytes.
+
+        With `expected_sha256`, a file whose digest differs is deleted and refused, never left at `dest`.
+        """
         partial = dest.with_name(dest.name + ".part")
         done = 0
+        digest = hashlib.sha256()
         with self._stream(path) as response, partial.open("wb") as out:
             total = int(response.headers["content-length"]) if "content-length" in response.headers else None
             for chunk in response.iter_bytes(chunk_size=1 << 16):
                 out.write(chunk)
+                digest.update(chunk)
                 done += len(chunk)
                 if on_progress is not None:
                     on_progress(done, total)
+        if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+            partial.unlink(missing_ok=True)
+            raise CliError(f"downloaded {done} bytes whose sha256 is {digest.hexdigest()}, not {expected_sha256}")
         partial.replace(dest)
         return done
 

@@ -78,7 +78,7 @@ def get_artifact(
         def advance(done: int, total: int | None) -> None:
             progress.update(task, completed=done, total=total)
 
-        size = api.download(f"/v1/artifacts/{sha256}", output, advance)
+        size = api.download(f"/v1/artifacts/{sha256}", output, advance, expected_sha256=sha256)
     result: dict[str, Any] = {"sha256": sha256, "path": str(output), "bytes": size}
     state.output.emit(result, lambda d: f"wrote {d['bytes']} bytes to {d['path']}")
 

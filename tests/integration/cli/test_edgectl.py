@@ -212,3 +212,67 @@ def test_failed_training_shows_its_log_and_exits_1(server: Server, tmp_path: Pat
     assert result.returncode == 1
     assert "giving up on purpose" in result.stdout
     assert "failed" in result.stderr
+
+
+def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
+    server: Server, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The operator's main path in one go: push, build, `rollout create --wait` until a real agent serves it."""
+    public_key = ok_json(server, "keys")["public_key"]  # type: ignore[index]
+    serving_port = free_port()
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "device_id": "dev-12",
+                "labels": {"site": "cli-wait"},
+                "data_dir": str(tmp_path / "agent-data"),
+                "control_plane_public_key": public_key,
+                "mqtt": {
+                    "host": mosquitto.host,
+                    "port": mosquitto.port,
+                    "username": "dev-12",
+                    "password": password_for("dev-12"),
+                },
+                "serving": {"host": "127.0.0.1", "port": serving_port},
+            }
+        )
+    )
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [str(Path(sys.executable).parent / "edge-agent"), "run", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=python_env(),
+        )
+    try:
+        devices = wait_for(
+            lambda: ok_json(server, "devices", "list", "--selector", "site=cli-wait"), what="dev-12 to enroll"
+        )
+        gpu_class = devices[0]["gpu_class"]  # type: ignore[index]
+        ok_json(server, "models", "push", "wait-model", str(tiny_model(tmp_path / "m.onnx")))
+        ok_json(server, "build", "wait-model", "1", "--target", gpu_class)
+
+        result = edgectl(
+            server, "rollout", "create", "--model", "wait-model", "--version", "1", "--selector", "site=cli-wait",
+            "--wait", "--timeout", "60",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-2000:]
+        assert "dev-12" in result.stdout
+        assert "activated" in result.stdout
+
+        answer = httpx.post(
+            f"http://127.0.0.1:{serving_port}/v2/models/wait-model/infer",
+            json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]}]},
+            timeout=10,
+        ).json()
+        assert answer["model_version"] == "1"
+        assert answer["outputs"][0]["data"] == [1.0, 3.0, 5.0, 7.0]
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()

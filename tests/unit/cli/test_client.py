@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
 import pytest
 
-from control_plane.cli.client import ApiClient, RequestRejected, ServerUnreachable, format_detail
+from control_plane.cli.client import ApiClient, CliError, RequestRejected, ServerUnreachable, format_detail
 
 
 @pytest.mark.parametrize(
@@ -85,3 +86,30 @@ def test_failed_download_leaves_no_file(tmp_path: Path) -> None:
     with _client(404, {"detail": "no artifact"}) as api, pytest.raises(RequestRejected, match="no artifact"):
         api.download("/v1/artifacts/abc", tmp_path / "a.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_whose_digest_differs_is_refused_and_not_kept(tmp_path: Path) -> None:
+    payload = b"tampered bytes"
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=payload)
+
+    expected = hashlib.sha256(b"the real artifact").hexdigest()
+    with (
+        ApiClient("http://cp.test", transport=httpx.MockTransport(serve)) as api,
+        pytest.raises(CliError, match=f"not {expected}"),
+    ):
+        api.download(f"/v1/artifacts/{expected}", tmp_path / "a.onnx", expected_sha256=expected)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_with_the_right_digest_is_kept(tmp_path: Path) -> None:
+    payload = b"the real artifact"
+
+    def serve(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=payload)
+
+    expected = hashlib.sha256(payload).hexdigest()
+    with ApiClient("http://cp.test", transport=httpx.MockTransport(serve)) as api:
+        api.download(f"/v1/artifacts/{expected}", tmp_path / "a.onnx", expected_sha256=expected)
+    assert (tmp_path / "a.onnx").read_bytes() == payload
