@@ -6,7 +6,6 @@ network or the terminal: it returns values or raises `SpecError`/`typer.BadParam
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,48 +13,20 @@ import yaml
 from pydantic import ValidationError
 
 from control_plane.cli.client import CliError
+from control_plane.domain.selectors import Selector, parse_selector
 from control_plane.domain.training import TrainingJobSpec
-
-_LABEL_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
 
 
 class SpecError(CliError):
     """A spec file that cannot be sent: unreadable, not YAML, or failing validation. The text names the file."""
 
 
-def parse_selector(text: str | None) -> dict[str, str]:
-    """`site=factory-a,line=3` -> {"site": "factory-a", "line": "3"}; empty or None -> {}."""
-    labels: dict[str, str] = {}
-    for part in (text or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep or not key:
-            raise ValueError(f"{part!r} is not KEY=VALUE")
-        if not _LABEL_KEY.fullmatch(key):
-            raise ValueError(f"label key {key!r} must be letters, digits, '.', '_', '/' or '-'")
-        if key in labels and labels[key] != value:
-            raise ValueError(f"label {key!r} given twice with different values")
-        labels[key] = value
-    return labels
+def parse_selectors(texts: list[str]) -> Selector:
+    """Several `--selector KEY=VALUE[,KEY=VALUE]` options as one selector (`gpu_class=C` selects the class).
 
-
-def parse_selectors(texts: list[str]) -> dict[str, str]:
-    """Several `--selector` options merged into one label map."""
-    merged: dict[str, str] = {}
-    for text in texts:
-        for key, value in parse_selector(text).items():
-            if key in merged and merged[key] != value:
-                raise ValueError(f"label {key!r} given twice with different values")
-            merged[key] = value
-    return merged
-
-
-def selector_query(labels: dict[str, str]) -> str | None:
-    """The `?selector=` text of GET /v1/devices, or None for "all devices"."""
-    return ",".join(f"{k}={v}" for k, v in labels.items()) or None
+    Raises SelectorError (a ValueError) naming the malformed part.
+    """
+    return parse_selector(",".join(texts))
 
 
 def load_training_spec(path: Path) -> dict[str, Any]:

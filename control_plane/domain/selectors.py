@@ -29,6 +29,13 @@ class Selector:
     def as_dict(self) -> dict[str, object]:
         return {"labels": dict(self.labels), "gpu_class": self.gpu_class}
 
+    def as_text(self) -> str | None:
+        """The `k=v,gpu_class=C` text `parse_selector` reads back; None when it selects every device."""
+        parts = [f"{key}={value}" for key, value in self.labels.items()]
+        if self.gpu_class is not None:
+            parts.append(f"gpu_class={self.gpu_class}")
+        return ",".join(parts) or None
+
 
 def parse_selector(text: str | None) -> Selector:
     """`k=v,k2=v2`; the key `gpu_class` selects the GPU class. Empty or None selects every device."""
@@ -37,6 +44,8 @@ def parse_selector(text: str | None) -> Selector:
     labels: dict[str, str] = {}
     gpu_class: str | None = None
     for part in text.split(","):
+        if not part.strip():
+            continue  # "a=1,,b=2" and a trailing comma are harmless
         key, sep, value = part.strip().partition("=")
         key, value = key.strip(), value.strip()
         if not sep or not key:

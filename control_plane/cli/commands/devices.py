@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from control_plane.cli import views
-from control_plane.cli.parsing import parse_selectors, selector_query
+from control_plane.cli.parsing import parse_selectors
 from control_plane.cli.state import state_of
 
 devices_app = typer.Typer(help="Enrolled edge devices.", no_args_is_help=True)
@@ -23,12 +23,12 @@ def list_devices(
 ) -> None:
     """List devices, optionally only those matching a label selector."""
     try:
-        labels = parse_selectors(selector or [])
+        chosen = parse_selectors(selector or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--selector") from exc
     state = state_of(ctx)
     with state.client() as api:
-        state.output.emit(api.devices(selector_query(labels)), views.devices_view)
+        state.output.emit(api.devices(chosen.as_text()), views.devices_view)
 
 
 @devices_app.command("show")

@@ -21,12 +21,14 @@ FINAL_PHASES = ("succeeded", "failed")
 def rollout_body(
     model: str, version: int, selectors: list[str], gpu_class: str | None, strategy: str
 ) -> dict[str, Any]:
-    """POST /v1/rollouts body; raises ValueError on a malformed selector."""
-    labels = parse_selectors(selectors)
+    """POST /v1/rollouts body; raises ValueError on a malformed selector or two different GPU classes."""
+    chosen = parse_selectors(selectors)
+    if gpu_class is not None and chosen.gpu_class not in (None, gpu_class):
+        raise ValueError(f"--gpu-class {gpu_class} and gpu_class={chosen.gpu_class} in --selector disagree")
     return {
         "model": model,
         "version": version,
-        "selector": {"labels": labels, "gpu_class": gpu_class},
+        "selector": {"labels": dict(chosen.labels), "gpu_class": gpu_class or chosen.gpu_class},
         "strategy": strategy,
     }
 

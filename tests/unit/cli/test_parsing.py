@@ -6,45 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.cli.parsing import SpecError, load_training_spec, parse_selector, parse_selectors, selector_query
+from control_plane.cli.parsing import SpecError, load_training_spec, parse_selectors
+from control_plane.domain.selectors import Selector
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param(None, {}, id="none"),
-        pytest.param("", {}, id="empty"),
-        pytest.param("site=factory-a", {"site": "factory-a"}, id="one"),
-        pytest.param(" site = a , line=3 ", {"site": "a", "line": "3"}, id="spaces"),
-        pytest.param("site=a,,", {"site": "a"}, id="trailing-commas"),
-        pytest.param("k8s.io/zone=eu", {"k8s.io/zone": "eu"}, id="slash-key"),
-        pytest.param("tier=", {"tier": ""}, id="empty-value"),
-    ],
-)
-def test_selector_parses(text: str | None, expected: dict[str, str]) -> None:
-    assert parse_selector(text) == expected
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        pytest.param("site", "is not KEY=VALUE", id="no-equals"),
-        pytest.param("=a", "is not KEY=VALUE", id="no-key"),
-        pytest.param("bad key=a", "label key", id="space-in-key"),
-        pytest.param("site=a,site=b", "given twice", id="conflict"),
-    ],
-)
-def test_selector_errors_say_why(text: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        parse_selector(text)
-
-
-def test_repeated_selectors_merge_and_render_back() -> None:
-    labels = parse_selectors(["site=a", "line=3"])
-    assert labels == {"site": "a", "line": "3"}
-    assert selector_query(labels) == "site=a,line=3"
-    assert selector_query({}) is None
-    with pytest.raises(ValueError, match="given twice"):
+def test_repeated_selector_options_merge_into_one_selector() -> None:
+    chosen = parse_selectors(["site=a", "line=3,gpu_class=cpu-x86_64"])
+    assert chosen == Selector(labels={"site": "a", "line": "3"}, gpu_class="cpu-x86_64")
+    assert chosen.as_text() == "site=a,line=3,gpu_class=cpu-x86_64"
+    assert parse_selectors([]).as_text() is None
+    with pytest.raises(ValueError, match="twice"):
         parse_selectors(["site=a", "site=b"])
 
 

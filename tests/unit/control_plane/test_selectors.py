@@ -20,10 +20,13 @@ from control_plane.domain.selectors import Selector, SelectorError, parse_select
         ),
         pytest.param("gpu_class=jetson-orin", Selector(gpu_class="jetson-orin"), id="class-only"),
         pytest.param("note=", Selector(labels={"note": ""}), id="empty-value"),
+        pytest.param("site=a,,line=3,", Selector(labels={"site": "a", "line": "3"}), id="empty-parts"),
+        pytest.param("k8s.io/zone=eu", Selector(labels={"k8s.io/zone": "eu"}), id="slash-key"),
     ],
 )
 def test_parse(text: str | None, expected: Selector) -> None:
     assert parse_selector(text) == expected
+    assert parse_selector(expected.as_text()) == expected  # renders back to text that reads the same
 
 
 @pytest.mark.parametrize(
