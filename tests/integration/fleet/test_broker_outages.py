@@ -1,0 +1,112 @@
+"""The control plane and a real agent through broker trouble: a broker restart and an agent's unclean death.
+
+Each test runs its own Mosquitto (same password file + ACL as the session broker), so restarting it loses no
+retained message another test depends on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.integration.agent.harness import AgentProcess
+from tests.integration.control_plane.conftest import RunningServer, server_settings, start_server
+from tests.integration.control_plane.helpers import deployable
+from tests.support import Mosquitto, free_port, password_for, wait_for
+from tests.unit.agent.builders import write_config
+from tests.unit.control_plane.onnx_models import B, W
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(workdir=tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def control_plane(own_broker: Mosquitto, tmp_path: Path) -> Iterator[RunningServer]:
+    running = start_server(server_settings(own_broker, tmp_path / "cp"))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def agent(own_broker: Mosquitto, control_plane: RunningServer, tmp_path: Path) -> Iterator[AgentProcess]:
+    public_key = control_plane.http.get("/v1/keys/signing").json()["public_key"]
+    config = write_config(
+        tmp_path / "agent.yaml",
+        tmp_path / "agent-data",
+        public_key,
+        device_id="dev-1",
+        labels={"site": "outage"},
+        mqtt={"host": own_broker.host, "port": own_broker.port, "username": "dev-1", "password": password_for("dev-1")},
+        serving={"host": "127.0.0.1", "port": free_port()},
+    )
+    process = AgentProcess(config, tmp_path / "agent.log").start()
+    try:
+        yield process
+    finally:
+        process.terminate()
+
+
+def device(control_plane: RunningServer) -> dict[str, Any] | None:
+    devices = control_plane.http.get("/v1/devices").json()
+    return next((d for d in devices if d["id"] == "dev-1"), None)
+
+
+def test_after_a_broker_restart_both_sides_reconnect_and_a_rollout_still_lands(
+    own_broker: Mosquitto, control_plane: RunningServer, agent: AgentProcess
+) -> None:
+    api = control_plane.http
+    wait_for(lambda: (d := device(control_plane)) and d["presence"] == "online", what="dev-1 online")
+    build = deployable(api, "outage-model")
+
+    own_broker.restart()  # retained messages and sessions are gone; both sides must reconnect on their own.
+    # The rollout below can only succeed if the control plane published after reconnecting and the agent
+    # resubscribed, applied and reported after reconnecting.
+    wait_for(lambda: api.get("/healthz").json()["mqtt_connected"], timeout=60, what="control plane reconnected")
+
+    rollout = api.post(
+        "/v1/rollouts", json={"model": build["model"], "version": build["version"], "selector": {"labels": {}}}
+    )
+    assert rollout.status_code == 201, rollout.text
+    rollout_id = rollout.json()["id"]
+    wait_for(
+        lambda: api.get(f"/v1/rollouts/{rollout_id}").json()["phase"] == "succeeded",
+        timeout=60,
+        what=f"rollout to succeed after the broker restart; agent log:\n{agent.output()[-2000:]}",
+    )
+    serving_url = device(control_plane)["reported"]["serving_url"]  # type: ignore[index]
+    x = [[1.0, 2.0, 3.0, 4.0]]
+    answer = httpx.post(
+        f"{serving_url}/v2/models/outage-model/infer",
+        json={"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": x[0]}]},
+        timeout=10,
+    ).json()
+    expected = (np.array(x, dtype=np.float32) @ W + B).ravel()
+    assert answer["outputs"][0]["data"] == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+def test_an_agent_that_dies_uncleanly_is_shown_offline_by_its_last_will(
+    control_plane: RunningServer, agent: AgentProcess
+) -> None:
+    wait_for(lambda: (d := device(control_plane)) and d["presence"] == "online", what="dev-1 online")
+    agent.kill()  # SIGKILL: no goodbye; only the broker's last will can tell
+    wait_for(
+        lambda: device(control_plane)["presence"] == "offline",  # type: ignore[index]
+        timeout=60,
+        what="dev-1 offline through its last will",
+    )
