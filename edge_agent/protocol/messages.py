@@ -52,7 +52,58 @@ class RuntimeOptions(_Wire):
     provider_options: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
+class HardwareKey(_Wire):
+    """The hardware a hardware-specific artifact (a TensorRT plan) was built for.
+
+    A plan runs only on the compute capability and TensorRT version it was built with (unless it was built
+    hardware-compatible, e.g. `ampere+`); an agent refuses a plan whose key does not accept its hardware.
+    """
+
+    gpu_class: Name
+    compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    tensorrt_version: str | None = Field(default=None, max_length=32)
+    jetpack_version: str | None = Field(default=None, max_length=32)
+    hardware_compatibility_level: str | None = Field(default=None, pattern=r"^(none|ampere\+|same_compute_capability)$")
+
+    def refusal(self, facts: HardwareFacts) -> str | None:
+        """Why this key does not accept `facts`, or None when it does. Pure; shared by both sides."""
+        if facts.gpu_class != self.gpu_class:
+            return f"built for GPU class {self.gpu_class}, this device is {facts.gpu_class}"
+        if self.compute_capability is not None:
+            if facts.compute_capability is None:
+                return f"built for compute capability {self.compute_capability}, no GPU detected"
+            if not _capability_accepted(
+                self.compute_capability, facts.compute_capability, self.hardware_compatibility_level
+            ):
+                return f"built for compute capability {self.compute_capability}, this GPU is {facts.compute_capability}"
+        if self.tensorrt_version is not None and facts.tensorrt_version != self.tensorrt_version:
+            found = facts.tensorrt_version or "no TensorRT"
+            return f"built with TensorRT {self.tensorrt_version}, this device has {found}"
+        return None
+
+
+def _capability_accepted(built: str, found: str, level: str | None) -> bool:
+    if level == "ampere+":
+        return tuple(int(p) for p in found.split(".")) >= (8, 0)
+    return built == found
+
+
+class ArtifactChoice(_Wire):
+    """An alternative artifact for the same model version, e.g. the class's portable ONNX behind a plan."""
+
+    build_id: str = Field(min_length=1, max_length=64)
+    artifact_kind: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    artifact: ArtifactRef
+    runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
+    hardware_key: HardwareKey | None = None
+    # Self-test tolerances for this artifact (its precision may differ from the primary's).
+    atol: float = Field(ge=0, default=1e-4)
+    rtol: float = Field(ge=0, default=1e-3)
+
+
 class ModelAssignment(_Wire):
+    """One model a device must serve: the preferred artifact, and what to fall back to if it does not fit."""
+
     name: Name
     version: int = Field(ge=1)
     build_id: str = Field(min_length=1, max_length=64)
@@ -61,6 +112,10 @@ class ModelAssignment(_Wire):
     artifact: ArtifactRef
     selftest: SelfTestSpec
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
+    # Set for hardware-specific artifacts: the agent refuses the primary artifact when it does not match.
+    hardware_key: HardwareKey | None = None
+    # Used, with an `artifact_fallback` event saying why, when the primary artifact does not fit this device.
+    fallback: ArtifactChoice | None = None
 
 
 class DesiredState(_Wire):
@@ -143,6 +198,7 @@ class EventStep(str, Enum):
     SELF_TEST_FAILED = "self_test_failed"
     ACTIVATED = "activated"
     ROLLED_BACK = "rolled_back"
+    ARTIFACT_FALLBACK = "artifact_fallback"
     ERROR = "error"
 
 
