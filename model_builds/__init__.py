@@ -1,4 +1,7 @@
-"""The build toolchain: the GPU-class catalog, ONNX inspection and optimisation, parity validation.
+"""The build toolchain: GPU-class catalog, per-kind builds (ONNX fp32/fp16/int8 QDQ, TensorRT plans), their proof.
 
-It knows nothing of the control plane's storage or HTTP; it turns files into files and reports.
+Layout: `catalog`/`kinds`/`planner`/`providers` decide (pure); `onnx_build`, `fp16`, `ort_quantize`,
+`tensorrt_builder` wrap one library each; `execute` builds and proves one task; `worker` + `remote_queue` are the
+builder loop and its REST client; `hardware`/`capabilities` say what this host is and can build.
+It knows nothing of the control plane's storage or HTTP server; it turns files into files and reports.
 """

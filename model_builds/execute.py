@@ -1,0 +1,241 @@
+"""One build task, executed: source + samples in, an artifact plus its parity and latency proof out.
+
+Every builder (the control plane's own worker, `edgectl build-worker`, an agent with `builder: true`) runs
+builds through `execute`, so an artifact is made and proved one way wherever it is built. It must never store,
+sign or judge for the record (the control plane re-judges the figures), and never return a product for an
+artifact it did not build: what cannot be built raises `BuildError` with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from model_builds import ort_runtime
+from model_builds.build_steps import build_artifact, candidate_providers
+from model_builds.errors import BuildError
+from model_builds.hardware import HostHardware, detect_host
+from model_builds.kinds import ArtifactKind, Precision
+from model_builds.onnx_model import Arrays, InvalidModel, ModelSignature, inspect_model, load_npz, split_samples
+from model_builds.planner import BuildOptions, BuildSpec, Tolerances
+from model_builds.reports import LatencyReport, ParityReport, batch_latency, parity
+
+__all__ = ["BuildError", "BuildProduct", "BuildTask", "RemoteFile", "execute"]
+
+Progress = Callable[[str, float | None], None]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str
+    sha256: str
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RemoteFile:
+        return cls(str(data["url"]), str(data["sha256"]), int(data["size"]))
+
+
+@dataclass(frozen=True)
+class BuildTask:
+    """A claimed build, as the builder protocol carries it (docs/builds.md, `BuildTask`)."""
+
+    build_id: str
+    key: str
+    model: str
+    version: int
+    spec: BuildSpec
+    options: BuildOptions
+    source: RemoteFile
+    samples: RemoteFile
+    calibration: RemoteFile | None
+    tolerances: Tolerances
+    lease_s: float
+
+    @property
+    def kind(self) -> ArtifactKind:
+        return self.spec.kind
+
+    @property
+    def compute_capability(self) -> str | None:
+        return self.spec.compute_capability
+
+    @property
+    def tensorrt_version(self) -> str | None:
+        return self.spec.tensorrt_version
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "build_id": self.build_id,
+            "key": self.key,
+            "model": self.model,
+            "version": self.version,
+            **self.spec.as_dict(),
+            "options": self.options.as_dict(),
+            "source": self.source.as_dict(),
+            "samples": self.samples.as_dict(),
+            "calibration": None if self.calibration is None else self.calibration.as_dict(),
+            "tolerances": self.tolerances.as_dict(),
+            "lease_s": self.lease_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BuildTask:
+        spec = BuildSpec(
+            target=str(data["target"]),
+            kind=ArtifactKind(data["kind"]),
+            precision=Precision(data["precision"]),
+            compute_capability=data.get("compute_capability"),
+            tensorrt_version=data.get("tensorrt_version"),
+        )
+        calibration = data.get("calibration")
+        return cls(
+            build_id=str(data["build_id"]),
+            key=str(data["key"]),
+            model=str(data["model"]),
+            version=int(data["version"]),
+            spec=spec,
+            options=BuildOptions.from_dict(data.get("options")),
+            source=RemoteFile.from_dict(data["source"]),
+            samples=RemoteFile.from_dict(data["samples"]),
+            calibration=None if not calibration else RemoteFile.from_dict(calibration),
+            tolerances=Tolerances.from_dict(data["tolerances"]),
+            lease_s=float(data.get("lease_s") or 60.0),
+        )
+
+
+@dataclass(frozen=True)
+class BuildProduct:
+    artifact: Path
+    parity: ParityReport
+    latency: LatencyReport
+    toolchain: dict[str, str]
+    hardware: dict[str, str | None]
+    options: dict[str, Any]
+
+    def report(self) -> dict[str, Any]:
+        """The `report` JSON of the builder protocol's complete call."""
+        return {
+            "parity": self.parity.as_dict(),
+            "latency": self.latency.as_dict(),
+            "toolchain": self.toolchain,
+            "hardware": self.hardware,
+            "build_options": self.options,
+        }
+
+
+@functools.cache
+def this_host() -> HostHardware:
+    """Detected once per process: a build must not shell out to nvidia-smi each time."""
+    return detect_host()
+
+
+def _version_of(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def toolchain(host: HostHardware, kind: ArtifactKind) -> dict[str, str]:
+    versions = {
+        "onnx": str(onnx.__version__),
+        "onnxruntime": ort_runtime.version(),
+        "onnxconverter_common": _version_of("onnxconverter-common"),
+        "python": platform.python_version(),
+        "tensorrt": host.tensorrt_version if kind is ArtifactKind.TENSORRT_PLAN else None,
+        "driver": host.driver_version,
+    }
+    return {k: v for k, v in versions.items() if v}
+
+
+def hardware_of(host: HostHardware, task: BuildTask) -> dict[str, str | None]:
+    return {
+        "gpu_class": task.spec.target,
+        "builder_gpu_class": host.gpu_class,
+        "gpu_name": host.gpu_name,
+        "compute_capability": task.spec.compute_capability,
+        "tensorrt_version": task.spec.tensorrt_version,
+        "jetpack_version": host.jetpack_version,
+        "hardware_compatibility_level": task.options.hardware_compatibility_level,
+        "driver_version": host.driver_version,
+        "arch": host.arch,
+    }
+
+
+def _load_samples(signature: ModelSignature, samples: Path) -> Arrays:
+    try:
+        inputs, _ = split_samples(load_npz(samples), signature)
+    except InvalidModel as exc:
+        raise BuildError(f"the version's samples are unusable: {exc}") from exc
+    return inputs
+
+
+def _signature(source: Path) -> ModelSignature:
+    try:
+        return inspect_model(source)
+    except InvalidModel as exc:
+        raise BuildError(f"the version's source is unusable: {exc}") from exc
+
+
+def execute(
+    task: BuildTask,
+    source: Path,
+    samples: Path,
+    calibration: Path | None,
+    workdir: Path,
+    progress: Progress,
+    *,
+    latency_runs: int = 50,
+    clock: Callable[[], float] = time.perf_counter,
+    host: HostHardware | None = None,
+) -> BuildProduct:
+    """Build `task` in `workdir` and prove it: parity against the fp32 source, latency on this builder."""
+    host = host or this_host()
+    signature = _signature(source)
+    inputs = _load_samples(signature, samples)
+    calibration_inputs = _load_samples(signature, calibration) if calibration is not None else inputs
+    progress("running the fp32 source on the samples for reference outputs", 0.05)
+    try:
+        reference = ort_runtime.run(source, inputs)
+        built = build_artifact(task, source, signature, inputs, calibration_inputs, workdir, host, progress)
+        progress(f"checking parity against the fp32 source; latency over {latency_runs} runs", 0.8)
+        feeds = {batch: batch_feeds(inputs, batch) for batch in built.batches}
+        providers = candidate_providers(task.spec.kind)
+        candidate, provider, durations = ort_runtime.run_and_time(
+            built.artifact, inputs, feeds, latency_runs, clock, providers
+        )
+    except ort_runtime.RuntimeFailure as exc:
+        raise BuildError(str(exc)) from exc
+    report = parity(candidate, reference, task.tolerances)
+    latency = LatencyReport(provider, tuple(batch_latency(b, durations[b]) for b in built.batches))
+    progress("parity " + ("passed" if report.passed else "FAILED: " + "; ".join(report.reasons)), 1.0)
+    return BuildProduct(
+        artifact=built.artifact,
+        parity=report,
+        latency=latency,
+        toolchain=toolchain(host, task.spec.kind),
+        hardware=hardware_of(host, task),
+        options=task.options.as_dict() | built.options,
+    )
+
+
+def batch_feeds(inputs: Arrays, batch: int) -> Arrays:
+    """The sample inputs at batch size `batch`: the first rows, or the rows repeated to fill it."""
+    feeds: Arrays = {}
+    for name, array in inputs.items():
+        reps = -(-batch // array.shape[0])
+        feeds[name] = np.concatenate([array] * reps, axis=0)[:batch] if reps > 1 else array[:batch]
+    return feeds
