@@ -112,7 +112,10 @@ def apply(
 
 @app.command()
 def facts(as_json: Annotated[bool, typer.Option("--json", help="Print HardwareFacts as JSON.")] = False) -> None:
-    """Detect this host's hardware (GPU class, compute capability, providers)."""
+    """Detect this host's hardware: GPU class, compute capability, TensorRT/JetPack/L4T/driver versions, providers.
+
+    These are the facts a hardware-keyed artifact (a TensorRT plan) is matched against.
+    """
     from edge_agent.adapters.hardware import detect_hardware
     from edge_agent.adapters.onnx_runner import available_providers, runtime_version
 
@@ -152,7 +155,12 @@ def _status_text(state: dict[str, Any]) -> str:
     for name, record in sorted(state["active"].items()):
         previous = state["previous"].get(name)
         was = f" (previous v{previous['version']})" if previous else ""
-        lines.append(f"model {name}: v{record['version']} build {record['build_id']} slot {record['slot']}{was}")
+        lines.append(
+            f"model {name}: v{record['version']} build {record['build_id']} ({record['artifact_kind']}) "
+            f"slot {record['slot']}{was}"
+        )
+        if record.get("fallback_reason"):
+            lines.append(f"  fallback: {record['fallback_reason']}")
     last = state.get("last_apply")
     if last:
         reason = f": {last['reason']}" if last.get("reason") else ""

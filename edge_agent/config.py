@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge_agent.protocol.signing import SignatureError, Verifier
@@ -95,6 +95,31 @@ class AgentConfig(BaseSettings):
         default=10, gt=0, description="Seconds between telemetry messages; also the latency window."
     )
     download: DownloadSettings = Field(default_factory=DownloadSettings, description="Artifact downloads.")
+    control_plane_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Base URL of the control plane's REST API (e.g. https://cp.example:8000); needed by `builder`.",
+    )
+    control_plane_token: SecretStr | None = Field(
+        default=None, description="Bearer token for the control plane's REST builder routes, if they require one."
+    )
+    builder: bool = Field(
+        default=False,
+        description="Volunteer as a build worker for this device's own GPU class: claim builds from the control "
+        "plane (POST /v1/builders/claim), build and prove them here, upload the results. Needs control_plane_url.",
+    )
+    builder_workdir: Path | None = Field(
+        default=None, description="Scratch directory for builds when `builder` is true; default {data_dir}/builds."
+    )
+
+    @model_validator(mode="after")
+    def _builder_needs_url(self) -> AgentConfig:
+        if self.builder and not self.control_plane_url:
+            raise ValueError("builder: true needs control_plane_url (the REST builder routes live there)")
+        return self
+
+    def builds_dir(self) -> Path:
+        return self.builder_workdir or self.data_dir / "builds"
 
     @field_validator("device_id")
     @classmethod

@@ -1,8 +1,9 @@
 """`edge-agent run`: wires the core to MQTT, downloads, onnxruntime and the inference API, and runs them.
 
 Threads: uvicorn in the main thread (inference API), paho's network thread (MQTT), one apply worker that always
-takes the newest desired document, one telemetry thread. The last-known-good models are served before MQTT is
-even tried, so a device with no broker in reach still answers at once. Settings come in as one AgentConfig.
+takes the newest desired document, one telemetry thread, and with `builder: true` one build-worker thread.
+The last-known-good models are served before MQTT is even tried, so a device with no broker in reach still
+answers at once. Settings come in as one AgentConfig.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from edge_agent.adapters.host_metrics import HostMetrics
 from edge_agent.adapters.lockfile import apply_lock
 from edge_agent.adapters.mqtt_link import LastWill, MqttLink
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory, available_providers, runtime_version
+from edge_agent.builder import BuilderThread
 from edge_agent.config import AgentConfig
 from edge_agent.core.agent import AgentCore, AgentIdentity
 from edge_agent.core.errors import LockBusyError
@@ -79,7 +81,7 @@ def build_core(
         identity,
         Verifier(config.control_plane_public_key),
         fetcher,
-        OnnxRunnerFactory(detected.gpu_present),
+        OnnxRunnerFactory(detected.gpu_present, config.data_dir, detected.facts),
         clock=utcnow,
         on_event=on_event,
         on_change=on_change,
@@ -163,7 +165,9 @@ class Daemon:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.device_id = config.device_id
         self.window = RequestWindow(config.telemetry_interval_s)
-        self.core = build_core(config, detect(config), "mqtt", self._publish_event, self._publish_reported)
+        detected = detect(config)
+        self.core = build_core(config, detected, "mqtt", self._publish_event, self._publish_reported)
+        self.builder = self._builder(config, detected)
         self.worker = ApplyWorker(self.core, config.data_dir)
         self.link = MqttLink(
             config.mqtt,
@@ -184,6 +188,8 @@ class Daemon:
         self.worker.start()
         self.link.start()
         threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True).start()
+        if self.builder is not None:
+            self.builder.start()
         server = _Server(
             uvicorn.Config(
                 create_app(self.core.table, self.window, time.monotonic),
@@ -198,8 +204,17 @@ class Daemon:
             server.run()
         finally:
             self._stop.set()
+            if self.builder is not None:
+                self.builder.stop()
             self.worker.stop()
             self.link.stop(farewell=self._presence(PresenceStatus.OFFLINE))
+
+    @staticmethod
+    def _builder(config: AgentConfig, detected: Detected) -> BuilderThread | None:
+        if not config.builder or config.control_plane_url is None:
+            return None
+        token = config.control_plane_token.get_secret_value() if config.control_plane_token else None
+        return BuilderThread(config.control_plane_url, config.device_id, detected.facts, config.builds_dir(), token)
 
     # -- MQTT side -----------------------------------------------------------------------------------------
 

@@ -2,6 +2,12 @@
 
 Providers are chosen from the detected hardware (not from what onnxruntime lists), and the provider actually in
 use is reported. Every onnxruntime exception becomes RunnerError or InferenceInputError.
+
+A `tensorrt-plan` artifact is an ONNX model with one EPContext node (`embed_mode=1`: the serialised engine is in
+its `ep_cache_context` attribute). It is loaded with the TensorRT EP alone and graph optimisations off (ORT's own
+advice for EPContext models), and refused if onnxruntime would run it on anything else. Provider options have
+`{data_dir}` and the hardware placeholders filled in (core.providers) and their cache directories created here.
+Must never decide whether a plan fits this hardware: core.artifacts does, before a plan gets this far.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from edge_agent.core.artifacts import TENSORRT_EP, TENSORRT_PLAN
 from edge_agent.core.errors import InferenceInputError, RunnerError
-from edge_agent.core.providers import choose_providers
+from edge_agent.core.providers import cache_dirs, providers_for, resolve_provider_options
 from edge_agent.core.tensors import TensorSpec
-from edge_agent.protocol import RuntimeOptions
+from edge_agent.protocol import HardwareFacts, RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -78,17 +85,58 @@ class OnnxRunner:
 
 
 class OnnxRunnerFactory:
-    def __init__(self, gpu_present: bool) -> None:
+    """Loads model files into onnxruntime sessions for this device.
+
+    `data_dir` and `facts` fill the provider-option templates (engine cache paths); without them (benchmarks,
+    tools) an option that names `{data_dir}` is refused rather than written relative to the working directory.
+    """
+
+    def __init__(self, gpu_present: bool, data_dir: Path | None = None, facts: HardwareFacts | None = None) -> None:
         self._gpu_present = gpu_present
         self._available = available_providers()
+        self._data_dir = data_dir
+        self._facts = facts
 
-    def load(self, path: Path, runtime: RuntimeOptions) -> OnnxRunner:
-        providers = choose_providers(self._gpu_present, self._available, runtime.providers)
-        options = [dict(runtime.provider_options.get(p, {})) for p in providers]
+    def load(self, path: Path, runtime: RuntimeOptions, kind: str = "onnx") -> OnnxRunner:
+        providers = providers_for(kind, self._gpu_present, self._available, runtime.providers)
+        if kind == TENSORRT_PLAN and TENSORRT_EP not in self._available:
+            raise RunnerError(
+                f"{path.name} is a TensorRT plan; it runs only on {TENSORRT_EP}, which this onnxruntime "
+                f"({runtime_version()}) does not offer (it has {', '.join(self._available)})"
+            )
+        wanted = {p: runtime.provider_options.get(p, {}) for p in providers}
+        resolved = self._provider_options(wanted)
+        options = [resolved[p] for p in providers]
+        session = self._session(path, kind, providers, options)
+        runner = OnnxRunner(session)
+        if kind == TENSORRT_PLAN and runner.provider != TENSORRT_EP:
+            raise RunnerError(f"onnxruntime put the TensorRT plan {path.name} on {runner.provider}, not {TENSORRT_EP}")
+        log.info("loaded %s (%s) with providers %s; in use: %s", path, kind, providers, runner.provider)
+        return runner
+
+    def _provider_options(self, options: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        """Options of the providers in use, resolved; their cache directories exist afterwards."""
+        if self._data_dir is None or self._facts is None:
+            if any("{data_dir}" in v for values in options.values() for v in values.values()):
+                raise RunnerError("provider options name {data_dir}, and this runner has no data directory")
+            return {p: dict(values) for p, values in options.items()}
+        resolved = resolve_provider_options(options, self._data_dir, self._facts)
+        for directory in cache_dirs(resolved):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RunnerError(f"cannot create the engine cache directory {directory}: {exc}") from exc
+        return resolved
+
+    @staticmethod
+    def _session(path: Path, kind: str, providers: list[str], options: list[dict[str, str]]) -> Any:
+        session_options = ort.SessionOptions()
+        if kind == TENSORRT_PLAN:
+            # An EPContext model has nothing to optimise; ORT advises level 0 so loading does no graph work.
+            session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            session = ort.InferenceSession(str(path), providers=providers, provider_options=options)
+            return ort.InferenceSession(
+                str(path), sess_options=session_options, providers=providers, provider_options=options
+            )
         except Exception as exc:
             raise RunnerError(f"onnxruntime cannot load {path.name}: {str(exc).splitlines()[0][:500]}") from exc
-        runner = OnnxRunner(session)
-        log.info("loaded %s with providers %s; in use: %s", path, providers, runner.provider)
-        return runner

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.core.artifacts import TENSORRT_EP, Choice, Refusal, choose_artifact, unfit
 from edge_agent.core.errors import AgentError, FetchError, InferenceInputError, RunnerError, SelfTestError
 from edge_agent.core.journal import ApplyStep, Journal, JournalState, PendingApply, SlotRecord
 from edge_agent.core.ports import ArtifactFetcher, Clock, EventSink, ModelRunner, RunnerFactory
@@ -152,8 +153,16 @@ class AgentCore:
 
     def _load_record(self, record: SlotRecord) -> LoadedModel | None:
         path = self._store.slot_dir(record.name, record.slot) / MODEL_FILE
+        facts = self.identity.hardware
+        stale = unfit(
+            record.artifact_kind, record.build_id, record.hardware_key, facts, TENSORRT_EP in facts.available_providers
+        )
+        if stale is not None:  # e.g. TensorRT was upgraded since the plan was installed: never deserialise it
+            log.error("not loading %s v%d: %s", record.name, record.version, stale)
+            self._emit(self._state.applied_generation, EventStep.ERROR, reason=f"{record.name}: {stale}")
+            return None
         try:
-            runner = self._runners.load(path, record.runtime)
+            runner = self._runners.load(path, record.runtime, record.artifact_kind)
         except RunnerError as exc:
             log.error("cannot load %s v%d from %s: %s", record.name, record.version, path, exc)
             self._emit(self._state.applied_generation, EventStep.ERROR, reason=f"{record.name}: {exc}")
@@ -179,7 +188,7 @@ class AgentCore:
                 desired = self._verifier.verify_desired(signed)
             except SignatureError as exc:
                 return self._reject(0, f"signature: {exc}")
-            decision = plan(desired, self._state, self.identity.device_id)
+            decision = plan(desired, self._state, self.identity.device_id, self._choose)
             if decision.kind is DecisionKind.REJECT:
                 return self._reject(desired.generation, decision.reason)
             if decision.kind is DecisionKind.NOOP:
@@ -223,30 +232,51 @@ class AgentCore:
         self._emit(generation, EventStep.RECEIVED)
         self._on_change()
 
+    def _choose(self, model: ModelAssignment) -> Choice | Refusal:
+        facts = self.identity.hardware
+        return choose_artifact(model, facts, TENSORRT_EP in facts.available_providers)
+
     def _prepare(self, generation: int, model: ModelAssignment) -> _Prepared:
+        choice = self._chosen(generation, model)
         self._mark(generation, ApplyStep.DOWNLOAD, model)
-        self._emit(generation, EventStep.DOWNLOADING, model)
-        model_file = self._stage(generation, model, model.artifact)
+        self._emit(generation, EventStep.DOWNLOADING, model, reason=f"{choice.kind} build {choice.build_id}")
+        model_file = self._stage(generation, model, choice.artifact)
         test_file = self._stage(generation, model, model.selftest.artifact)
         self._emit(generation, EventStep.VERIFIED, model)
         self._mark(generation, ApplyStep.INSTALL, model)
-        slot = self._store.install(model, model_file, test_file)
+        slot = self._store.install(model, choice, model_file, test_file)
         self._mark(generation, ApplyStep.LOAD, model)
-        runner = self._load(model, slot / MODEL_FILE)
+        runner = self._load(model, choice, slot / MODEL_FILE)
         self._emit(generation, EventStep.LOADED, model, reason=f"provider {runner.provider}")
         self._mark(generation, ApplyStep.SELF_TEST, model)
-        self._self_test(model, runner, slot / SELFTEST_FILE)
+        self._self_test(model, choice, runner, slot / SELFTEST_FILE)
         self._emit(generation, EventStep.SELF_TEST_PASSED, model)
         record = SlotRecord(
             name=model.name,
             version=model.version,
-            build_id=model.build_id,
-            slot=slot_name(model),
-            model_sha256=model.artifact.sha256,
-            runtime=model.runtime,
+            build_id=choice.build_id,
+            slot=slot_name(model, choice),
+            model_sha256=choice.artifact.sha256,
+            runtime=choice.runtime,
             provider=runner.provider,
+            artifact_kind=choice.kind,
+            fallback_reason=choice.fallback_reason,
+            hardware_key=choice.hardware_key,
         )
-        return _Prepared(model, record, LoadedModel(model.name, model.version, model.build_id, runner))
+        return _Prepared(model, record, LoadedModel(model.name, model.version, choice.build_id, runner))
+
+    def _chosen(self, generation: int, model: ModelAssignment) -> Choice:
+        """The artifact this device runs for `model`; says why when it falls back; fails when none fits."""
+        choice = self._choose(model)
+        if isinstance(choice, Refusal):
+            raise StepFailure(EventStep.ERROR, f"{model.name} v{model.version}: {choice.reason}", model)
+        if choice.fallback_reason is not None:
+            log.warning(
+                "%s v%d falls back to %s: %s", model.name, model.version, choice.build_id, choice.fallback_reason
+            )
+            reason = f"using {choice.kind} build {choice.build_id}: {choice.fallback_reason}"
+            self._emit(generation, EventStep.ARTIFACT_FALLBACK, model, reason=reason)
+        return choice
 
     def _stage(self, generation: int, model: ModelAssignment, artifact: ArtifactRef) -> Path:
         dest = self._store.staged(artifact)
@@ -263,20 +293,20 @@ class AgentCore:
             raise StepFailure(EventStep.ERROR, f"artifact {artifact.url} refused: {wrong}", model)
         return dest
 
-    def _load(self, model: ModelAssignment, path: Path) -> ModelRunner:
+    def _load(self, model: ModelAssignment, choice: Choice, path: Path) -> ModelRunner:
         try:
-            return self._runners.load(path, model.runtime)
+            return self._runners.load(path, choice.runtime, choice.kind)
         except RunnerError as exc:
             raise StepFailure(EventStep.ERROR, f"cannot load {model.name} v{model.version}: {exc}", model) from exc
 
-    def _self_test(self, model: ModelAssignment, runner: ModelRunner, case_file: Path) -> None:
+    def _self_test(self, model: ModelAssignment, choice: Choice, runner: ModelRunner, case_file: Path) -> None:
         try:
             case = load_case(case_file)
             runner.run({spec.name: spec.example() for spec in runner.inputs})  # warm-up
             actual = runner.run(case.inputs)
         except (SelfTestError, RunnerError, InferenceInputError) as exc:
             raise StepFailure(EventStep.SELF_TEST_FAILED, f"self-test could not run: {exc}", model) from exc
-        problem = compare(actual, case.outputs, model.selftest.atol, model.selftest.rtol)
+        problem = compare(actual, case.outputs, choice.atol, choice.rtol)
         if problem is not None:
             raise StepFailure(EventStep.SELF_TEST_FAILED, f"self-test failed: {problem}", model)
 

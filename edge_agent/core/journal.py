@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.core.errors import JournalError
-from edge_agent.protocol import ApplyOutcome, RuntimeOptions, SignedDesiredState
+from edge_agent.protocol import ApplyOutcome, HardwareKey, RuntimeOptions, SignedDesiredState
 
 JOURNAL_VERSION = 1
 
@@ -36,7 +36,11 @@ class _Record(BaseModel):
 
 
 class SlotRecord(_Record):
-    """One installed model version: its slot directory under `slots/{name}/` holds model and self-test files."""
+    """One installed model version: its slot directory under `slots/{name}/` holds model and self-test files.
+
+    `build_id`, `artifact_kind`, `model_sha256` and `runtime` describe the artifact actually installed, which is
+    the assignment's fallback when `fallback_reason` is set (the primary did not fit this device).
+    """
 
     name: str
     version: int
@@ -45,6 +49,10 @@ class SlotRecord(_Record):
     model_sha256: str
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
     provider: str | None = None
+    artifact_kind: str = "onnx"
+    fallback_reason: str | None = None
+    # The installed artifact's hardware key: a plan is re-checked against the hardware before it is reloaded.
+    hardware_key: HardwareKey | None = None
 
 
 class PendingApply(_Record):

@@ -42,5 +42,5 @@ class ModelRunner(Protocol):
 
 
 class RunnerFactory(Protocol):
-    def load(self, path: Path, runtime: RuntimeOptions) -> ModelRunner:
-        """A ready runner for the model file at `path`; RunnerError if it cannot be loaded."""
+    def load(self, path: Path, runtime: RuntimeOptions, kind: str = "onnx") -> ModelRunner:
+        """A ready runner for the model file at `path` of artifact `kind`; RunnerError if it cannot be loaded."""

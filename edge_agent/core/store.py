@@ -12,6 +12,7 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from edge_agent.core.artifacts import Choice
 from edge_agent.protocol import ArtifactRef, ModelAssignment
 
 MODEL_FILE = "model.onnx"
@@ -38,8 +39,9 @@ def mismatch(path: Path, artifact: ArtifactRef) -> str | None:
     return None
 
 
-def slot_name(model: ModelAssignment) -> str:
-    return f"v{model.version}-{model.artifact.sha256[:12]}"
+def slot_name(model: ModelAssignment, choice: Choice) -> str:
+    """The slot of the artifact chosen for this device (primary or fallback): its version and digest."""
+    return f"v{model.version}-{choice.artifact.sha256[:12]}"
 
 
 class Store:
@@ -54,10 +56,10 @@ class Store:
     def slot_dir(self, name: str, slot: str) -> Path:
         return self.slots / name / slot
 
-    def install(self, model: ModelAssignment, model_file: Path, selftest_file: Path) -> Path:
+    def install(self, model: ModelAssignment, choice: Choice, model_file: Path, selftest_file: Path) -> Path:
         """Slot directory holding both files, built aside and renamed into place (never half-installed)."""
-        final = self.slot_dir(model.name, slot_name(model))
-        if _holds(final / MODEL_FILE, model.artifact) and _holds(final / SELFTEST_FILE, model.selftest.artifact):
+        final = self.slot_dir(model.name, slot_name(model, choice))
+        if _holds(final / MODEL_FILE, choice.artifact) and _holds(final / SELFTEST_FILE, model.selftest.artifact):
             return final
         tmp = final.with_name(final.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

@@ -11,7 +11,7 @@ import pytest
 from edge_agent.protocol import Signer
 from tests.integration.agent.harness import AgentProcess, ArtifactServer, ControlPlaneClient
 from tests.support import free_port, password_for, python_env, wait_for
-from tests.unit.agent.builders import SAMPLE, build_version, expected_output, signed, write_config
+from tests.unit.agent.builders import SAMPLE, build_version, expected_output, signed, with_plan, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -87,6 +87,28 @@ def test_agent_applies_reports_serves_and_survives_bad_messages(tmp_path, mosqui
 
         assert agent.terminate() == 0
         wait_for(lambda: '"state":"offline"' in control.messages_on("status")[-1], what="offline presence")
+    finally:
+        agent.kill()
+        control.close()
+
+
+def test_a_plan_this_device_cannot_run_falls_back_and_says_why(tmp_path, mosquitto, signer):
+    device, port = "dev-12", free_port()
+    control = ControlPlaneClient(mosquitto, device)
+    agent = AgentProcess(agent_config(tmp_path, signer, device, mosquitto.port, port), tmp_path / "agent.log").start()
+    try:
+        with ArtifactServer(tmp_path / "art") as server:
+            assignment = with_plan(build_version(tmp_path / "art", 1, base_url=server.url))
+            plan = assignment.artifact.model_copy(update={"url": f"{server.url}/lin-v1-plan.onnx"})
+            control.publish_desired(signed(signer, 1, [assignment.model_copy(update={"artifact": plan})], device))
+            wait_for(lambda: applied(control, 1), timeout=30, what=f"generation 1 reported\n{agent.output()}")
+        assert server.served("lin-v1-plan.onnx") == []  # a refused plan is never downloaded
+        [fallback] = [e for e in control.bodies("events") if e["step"] == "artifact_fallback"]
+        assert fallback["model"] == "lin" and "tensorrt-plan b1-plan built for dgpu-ampere" in fallback["reason"]
+        [model] = control.latest_reported()["models"]
+        assert (model["build_id"], model["provider"]) == ("b1", "CPUExecutionProvider")
+        version, data = infer(port)
+        assert version == "1" and data == pytest.approx(expected_output(1).ravel().tolist(), rel=1e-5)
     finally:
         agent.kill()
         control.close()

@@ -16,8 +16,10 @@ import yaml
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.protocol import (
+    ArtifactChoice,
     ArtifactRef,
     DesiredState,
+    HardwareKey,
     ModelAssignment,
     SelfTestSpec,
     SignedDesiredState,
@@ -71,16 +73,24 @@ def artifact(path: Path, url: str | None = None) -> ArtifactRef:
 
 
 def build_version(
-    root: Path, version: int, *, bad: bool = False, padding: int = 0, base_url: str | None = None
+    root: Path,
+    version: int,
+    *,
+    bad: bool = False,
+    padding: int = 0,
+    base_url: str | None = None,
+    shift: float = 0.0,
 ) -> ModelAssignment:
     """Files for model `lin` v`version` under `root`, and its assignment (file:// or under `base_url`).
 
     `bad`: the model's weights differ from the reference outputs (self-test fails).
+    `shift`: the weights differ by this much (a lower-precision build: passes only with looser tolerances).
     `padding`: pad the model file with a large unused initializer (for download tests).
     """
     w, b = weights(version)
-    model_w = w + 1.0 if bad else w
-    model_path = root / f"lin-v{version}{'-bad' if bad else ''}.onnx"
+    model_w = w + 1.0 if bad else w + shift
+    suffix = "-bad" if bad else (f"-shift{shift}" if shift else "")
+    model_path = root / f"lin-v{version}{suffix}.onnx"
     write_model(model_path, model_w, b)
     if padding:
         _pad(model_path, padding)
@@ -96,6 +106,38 @@ def build_version(
         target="cpu-x86_64",
         artifact=artifact(model_path, url(model_path)),
         selftest=SelfTestSpec(artifact=artifact(test_path, url(test_path))),
+    )
+
+
+AMPERE_PLAN_KEY = HardwareKey(gpu_class="dgpu-ampere", compute_capability="8.6", tensorrt_version="10.3.0")
+
+
+def with_plan(
+    onnx_build: ModelAssignment,
+    key: HardwareKey | None = AMPERE_PLAN_KEY,
+    *,
+    fallback: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> ModelAssignment:
+    """`onnx_build` as the control plane sends it to a GPU class with a plan: a `tensorrt-plan` primary keyed by
+    `key`, and `onnx_build` as the fallback (self-test tolerances `atol`/`rtol`).
+
+    The plan's URL names a file that does not exist: an agent that tries to download it fails the apply.
+    """
+    plan = ArtifactRef(url=f"file:///nonexistent/lin-v{onnx_build.version}-plan.onnx", sha256="ab" * 32, size=4096)
+    choice = ArtifactChoice(
+        build_id=onnx_build.build_id, artifact_kind="onnx", artifact=onnx_build.artifact, atol=atol, rtol=rtol
+    )
+    return onnx_build.model_copy(
+        update={
+            "build_id": f"{onnx_build.build_id}-plan",
+            "target": key.gpu_class if key else "dgpu-ampere",
+            "artifact_kind": "tensorrt-plan",
+            "artifact": plan,
+            "hardware_key": key,
+            "fallback": choice if fallback else None,
+        }
     )
 
 

@@ -35,10 +35,11 @@ def make_core(tmp_path: Path, signer: Signer, events: list[DeviceEvent]) -> Core
         runners: RunnerFactory | None = None,
         journal: Journal | None = None,
         data_dir: Path | None = None,
+        hardware: HardwareFacts | None = None,
     ) -> AgentCore:
         identity = AgentIdentity(
             device_id="dev-1",
-            hardware=HardwareFacts(gpu_class="cpu-x86_64", arch="x86_64"),
+            hardware=hardware or HardwareFacts(gpu_class="cpu-x86_64", arch="x86_64"),
             agent_version="test",
             labels={"site": "a"},
             serving_url="http://127.0.0.1:1",

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from edge_agent.cli import app
 from edge_agent.config import AgentConfig, ConfigError, MqttProtocol, load_config, settings_help
-from tests.unit.agent.builders import build_version, signed, write_config
+from tests.unit.agent.builders import build_version, signed, with_plan, write_config
 
 runner = CliRunner()
 
@@ -77,7 +77,7 @@ def test_apply_status_and_idempotent_rerun(tmp_path, signer):
     assert first.exit_code == 0, first.output
     assert json.loads(first.output) == {"ok": True, "changed": True, "generation": 1, "reason": ""}
     assert again.exit_code == 0 and json.loads(again.output)["changed"] is False
-    assert "applied generation: 1" in status.output and "model lin: v1 build b1" in status.output
+    assert "applied generation: 1" in status.output and "model lin: v1 build b1 (onnx)" in status.output
 
 
 def test_apply_uses_the_artifact_dir_instead_of_downloading(tmp_path, signer):
@@ -142,3 +142,43 @@ def test_facts_json():
     facts = json.loads(result.output)
     assert result.exit_code == 0 and facts["gpu_class"].startswith(("cpu-", "dgpu-", "jetson-"))
     assert "CPUExecutionProvider" in facts["available_providers"]
+    # What a hardware key is matched against is always reported (null where this host has none of it).
+    for key in ("compute_capability", "tensorrt_version", "jetpack_version", "l4t_version", "driver_version"):
+        assert key in facts
+
+
+def test_status_shows_the_fallback_in_use(tmp_path, signer):
+    config = write_config(tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64)
+    desired = tmp_path / "desired.json"
+    desired.write_text(signed(signer, 1, [with_plan(build_version(tmp_path / "art", 1))]).model_dump_json())
+
+    applied = runner.invoke(app, ["apply", "--desired", str(desired), "--config", str(config)])
+    status = runner.invoke(app, ["status", "--config", str(config)])
+
+    assert applied.exit_code == 0, applied.output
+    assert "model lin: v1 build b1 (onnx)" in status.output
+    assert "fallback: tensorrt-plan b1-plan built for dgpu-ampere" in status.output
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        pytest.param({"builder": True}, "builder: true needs control_plane_url", id="builder-without-url"),
+        pytest.param({"control_plane_url": "cp:8000"}, "control_plane_url", id="url-without-scheme"),
+    ],
+)
+def test_builder_settings_are_checked(tmp_path, signer, settings, message):
+    path = write_config(tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64, **settings)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_builder_settings_defaults_and_help(tmp_path, signer):
+    path = write_config(
+        tmp_path / "agent.yaml", tmp_path / "data", signer.public_key_b64, control_plane_url="http://cp:8000"
+    )
+    config = load_config(path)
+    assert (config.builder, config.builds_dir()) == (False, tmp_path / "data" / "builds")
+    text = runner.invoke(app, ["config-help"]).output
+    for key in ("builder (default False)", "builder_workdir", "control_plane_url", "control_plane_token"):
+        assert key in text

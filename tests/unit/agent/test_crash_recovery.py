@@ -1,10 +1,13 @@
 """Kill the apply at every step (a port raises mid-way, like SIGKILL would stop it), then a fresh core on the
-same data directory must serve a consistent model at once and converge to the desired generation."""
+same data directory must serve a consistent model at once and converge to the desired generation.
+
+Both for a plain ONNX assignment and for a TensorRT plan this CPU device refuses, so it installs the fallback:
+after recovery the fallback build is what is served, journaled and reported."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +16,8 @@ import pytest
 from edge_agent.adapters.download import HttpFetcher, part_path
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory
 from edge_agent.core.journal import ApplyStep, Journal, JournalState
-from edge_agent.protocol import ArtifactRef, RuntimeOptions, Signer
-from tests.unit.agent.builders import SAMPLE, build_version, expected_output, signed
+from edge_agent.protocol import ArtifactRef, ModelAssignment, RuntimeOptions, Signer
+from tests.unit.agent.builders import SAMPLE, build_version, expected_output, signed, with_plan
 from tests.unit.agent.conftest import CoreFactory
 
 
@@ -66,9 +69,9 @@ class KillingRunners(OnnxRunnerFactory):
         super().__init__(gpu_present=False)
         self.countdown = countdown
 
-    def load(self, path: Path, runtime: RuntimeOptions):  # type: ignore[no-untyped-def]
+    def load(self, path: Path, runtime: RuntimeOptions, kind: str = "onnx"):  # type: ignore[no-untyped-def]
         self.countdown.tick()
-        runner = super().load(path, runtime)
+        runner = super().load(path, runtime, kind)
         outer = self.countdown
 
         class Runner:
@@ -81,13 +84,29 @@ class KillingRunners(OnnxRunnerFactory):
         return Runner()
 
 
-def journal_saves_of_one_apply(tmp_path: Path, make_core: CoreFactory, signer: Signer) -> list[ApplyStep | None]:
+Assign = Callable[[Path, int], ModelAssignment]
+
+
+def plain(root: Path, version: int) -> ModelAssignment:
+    return build_version(root, version)
+
+
+def plan_with_fallback(root: Path, version: int) -> ModelAssignment:
+    return with_plan(build_version(root, version))
+
+
+ASSIGNMENTS = [pytest.param(plain, id="onnx"), pytest.param(plan_with_fallback, id="plan-refused-fallback")]
+
+
+def journal_saves_of_one_apply(
+    tmp_path: Path, make_core: CoreFactory, signer: Signer, assign: Assign = plain
+) -> list[ApplyStep | None]:
     journal = KillingJournal(tmp_path / "data", Countdown(None))
     core = make_core(journal=journal, data_dir=tmp_path / "data")
     core.recover()
-    assert core.handle(signed(signer, 1, [build_version(tmp_path / "art", 1)])).ok
+    assert core.handle(signed(signer, 1, [assign(tmp_path / "art", 1)])).ok
     journal.steps.clear()
-    assert core.handle(signed(signer, 2, [build_version(tmp_path / "art", 2)])).ok
+    assert core.handle(signed(signer, 2, [assign(tmp_path / "art", 2)])).ok
     return journal.steps
 
 
@@ -107,19 +126,20 @@ def kill_points(n_saves: int) -> list[tuple[str, int]]:
     ]
 
 
-def test_killed_at_any_step_a_fresh_core_recovers_and_converges(tmp_path, make_core, signer):
-    n_saves = len(journal_saves_of_one_apply(tmp_path / "count", make_core, signer))
+@pytest.mark.parametrize("assign", ASSIGNMENTS)
+def test_killed_at_any_step_a_fresh_core_recovers_and_converges(tmp_path, make_core, signer, assign):
+    n_saves = len(journal_saves_of_one_apply(tmp_path / "count", make_core, signer, assign))
     for index, (port, k) in enumerate(kill_points(n_saves)):
         root = tmp_path / f"case{index}"
-        _run_case(root, functools.partial(make_core, data_dir=root / "data"), signer, port, k)
+        _run_case(root, functools.partial(make_core, data_dir=root / "data"), signer, port, k, assign)
 
 
-def _run_case(root: Path, make: CoreFactory, signer: Signer, port: str, k: int) -> None:
+def _run_case(root: Path, make: CoreFactory, signer: Signer, port: str, k: int, assign: Assign) -> None:
     what = f"killed at {port} call {k}"
     data = root / "data"
     first = make(journal=Journal(data))
     first.recover()
-    assert first.handle(signed(signer, 1, [build_version(root / "art", 1)])).ok, what
+    assert first.handle(signed(signer, 1, [assign(root / "art", 1)])).ok, what
 
     countdown = Countdown(None)
     ports = {
@@ -131,7 +151,7 @@ def _run_case(root: Path, make: CoreFactory, signer: Signer, port: str, k: int) 
     dying = make(**ports)
     dying.recover()
     countdown.calls, countdown.kill_at = 0, k  # count only the apply's calls
-    desired = signed(signer, 2, [build_version(root / "art", 2)])
+    desired = signed(signer, 2, [assign(root / "art", 2)])
     with pytest.raises(SimulatedKill):
         dying.handle(desired)
 
@@ -149,3 +169,8 @@ def _run_case(root: Path, make: CoreFactory, signer: Signer, port: str, k: int) 
         assert fresh.handle(desired).ok, what
     assert fresh.state.applied_generation == 2 and fresh.state.pending is None, what
     assert fresh.table.current().models["lin"].active.version == 2, what
+    # The build in use is the ONNX one (the fallback, where a plan was refused): journaled and reported.
+    record = fresh.state.active["lin"]
+    assert (record.build_id, record.artifact_kind) == ("b2", "onnx"), what
+    assert (record.fallback_reason is not None) == (assign is plan_with_fallback), what
+    assert [(m.build_id, m.health.value) for m in fresh.reported().models] == [("b2", "serving")], what
