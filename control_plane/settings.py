@@ -71,6 +71,15 @@ class ServerSettings(BaseSettings):
         default=None, description="Extra GPU-class files (*.yaml) added to the built-in catalog."
     )
     training_workers: int = Field(default=2, ge=1, le=64, description="Training jobs run at the same time.")
+    build_workers: int = Field(
+        default=1, ge=0, le=16, description="In-process build workers (0: builds wait for remote builders)."
+    )
+    build_lease_s: float = Field(
+        default=60.0, gt=0, description="A builder must renew its lease on a build within this many seconds."
+    )
+    builder_window_s: float = Field(
+        default=60.0, gt=0, description="Builders heard from within this many seconds count as present."
+    )
     device_offline_after_s: float = Field(
         default=90.0, gt=0, description="A device silent this long without a last will is shown offline."
     )

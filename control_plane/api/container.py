@@ -11,19 +11,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from control_plane.adapters.artifacts import ArtifactStore
+from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.mqtt import MqttLink
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.adapters.training_local import LocalTrainingBackend
+from control_plane.services.build_queue import BuildQueueService, QueueSettings
 from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
+from control_plane.services.local_builder import InProcessBuilders, in_process_ids
 from control_plane.services.registry import RegistryService
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
 from control_plane.settings import ServerSettings
 from edge_agent.protocol import Signer, Topics
+from model_builds.capabilities import BuilderInfo, detect_builder
 from model_builds.catalog import load_catalog
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,8 @@ class Runtime:
     signer: Signer
     registry: RegistryService
     builds: BuildService
+    build_queue: BuildQueueService
+    builders: InProcessBuilders
     fleet: FleetService
     rollouts: RolloutService
     training: TrainingService
@@ -46,28 +52,50 @@ class Runtime:
     dispose_database: Callable[[], None]
 
     def close(self) -> None:
+        self.builders.stop()
         self.link.stop()
         self.training.shutdown()
         self.dispose_database()
 
 
-def start_runtime(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -> Runtime:
-    """Create the data dir and signing key, migrate the database, wire the services, connect to the broker."""
+def start_runtime(
+    settings: ServerSettings,
+    clock: Callable[[], datetime] = utc_now,
+    builder_info: Callable[[], BuilderInfo] = detect_builder,
+) -> Runtime:
+    """Create the data dir and signing key, migrate the database, wire the services, connect to the broker,
+    re-queue the builds this control plane's own builders were running when it stopped, start the builders."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     signer = load_or_create_signer(settings.resolved_signing_key_file)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
     registry_repo = RegistryRepository(engine)
+    build_repo = BuildRepository(engine)
     fleet_repo = FleetRepository(engine)
     artifacts = ArtifactStore(settings.artifacts_dir)
     catalog = load_catalog(*([settings.targets_dir] if settings.targets_dir else []))
     topics = Topics(settings.mqtt.topic_prefix)
 
     registry = RegistryService(registry_repo, artifacts, clock, settings.max_upload_bytes)
-    builds = BuildService(registry_repo, artifacts, catalog, signer, clock)
+    queue_settings = QueueSettings(
+        base_url=settings.base_url,
+        lease_s=settings.build_lease_s,
+        builder_window_s=settings.builder_window_s,
+        max_artifact_bytes=settings.max_upload_bytes,
+    )
+    build_queue = BuildQueueService(build_repo, registry_repo, artifacts, signer, clock, queue_settings)
+    builds = BuildService(build_repo, registry_repo, artifacts, catalog, build_queue, clock)
+    requeued = build_queue.recover(set(in_process_ids(16)))
+    if requeued:
+        log.warning("re-queued %d build(s) the previous control plane was running", requeued)
+    builders = InProcessBuilders(
+        build_queue, artifacts, settings.data_dir / "build-work", builder_info(), settings.build_workers
+    )
     fleet = FleetService(fleet_repo, topics, clock, timedelta(seconds=settings.device_offline_after_s))
     link = MqttLink(settings.mqtt, on_message=fleet.handle_message)
-    rollouts = RolloutService(fleet_repo, registry_repo, artifacts, signer, link, topics, clock, settings.base_url)
+    rollouts = RolloutService(
+        fleet_repo, registry_repo, build_repo, artifacts, catalog, signer, link, topics, clock, settings.base_url
+    )
     link.set_connected_hook(rollouts.republish_all)
     fleet.on_report(rollouts.device_reported)
     training = TrainingService(
@@ -77,4 +105,7 @@ def start_runtime(settings: ServerSettings, clock: Callable[[], datetime] = utc_
     if failed:
         log.warning("marked %d training job(s) failed: %s", failed, "control plane restarted during the job")
     link.start()
-    return Runtime(settings, signer, registry, builds, fleet, rollouts, training, link, engine.dispose)
+    builders.start()
+    return Runtime(
+        settings, signer, registry, builds, build_queue, builders, fleet, rollouts, training, link, engine.dispose
+    )

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from control_plane.api.container import Runtime
+from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
 from control_plane.services.registry import RegistryService
@@ -27,6 +28,10 @@ def _builds(request: Request) -> BuildService:
     return get_runtime(request).builds
 
 
+def _build_queue(request: Request) -> BuildQueueService:
+    return get_runtime(request).build_queue
+
+
 def _fleet(request: Request) -> FleetService:
     return get_runtime(request).fleet
 
@@ -42,6 +47,7 @@ def _training(request: Request) -> TrainingService:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 RegistryDep = Annotated[RegistryService, Depends(_registry)]
 BuildsDep = Annotated[BuildService, Depends(_builds)]
+BuildQueueDep = Annotated[BuildQueueService, Depends(_build_queue)]
 FleetDep = Annotated[FleetService, Depends(_fleet)]
 RolloutsDep = Annotated[RolloutService, Depends(_rollouts)]
 TrainingDep = Annotated[TrainingService, Depends(_training)]

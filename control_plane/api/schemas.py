@@ -7,13 +7,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane.domain.builds import BuildView
 from control_plane.domain.fleet import DeviceEventRecord, DeviceView, Presence
-from control_plane.domain.registry import Build, BuildStatus, Model, ModelVersion, TensorInfo
+from control_plane.domain.registry import BuilderRecord, BuildStatus, Model, ModelVersion, TensorInfo
 from control_plane.domain.rollouts import DeviceRolloutStatus, Rollout, RolloutPhase, RolloutStrategy, status_counts
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
 from edge_agent.protocol import HardwareFacts, ReportedState
-from edge_agent.protocol.messages import LabelKey, LabelValue, Name
+from edge_agent.protocol.messages import LabelKey, LabelValue, Name, Sha256
 from model_builds.catalog import TargetSpec
+from model_builds.planner import Skipped
 
 
 class _Out(BaseModel):
@@ -66,6 +68,7 @@ class VersionOut(_Out):
     reference_outputs_computed: bool
     lineage: dict[str, Any]
     metrics: dict[str, Any]
+    tolerances: dict[str, dict[str, float]] = Field(description="Per-precision parity tolerance overrides.")
 
     @classmethod
     def of(cls, v: ModelVersion) -> VersionOut:
@@ -83,14 +86,34 @@ class VersionOut(_Out):
             reference_outputs_computed=v.reference_outputs_computed,
             lineage=dict(v.lineage),
             metrics=dict(v.metrics),
+            tolerances={k: dict(t) for k, t in v.tolerances.items()},
         )
+
+
+class ProfileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: list[int] = Field(min_length=1, max_length=8)
+    opt: list[int] = Field(min_length=1, max_length=8)
+    max: list[int] = Field(min_length=1, max_length=8)
+
+
+class BuildOptionsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    workspace_mb: int = Field(default=1024, ge=16, le=1024 * 1024)
+    hardware_compatibility_level: str | None = Field(default=None, pattern=r"^(none|ampere\+|same_compute_capability)$")
+    profiles: dict[str, ProfileIn] | None = Field(default=None, max_length=32)
 
 
 class BuildRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     targets: list[Name] = Field(min_length=1, max_length=32)
-    precision: str = Field(default="fp32", pattern=r"^(fp32|fp16|int8)$")
+    kinds: list[str] = Field(default_factory=lambda: ["onnx"], min_length=1, max_length=8)
+    precisions: list[str] | None = Field(default=None, min_length=1, max_length=3)
+    options: BuildOptionsIn | None = None
+    calibration: Sha256 | None = Field(default=None, description="sha256 of an uploaded calibration set (.npz).")
 
 
 class BuildOut(_Out):
@@ -98,32 +121,138 @@ class BuildOut(_Out):
     model: str
     version: int
     target: str
+    kind: str
     precision: str
-    artifact_kind: str
+    artifact_kind: str = Field(description="Same as `kind` (kept for older clients).")
+    key: str
     status: BuildStatus
+    waiting_for: str | None = Field(description="While waiting_for_builder: the builder the build needs.")
+    compute_capability: str | None
+    tensorrt_version: str | None
+    options: dict[str, Any]
+    builder_id: str | None
+    progress: float | None
+    message: str | None
     artifact_sha256: str | None
     artifact_size: int | None
     error: str | None
+    parity: dict[str, Any] | None
+    latency: dict[str, Any] | None
+    hardware_key: dict[str, Any] | None
     created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
     manifest: dict[str, Any]
     manifest_signature: str | None
 
     @classmethod
-    def of(cls, b: Build) -> BuildOut:
+    def of(cls, v: BuildView) -> BuildOut:
+        b = v.build
         return cls(
             id=b.id,
             model=b.model,
             version=b.version,
             target=b.target,
+            kind=b.artifact_kind,
             precision=b.precision,
             artifact_kind=b.artifact_kind,
-            status=b.status,
+            key=b.key,
+            status=v.status,
+            waiting_for=v.waiting_for,
+            compute_capability=b.compute_capability,
+            tensorrt_version=b.tensorrt_version,
+            options=dict(b.options),
+            builder_id=b.builder_id,
+            progress=b.progress,
+            message=b.message,
             artifact_sha256=b.artifact_sha256,
             artifact_size=b.artifact_size,
             error=b.error,
+            parity=None if b.parity is None else dict(b.parity),
+            latency=None if b.latency is None else dict(b.latency),
+            hardware_key=None if b.hardware_key is None else dict(b.hardware_key),
             created_at=b.created_at,
+            started_at=b.started_at,
+            finished_at=b.finished_at,
             manifest=dict(b.manifest),
             manifest_signature=b.manifest_signature,
+        )
+
+
+class SkippedOut(_Out):
+    target: str
+    kind: str
+    precision: str
+    reason: str
+
+    @classmethod
+    def of(cls, s: Skipped) -> SkippedOut:
+        return cls(target=s.target, kind=s.kind.value, precision=s.precision.value, reason=s.reason)
+
+
+class BuildsCreatedOut(_Out):
+    builds: list[BuildOut]
+    skipped: list[SkippedOut]
+
+
+class CalibrationOut(_Out):
+    sha256: str
+    size: int
+    sample_count: int
+
+
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # newer builders may say more about themselves
+
+    builder_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+    kinds: list[str] = Field(default_factory=list, max_length=8)
+    gpu_class: str | None = Field(default=None, max_length=128)
+    compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    tensorrt_version: str | None = Field(default=None, max_length=32)
+    hostname: str = Field(default="", max_length=255)
+    gpu_name: str | None = Field(default=None, max_length=255)
+    reasons: list[str] = Field(default_factory=list, max_length=16)
+
+
+class HeartbeatIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builder_id: str = Field(min_length=1, max_length=128)
+    message: str | None = Field(default=None, max_length=4000)
+    progress: float | None = Field(default=None, ge=0, le=1)
+
+
+class FailIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    builder_id: str = Field(min_length=1, max_length=128)
+    error: str = Field(min_length=1, max_length=20000)
+
+
+class BuilderOut(_Out):
+    builder_id: str
+    hostname: str
+    last_seen: datetime
+    kinds: list[str]
+    gpu_class: str | None
+    compute_capability: str | None
+    tensorrt_version: str | None
+    gpu_name: str | None
+    reasons: list[str]
+
+    @classmethod
+    def of(cls, r: BuilderRecord) -> BuilderOut:
+        info = r.info
+        return cls(
+            builder_id=r.builder_id,
+            hostname=r.hostname,
+            last_seen=r.last_seen,
+            kinds=[str(k) for k in info.get("kinds") or []],
+            gpu_class=info.get("gpu_class"),
+            compute_capability=info.get("compute_capability"),
+            tensorrt_version=info.get("tensorrt_version"),
+            gpu_name=info.get("gpu_name"),
+            reasons=[str(x) for x in info.get("reasons") or []],
         )
 
 
@@ -190,6 +319,10 @@ class RolloutRequest(BaseModel):
     version: int = Field(ge=1)
     selector: SelectorIn = Field(default_factory=SelectorIn)
     strategy: RolloutStrategy = RolloutStrategy.ALL_AT_ONCE
+    kind: str | None = Field(
+        default=None, pattern=r"^(onnx|onnx-fp16|onnx-int8-qdq|tensorrt-plan)$", description="Only this artifact kind."
+    )
+    precision: str | None = Field(default=None, pattern=r"^(fp32|fp16|int8)$", description="Only this precision.")
 
 
 class RolloutDeviceOut(_Out):

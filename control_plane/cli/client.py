@@ -173,8 +173,33 @@ class ApiClient:
     def samples(self, name: str, version: int) -> bytes:
         return self.request("GET", f"/v1/models/{name}/versions/{version}/samples").content
 
-    def create_builds(self, name: str, version: int, targets: list[str]) -> Any:
-        return self.post(f"/v1/models/{name}/versions/{version}/builds", {"targets": targets})
+    def create_builds(
+        self,
+        name: str,
+        version: int,
+        targets: list[str],
+        kinds: list[str] | None = None,
+        precisions: list[str] | None = None,
+        calibration: str | None = None,
+    ) -> Any:
+        body: dict[str, Any] = {"targets": targets}
+        if kinds:
+            body["kinds"] = kinds
+        if precisions:
+            body["precisions"] = precisions
+        if calibration:
+            body["calibration"] = calibration
+        return self.post(f"/v1/models/{name}/versions/{version}/builds", body)
+
+    def upload_calibration(self, name: str, version: int, path: Path) -> Any:
+        files = {"file": (path.name, path.read_bytes(), "application/octet-stream")}
+        return self.request("POST", f"/v1/models/{name}/versions/{version}/calibration", files=files).json()
+
+    def build_logs(self, build_id: str) -> str:
+        return self.request("GET", f"/v1/builds/{build_id}/logs").text
+
+    def builders(self) -> Any:
+        return self.get("/v1/builders")
 
     def builds(self, name: str, version: int) -> Any:
         return self.get(f"/v1/models/{name}/versions/{version}/builds")

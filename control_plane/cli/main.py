@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from control_plane.cli.client import DEFAULT_URL, CliError
-from control_plane.cli.commands import builds, devices, info, models, rollouts, server, training
+from control_plane.cli.commands import builders, builds, devices, info, models, rollouts, server, training
 from control_plane.cli.demo.command import demo
 from control_plane.cli.output import Output
 from control_plane.cli.state import CliState
@@ -60,6 +60,7 @@ info.register(app)
 server.register(app)
 models.register(app)
 builds.register(app)
+builders.register(app)
 devices.register(app)
 rollouts.register(app)
 training.register(app)

@@ -1,4 +1,8 @@
-"""Values of the model registry and of builds: models, immutable versions, build records."""
+"""Values of the model registry and of builds: models, immutable versions, build records.
+
+Plain frozen values only: no I/O, no clock reads. The decisions about builds (claims, leases, what a build waits
+for) live in `control_plane.domain.builds`.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,17 @@ class LineageSource(str, Enum):
 
 
 class BuildStatus(str, Enum):
+    QUEUED = "queued"
+    # Never stored: a queued build is shown so while no builder seen recently can build it.
+    WAITING_FOR_BUILDER = "waiting_for_builder"
+    RUNNING = "running"
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    REJECTED = "rejected"
+    REJECTED = "rejected"  # built, but outside the parity tolerances: never rolled out
+    FAILED = "failed"  # could not be built; `error` says why
+
+    @property
+    def finished(self) -> bool:
+        return self in (BuildStatus.SUCCEEDED, BuildStatus.REJECTED, BuildStatus.FAILED)
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,8 @@ class NewVersion:
     reference_outputs_computed: bool
     lineage: Mapping[str, Any] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
+    # Per-precision parity tolerance overrides, e.g. {"fp16": {"atol": 0.05}} (docs/builds.md).
+    tolerances: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,3 +87,34 @@ class Build:
     created_at: datetime
     manifest: Mapping[str, Any]
     manifest_signature: str | None
+    key: str = ""
+    compute_capability: str | None = None
+    tensorrt_version: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    calibration_sha256: str | None = None
+    builder_id: str | None = None
+    lease_expires_at: datetime | None = None
+    progress: float | None = None
+    message: str | None = None
+    parity: Mapping[str, Any] | None = None
+    latency: Mapping[str, Any] | None = None
+    hardware_key: Mapping[str, Any] | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BuildLogLine:
+    build_id: str
+    at: datetime
+    message: str
+
+
+@dataclass(frozen=True)
+class BuilderRecord:
+    """A builder as last seen: what it said it can build (`BuilderInfo.as_dict()`), and when."""
+
+    builder_id: str
+    hostname: str
+    info: Mapping[str, Any]
+    last_seen: datetime

@@ -11,8 +11,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 
+from control_plane.domain.artifacts import ArtifactWish, NoArtifact, choose_artifact
 from control_plane.domain.fleet import Device
-from control_plane.domain.registry import Build, BuildStatus
+from control_plane.domain.registry import Build
 from control_plane.domain.selectors import Selector
 from edge_agent.protocol import (
     ApplyPhase,
@@ -71,11 +72,12 @@ class Rollout:
 
 @dataclass(frozen=True)
 class DevicePlan:
-    """One device's part of a new rollout: the build it gets and its next generation."""
+    """One device's part of a new rollout: the build it gets (and the one to fall back to), its next generation."""
 
     device: Device
     build: Build
     generation: int
+    fallback: Build | None = None
 
 
 @dataclass(frozen=True)
@@ -105,18 +107,34 @@ def next_generation(device: Device) -> int:
     return max(device.desired_generation, applied) + 1
 
 
-def plan_all_at_once(devices: Sequence[Device], builds: Iterable[Build]) -> list[DevicePlan]:
-    """Every selected device gets the succeeded build for its GPU class, or PlanError naming what is missing."""
+def plan_all_at_once(
+    devices: Sequence[Device],
+    builds: Iterable[Build],
+    preferences: Mapping[str, Sequence[str]] | None = None,
+    wish: ArtifactWish = ArtifactWish(),
+) -> list[DevicePlan]:
+    """Every selected device gets the artifact `choose_artifact` picks for its class and hardware (the class's
+    `runtime.preference` from `preferences`, ONNX when a class is not in it), or PlanError naming what is missing."""
     if not devices:
         raise PlanError("the selector matched no devices")
-    by_target = {b.target: b for b in builds if b.status is BuildStatus.SUCCEEDED}
     unclassified = sorted(d.id for d in devices if d.gpu_class is None)
     if unclassified:
         raise PlanError(f"devices {unclassified} have not reported a GPU class yet")
-    missing = sorted({str(d.gpu_class) for d in devices if d.gpu_class not in by_target})
+    candidates = list(builds)
+    plans: list[DevicePlan] = []
+    missing: dict[str, str] = {}
+    for d in devices:
+        gpu_class = str(d.gpu_class)
+        preference = (preferences or {}).get(gpu_class) or ("onnx",)
+        try:
+            pick = choose_artifact(gpu_class, d.hardware, preference, candidates, wish)
+        except NoArtifact as exc:
+            missing.setdefault(gpu_class, str(exc))
+            continue
+        plans.append(DevicePlan(d, pick.primary, next_generation(d), pick.fallback))
     if missing:
-        raise PlanError(f"no succeeded build for GPU class(es) {missing}; build them first", missing)
-    return [DevicePlan(d, by_target[d.gpu_class], next_generation(d)) for d in devices if d.gpu_class]
+        raise PlanError("; ".join(missing[c] for c in sorted(missing)), sorted(missing))
+    return plans
 
 
 def compose_desired(

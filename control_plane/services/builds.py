@@ -1,121 +1,174 @@
-"""Builds: a version x target x precision -> an artifact and a signed manifest, cached by that key.
+"""Builds as operators ask for them: plan `targets x kinds x precisions`, queue each by its key, show them.
 
-Building is synchronous here (callers run it in a worker thread). A build that already exists for the key is
-returned as is; only a `failed` one (the toolchain broke, nothing was produced) is tried again.
+A request never builds anything itself: each planned build is stored `queued` under its key (docs/builds.md) and
+a builder (the in-process worker or a remote one, through `BuildQueueService`) takes it. Same key in the same
+version, same build: an existing build is returned as it is, except a `failed` one, which is queued again.
 """
 
 from __future__ import annotations
 
-import threading
 import uuid
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from control_plane.domain.builds import BuildView
 from control_plane.domain.errors import InvalidInput, NotFound
 from control_plane.domain.registry import Build, BuildStatus, ModelVersion
-from control_plane.services.ports import Artifacts, Clock, RegistryStore
-from edge_agent.protocol import Signer, canonical_json
-from model_builds.catalog import Catalog, Precision, TargetSpec
-from model_builds.onnx_build import ARTIFACT_KIND, BuildOutcome, BuildResult, build_onnx
-from model_builds.onnx_model import Arrays, load_npz
-
-SUPPORTED_PRECISIONS = (Precision.FP32,)
+from control_plane.services.build_queue import BuildQueueService
+from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
+from model_builds.catalog import Catalog, CatalogError, TargetSpec
+from model_builds.kinds import ArtifactKind, Precision
+from model_builds.planner import BuildOptions, BuildSpec, Skipped, build_key, plan_builds
 
 
-def split_stored_samples(arrays: Arrays) -> tuple[Arrays, Arrays]:
-    inputs = {k.removeprefix("input:"): v for k, v in arrays.items() if k.startswith("input:")}
-    outputs = {k.removeprefix("output:"): v for k, v in arrays.items() if k.startswith("output:")}
-    return inputs, outputs
+@dataclass(frozen=True)
+class BuildRequestSpec:
+    """What an operator asked for (already shape-checked by the API schema)."""
+
+    targets: Sequence[str]
+    kinds: Sequence[str] = ("onnx",)
+    precisions: Sequence[str] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+    calibration: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildRequestOutcome:
+    builds: list[BuildView]
+    skipped: list[Skipped]
 
 
 class BuildService:
     def __init__(
-        self, store: RegistryStore, artifacts: Artifacts, catalog: Catalog, signer: Signer, clock: Clock
+        self,
+        store: BuildStore,
+        registry: RegistryStore,
+        artifacts: Artifacts,
+        catalog: Catalog,
+        queue: BuildQueueService,
+        clock: Clock,
     ) -> None:
         self._store = store
+        self._registry = registry
         self._artifacts = artifacts
         self._catalog = catalog
-        self._signer = signer
+        self._queue = queue
         self._clock = clock
-        self._lock = threading.Lock()  # one build at a time: the cache check and the write are one step
 
     def targets(self) -> list[TargetSpec]:
         return self._catalog.all()
 
-    def build(self, name: str, version: int, targets: Sequence[str], precision: str = "fp32") -> list[Build]:
+    def target(self, name: str) -> TargetSpec | None:
+        return self._catalog.get(name)
+
+    # -- requests ---------------------------------------------------------------------------------------------
+    def request(self, name: str, version: int, spec: BuildRequestSpec) -> BuildRequestOutcome:
         found = self._version(name, version)
-        specs = self._resolve_targets(targets, precision)
-        with self._lock:
-            return [self._build_one(found, spec, precision) for spec in specs]
+        kinds = _kinds(spec.kinds)
+        precisions = _precisions(spec.precisions)
+        options = self._options(spec.options, spec.calibration)
+        try:
+            specs, skipped = plan_builds(self._catalog, list(spec.targets), kinds, precisions)
+        except CatalogError as exc:
+            raise InvalidInput(f"targets: {exc}") from exc
+        if not specs and not skipped:
+            asked = [p.value for p in precisions or []]
+            raise InvalidInput(
+                f"precisions: none of {asked} is a precision of the kinds {[k.value for k in kinds]} "
+                "(onnx is fp32, onnx-fp16 fp16, onnx-int8-qdq int8; tensorrt-plan any)"
+            )
+        builds = [self._queue_one(found, s, options) for s in specs]
+        if any(b.status is BuildStatus.QUEUED for b in builds):
+            self._queue.notify_queued()
+        return BuildRequestOutcome(self._queue.views(builds), skipped)
 
-    def list_builds(self, name: str, version: int) -> list[Build]:
+    def _queue_one(self, version: ModelVersion, spec: BuildSpec, options: BuildOptions) -> Build:
+        if spec.precision is not Precision.INT8:
+            options = BuildOptions(
+                options.workspace_mb, options.hardware_compatibility_level, options.profiles, calibration_sha256=None
+            )
+        key = build_key(version.source_sha256, spec, options)
+        existing = self._store.find_by_key(version.model, version.version, key)
+        if existing is not None:
+            if existing.status is BuildStatus.FAILED:
+                return self._queue.requeue_failed(existing) or existing
+            return existing
+        return self._store.insert_build(self._new(version, spec, options, key))
+
+    def _new(self, version: ModelVersion, spec: BuildSpec, options: BuildOptions, key: str) -> Build:
+        return Build(
+            id=uuid.uuid4().hex[:16],
+            model=version.model,
+            version=version.version,
+            target=spec.target,
+            precision=spec.precision.value,
+            artifact_kind=spec.kind.value,
+            status=BuildStatus.QUEUED,
+            artifact_sha256=None,
+            artifact_size=None,
+            error=None,
+            created_at=self._clock(),
+            manifest={},
+            manifest_signature=None,
+            key=key,
+            compute_capability=spec.compute_capability,
+            tensorrt_version=spec.tensorrt_version,
+            options=options.as_dict(),
+            calibration_sha256=options.calibration_sha256,
+        )
+
+    def _options(self, raw: Mapping[str, Any], calibration: str | None) -> BuildOptions:
+        if calibration is not None and self._artifacts.path_for(calibration) is None:
+            raise NotFound(
+                f"calibration: no uploaded calibration set {calibration} "
+                "(POST /v1/models/{name}/versions/{version}/calibration first)"
+            )
+        try:
+            return BuildOptions.from_dict({**raw, "calibration_sha256": calibration})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"options: {exc}") from exc
+
+    # -- queries ----------------------------------------------------------------------------------------------
+    def list_builds(self, name: str, version: int) -> list[BuildView]:
         self._version(name, version)
-        return self._store.list_builds(name, version)
+        return self._queue.views(self._store.list_builds(name, version))
 
-    def get_build(self, build_id: str) -> Build:
+    def get_build(self, build_id: str) -> BuildView:
+        return self._queue.view(self._build(build_id))
+
+    def logs(self, build_id: str) -> str:
+        self._build(build_id)
+        return "".join(f"{line.at.isoformat()} {line.message}\n" for line in self._store.logs(build_id))
+
+    def _build(self, build_id: str) -> Build:
         build = self._store.get_build(build_id)
         if build is None:
             raise NotFound(f"build {build_id!r} does not exist")
         return build
 
     def _version(self, name: str, version: int) -> ModelVersion:
-        found = self._store.get_version(name, version)
+        found = self._registry.get_version(name, version)
         if found is None:
             raise NotFound(f"model {name!r} has no version {version}")
         return found
 
-    def _resolve_targets(self, targets: Sequence[str], precision: str) -> list[TargetSpec]:
-        if not targets:
-            raise InvalidInput("give at least one target")
-        unknown = sorted({t for t in targets if self._catalog.get(t) is None})
-        if unknown:
-            raise InvalidInput(f"unknown target(s) {unknown}; known targets: {self._catalog.names()}")
-        if precision not in {p.value for p in SUPPORTED_PRECISIONS}:
-            raise InvalidInput(f"precision {precision!r} is not supported yet (supported: fp32)")
-        specs = [spec for t in dict.fromkeys(targets) if (spec := self._catalog.get(t)) is not None]
-        refused = [s.name for s in specs if Precision(precision) not in s.precisions]
-        if refused:
-            raise InvalidInput(f"target(s) {refused} do not allow precision {precision}")
-        return specs
 
-    def _build_one(self, version: ModelVersion, spec: TargetSpec, precision: str) -> Build:
-        existing = self._store.find_build(version.model, version.version, spec.name, precision)
-        if existing is not None and existing.status is not BuildStatus.FAILED:
-            return existing
-        work = self._artifacts.work_dir()
-        try:
-            result = self._run_toolchain(version, spec, work)
-            return self._store.save_build(self._record(version, spec, precision, result))
-        finally:
-            self._artifacts.remove_work_dir(work)
+def _kinds(values: Sequence[str]) -> list[ArtifactKind]:
+    known = [k.value for k in ArtifactKind]
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise InvalidInput(f"kinds: unknown kind(s) {unknown}; known kinds: {known}")
+    if not values:
+        raise InvalidInput("kinds: give at least one kind")
+    return [ArtifactKind(v) for v in dict.fromkeys(values)]
 
-    def _run_toolchain(self, version: ModelVersion, spec: TargetSpec, work: Path) -> BuildResult:
-        source = self._artifacts.path_for(version.source_sha256)
-        samples = self._artifacts.path_for(version.samples_sha256)
-        if source is None or samples is None:
-            raise NotFound(f"{version.model} v{version.version}: source or samples missing from the artifact store")
-        inputs, reference = split_stored_samples(load_npz(samples))
-        return build_onnx(source, version.source_sha256, spec, work, inputs, reference)
 
-    def _record(self, version: ModelVersion, spec: TargetSpec, precision: str, result: BuildResult) -> Build:
-        sha: str | None = None
-        size: int | None = None
-        if result.artifact is not None and result.outcome is not BuildOutcome.FAILED:
-            sha, size = self._artifacts.put_file(result.artifact)
-        manifest = dict(result.manifest) | {"model": version.model, "version": version.version}
-        signature = self._signer.sign(canonical_json(manifest).encode())
-        return Build(
-            id=uuid.uuid4().hex[:16],
-            model=version.model,
-            version=version.version,
-            target=spec.name,
-            precision=precision,
-            artifact_kind=ARTIFACT_KIND,
-            status=BuildStatus(result.outcome.value),
-            artifact_sha256=sha,
-            artifact_size=size,
-            error=result.error,
-            created_at=self._clock(),
-            manifest=manifest,
-            manifest_signature=signature,
-        )
+def _precisions(values: Sequence[str] | None) -> list[Precision] | None:
+    if values is None:
+        return None
+    known = [p.value for p in Precision]
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise InvalidInput(f"precisions: unknown precision(s) {unknown}; known: {known}")
+    return [Precision(v) for v in dict.fromkeys(values)]

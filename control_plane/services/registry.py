@@ -9,16 +9,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from control_plane.domain.errors import InvalidInput, NotFound
 from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
 from control_plane.services.ports import Artifacts, Clock, RegistryStore
 from edge_agent.protocol.messages import Name
 from model_builds import ort_runtime
+from model_builds.kinds import Precision
 from model_builds.onnx_model import (
     Arrays,
     InvalidModel,
@@ -30,6 +32,7 @@ from model_builds.onnx_model import (
     split_samples,
     synthesise_inputs,
 )
+from model_builds.planner import Tolerances
 
 _NAME = TypeAdapter(Name)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -55,6 +58,23 @@ class UploadMetadata(BaseModel):
 
     lineage: Lineage = Field(default_factory=Lineage)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    # Parity tolerance overrides per precision, e.g. {"fp16": {"atol": 0.05, "cosine": 0.998}}.
+    tolerances: dict[Precision, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("tolerances")
+    @classmethod
+    def _known_tolerances(cls, value: dict[Precision, dict[str, float]]) -> dict[Precision, dict[str, float]]:
+        overrides = {p.value: t for p, t in value.items()}
+        for precision in value:
+            Tolerances.from_overrides(precision, overrides)  # ValueError names an unknown field
+        return value
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    sha256: str
+    size: int
+    sample_count: int
 
 
 def validate_name(name: str) -> str:
@@ -119,6 +139,26 @@ class RegistryService:
         if path is None:
             raise NotFound(f"no artifact {sha256}")
         return path
+
+    # -- calibration sets -------------------------------------------------------------------------------------
+    def add_calibration(self, name: str, version: int, stream: BinaryIO) -> CalibrationSet:
+        """Store an int8 calibration set (.npz of the model's inputs, `input:NAME` or plain names), checked
+        against the version's inputs; builds name it by the returned sha256."""
+        found = self.get_version(name, version)
+        source = self._artifacts.path_for(found.source_sha256)
+        if source is None:
+            raise NotFound(f"the source of {name} v{version} is missing from the artifact store")
+        upload, _, _ = self._receive(stream, ".npz", "calibration")
+        try:
+            signature = inspect_model(source)
+            inputs, _ = split_samples(load_npz(upload), signature)
+        except InvalidModel as exc:
+            raise InvalidInput(f"calibration: {exc}") from exc
+        finally:
+            upload.unlink(missing_ok=True)
+        sha = self._store_samples(inputs, {})
+        path = self._artifacts.path_for(sha)
+        return CalibrationSet(sha, path.stat().st_size if path else 0, sample_count(inputs))
 
     # -- registration -----------------------------------------------------------------------------------------
     def register_upload(
@@ -195,6 +235,7 @@ class RegistryService:
                 reference_outputs_computed=computed,
                 lineage=metadata.lineage.model_dump(mode="json", exclude_none=True),
                 metrics=metadata.metrics,
+                tolerances={p.value: dict(t) for p, t in metadata.tolerances.items()},
             )
         )
 

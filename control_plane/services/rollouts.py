@@ -12,8 +12,9 @@ import threading
 import uuid
 from collections.abc import Sequence
 
+from control_plane.domain.artifacts import ArtifactWish, hardware_key_of, provider_options
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound
-from control_plane.domain.registry import BuildStatus, ModelVersion
+from control_plane.domain.registry import Build, BuildStatus, ModelVersion
 from control_plane.domain.rollouts import (
     DesiredUpdate,
     DevicePlan,
@@ -31,9 +32,11 @@ from control_plane.domain.rollouts import (
     supersede,
 )
 from control_plane.domain.selectors import Selector
-from control_plane.services.ports import Artifacts, Clock, FleetStore, Publisher, RegistryStore
+from control_plane.services.ports import Artifacts, BuildStore, Clock, FleetStore, Publisher, RegistryStore
 from edge_agent.protocol import (
+    ArtifactChoice,
     ArtifactRef,
+    HardwareFacts,
     MessageKind,
     ModelAssignment,
     RuntimeOptions,
@@ -42,8 +45,9 @@ from edge_agent.protocol import (
     Topics,
     seal,
 )
-from model_builds.catalog import Precision
-from model_builds.onnx_build import TOLERANCES
+from model_builds.catalog import Catalog
+from model_builds.kinds import Precision
+from model_builds.planner import Tolerances
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,9 @@ class RolloutService:
         self,
         fleet: FleetStore,
         registry: RegistryStore,
+        builds: BuildStore,
         artifacts: Artifacts,
+        catalog: Catalog,
         signer: Signer,
         publisher: Publisher,
         topics: Topics,
@@ -62,7 +68,9 @@ class RolloutService:
     ) -> None:
         self._fleet = fleet
         self._registry = registry
+        self._builds = builds
         self._artifacts = artifacts
+        self._catalog = catalog
         self._signer = signer
         self._publisher = publisher
         self._topics = topics
@@ -79,12 +87,19 @@ class RolloutService:
             raise NotFound(f"rollout {rollout_id!r} does not exist")
         return rollout
 
-    def create(self, model: str, version: int, selector: Selector, strategy: RolloutStrategy) -> Rollout:
+    def create(
+        self,
+        model: str,
+        version: int,
+        selector: Selector,
+        strategy: RolloutStrategy,
+        wish: ArtifactWish = ArtifactWish(),
+    ) -> Rollout:
         found = self._registry.get_version(model, version)
         if found is None:
             raise NotFound(f"model {model!r} has no version {version}")
         with self._lock:
-            plans = self._plan(found, selector)
+            plans = self._plan(found, selector, wish)
             rollout, updates = self._decide(found, selector, strategy, plans)
             self._fleet.create_rollout(rollout, updates)
             self._supersede_older(rollout)
@@ -118,15 +133,14 @@ class RolloutService:
         return count
 
     # -- steps ------------------------------------------------------------------------------------------------
-    def _plan(self, version: ModelVersion, selector: Selector) -> list[DevicePlan]:
+    def _plan(self, version: ModelVersion, selector: Selector, wish: ArtifactWish) -> list[DevicePlan]:
         devices = select_devices(self._fleet.list_devices(), selector)
         builds = [
-            b
-            for b in self._registry.list_builds(version.model, version.version)
-            if b.precision == Precision.FP32.value and b.status is BuildStatus.SUCCEEDED
+            b for b in self._builds.list_builds(version.model, version.version) if b.status is BuildStatus.SUCCEEDED
         ]
+        preferences = {t.name: [str(k.value) for k in t.runtime.preference] for t in self._catalog.all()}
         try:
-            return plan_all_at_once(devices, builds)
+            return plan_all_at_once(devices, builds, preferences, wish)
         except PlanError as exc:
             if exc.missing_targets:
                 raise Conflict(str(exc)) from exc
@@ -137,11 +151,11 @@ class RolloutService:
     ) -> tuple[Rollout, list[DesiredUpdate]]:
         now = self._clock()
         rollout_id = uuid.uuid4().hex[:16]
-        selftest = self._selftest(version)
+        samples = self._samples_ref(version)
         updates = []
         rows = []
         for plan in plans:
-            assignment = self._assignment(version, plan, selftest)
+            assignment = self._assignment(version, plan, samples)
             desired = compose_desired(
                 plan.device.id, plan.device.desired_document, assignment, plan.generation, now, rollout_id
             )
@@ -170,32 +184,59 @@ class RolloutService:
         )
         return rollout, updates
 
-    def _selftest(self, version: ModelVersion) -> SelfTestSpec:
+    def _samples_ref(self, version: ModelVersion) -> ArtifactRef:
         path = self._artifacts.path_for(version.samples_sha256)
         if path is None:
             raise Conflict(f"the samples of {version.model} v{version.version} are missing from the artifact store")
-        atol, rtol = TOLERANCES[Precision.FP32]
-        ref = ArtifactRef(
+        return ArtifactRef(
             url=self._url(version.samples_sha256), sha256=version.samples_sha256, size=path.stat().st_size
         )
-        return SelfTestSpec(artifact=ref, atol=atol, rtol=rtol)
 
-    def _assignment(self, version: ModelVersion, plan: DevicePlan, selftest: SelfTestSpec) -> ModelAssignment:
-        build = plan.build
+    def _tolerances(self, version: ModelVersion, build: Build) -> Tolerances:
+        """The self-test tolerances of the chosen build's precision (with the model's overrides)."""
+        try:
+            return Tolerances.from_overrides(Precision(build.precision), version.tolerances)
+        except ValueError as exc:
+            raise Conflict(f"{version.model} v{version.version}: tolerances: {exc}") from exc
+
+    def _runtime(self, build: Build, facts: HardwareFacts | None) -> RuntimeOptions:
+        spec = self._catalog.get(build.target)
+        providers = list(spec.runtime.providers)[:8] if spec else []
+        options = provider_options(spec.provider_options if spec else {}, build.target, facts, build.precision)
+        return RuntimeOptions(precision=build.precision, providers=providers, provider_options=options)
+
+    def _artifact(self, build: Build) -> ArtifactRef:
         if build.artifact_sha256 is None or not build.artifact_size:
             raise Conflict(f"build {build.id} has no artifact")
-        providers = [str(p) for p in build.manifest.get("providers", [])][:8]
+        return ArtifactRef(url=self._url(build.artifact_sha256), sha256=build.artifact_sha256, size=build.artifact_size)
+
+    def _fallback(self, version: ModelVersion, build: Build, facts: HardwareFacts | None) -> ArtifactChoice:
+        tolerances = self._tolerances(version, build)
+        return ArtifactChoice(
+            build_id=build.id,
+            artifact_kind=build.artifact_kind,
+            artifact=self._artifact(build),
+            runtime=self._runtime(build, facts),
+            hardware_key=hardware_key_of(build) if build.artifact_kind == "tensorrt-plan" else None,
+            atol=tolerances.atol,
+            rtol=tolerances.rtol,
+        )
+
+    def _assignment(self, version: ModelVersion, plan: DevicePlan, samples: ArtifactRef) -> ModelAssignment:
+        build = plan.build
+        facts = plan.device.hardware
+        tolerances = self._tolerances(version, build)
         return ModelAssignment(
             name=version.model,
             version=version.version,
             build_id=build.id,
             target=build.target,
             artifact_kind=build.artifact_kind,
-            artifact=ArtifactRef(
-                url=self._url(build.artifact_sha256), sha256=build.artifact_sha256, size=build.artifact_size
-            ),
-            selftest=selftest,
-            runtime=RuntimeOptions(precision=build.precision, providers=providers),
+            artifact=self._artifact(build),
+            selftest=SelfTestSpec(artifact=samples, atol=tolerances.atol, rtol=tolerances.rtol),
+            runtime=self._runtime(build, facts),
+            hardware_key=hardware_key_of(build) if build.artifact_kind == "tensorrt-plan" else None,
+            fallback=None if plan.fallback is None else self._fallback(version, plan.fallback, facts),
         )
 
     def _supersede_older(self, rollout: Rollout) -> None:

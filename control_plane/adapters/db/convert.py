@@ -52,6 +52,7 @@ def version_from_row(row: VersionRow) -> ModelVersion:
         reference_outputs_computed=row.reference_outputs_computed,
         lineage=dict(row.lineage),
         metrics=dict(row.metrics),
+        tolerances={str(k): dict(v) for k, v in (row.tolerances or {}).items()},
     )
 
 
@@ -70,6 +71,20 @@ def build_from_row(row: BuildRow) -> Build:
         created_at=utc(row.created_at),
         manifest=dict(row.manifest),
         manifest_signature=row.manifest_signature,
+        key=row.key,
+        compute_capability=row.compute_capability,
+        tensorrt_version=row.tensorrt_version,
+        options=dict(row.options or {}),
+        calibration_sha256=row.calibration_sha256,
+        builder_id=row.builder_id,
+        lease_expires_at=utc_or_none(row.lease_expires_at),
+        progress=row.progress,
+        message=row.message,
+        parity=row.parity,
+        latency=row.latency,
+        hardware_key=row.hardware_key,
+        started_at=utc_or_none(row.started_at),
+        finished_at=utc_or_none(row.finished_at),
     )
 
 

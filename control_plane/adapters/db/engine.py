@@ -29,10 +29,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest migration shipped in this package."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (the newest migration shipped in this package by default).
+
+    SQLite rebuilds a table to change a constraint ("batch" migrations); foreign key enforcement is off for the
+    migration so the rebuild of a referenced table (builds) does not trip over its own references.
+    """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    is_sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as connection:
+        if is_sqlite:
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        finally:
+            if is_sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()

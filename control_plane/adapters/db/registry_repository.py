@@ -1,4 +1,4 @@
-"""Persistence of models, versions, builds and training jobs. Returns domain values only."""
+"""Persistence of models, versions and training jobs. Returns domain values only (builds: build_repository)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.adapters.db.convert import (
-    build_from_row,
     job_from_row,
     tensors_to_json,
     utc,
     version_from_row,
 )
-from control_plane.adapters.db.tables import BuildRow, ModelRow, TrainingJobRow, VersionRow
-from control_plane.domain.errors import Conflict, NotFound
-from control_plane.domain.registry import Build, Model, ModelVersion, NewVersion
+from control_plane.adapters.db.tables import ModelRow, TrainingJobRow, VersionRow
+from control_plane.domain.errors import Conflict
+from control_plane.domain.registry import Model, ModelVersion, NewVersion
 from control_plane.domain.training import TrainingJob, TrainingStatus
 
 
@@ -55,6 +54,7 @@ class RegistryRepository:
             reference_outputs_computed=new.reference_outputs_computed,
             lineage=dict(new.lineage),
             metrics=dict(new.metrics),
+            tolerances={k: dict(v) for k, v in new.tolerances.items()},
         )
         session.add(row)
         session.flush()
@@ -90,51 +90,6 @@ class RegistryRepository:
     def _version_row(session: Session, name: str, version: int) -> VersionRow | None:
         stmt = select(VersionRow).where(VersionRow.model_name == name, VersionRow.version == version)
         return session.scalars(stmt).first()
-
-    # -- builds -----------------------------------------------------------------------------------------------
-    def find_build(self, name: str, version: int, target: str, precision: str) -> Build | None:
-        stmt = select(BuildRow).where(
-            BuildRow.model_name == name,
-            BuildRow.version == version,
-            BuildRow.target == target,
-            BuildRow.precision == precision,
-        )
-        with self._sessions() as session:
-            row = session.scalars(stmt).first()
-            return build_from_row(row) if row else None
-
-    def save_build(self, build: Build) -> Build:
-        """Store a build, replacing an earlier one with the same key (only failed builds are ever retried)."""
-        with self._sessions.begin() as session:
-            version = self._version_row(session, build.model, build.version)
-            if version is None:
-                raise NotFound(f"model {build.model!r} has no version {build.version}")
-            old = session.scalars(
-                select(BuildRow).where(
-                    BuildRow.version_id == version.id,
-                    BuildRow.target == build.target,
-                    BuildRow.precision == build.precision,
-                )
-            ).first()
-            if old is not None:
-                session.delete(old)
-                session.flush()
-            session.add(_build_row(build, version.id))
-        return build
-
-    def get_build(self, build_id: str) -> Build | None:
-        with self._sessions() as session:
-            row = session.get(BuildRow, build_id)
-            return build_from_row(row) if row else None
-
-    def list_builds(self, name: str, version: int) -> list[Build]:
-        stmt = (
-            select(BuildRow)
-            .where(BuildRow.model_name == name, BuildRow.version == version)
-            .order_by(BuildRow.target, BuildRow.precision)
-        )
-        with self._sessions() as session:
-            return [build_from_row(r) for r in session.scalars(stmt)]
 
     # -- training jobs ----------------------------------------------------------------------------------------
     def save_job(self, job: TrainingJob) -> TrainingJob:
@@ -175,22 +130,3 @@ class RegistryRepository:
                 .values(status=TrainingStatus.FAILED.value, error=reason, finished_at=now)
             )
             return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _build_row(build: Build, version_id: int) -> BuildRow:
-    return BuildRow(
-        id=build.id,
-        version_id=version_id,
-        model_name=build.model,
-        version=build.version,
-        target=build.target,
-        precision=build.precision,
-        artifact_kind=build.artifact_kind,
-        status=build.status.value,
-        artifact_sha256=build.artifact_sha256,
-        artifact_size=build.artifact_size,
-        error=build.error,
-        created_at=build.created_at,
-        manifest=dict(build.manifest),
-        manifest_signature=build.manifest_signature,
-    )

@@ -42,11 +42,16 @@ class VersionRow(Base):
     reference_outputs_computed: Mapped[bool]
     lineage: Mapped[dict[str, Any]]
     metrics: Mapped[dict[str, Any]]
+    tolerances: Mapped[dict[str, Any]]
 
 
 class BuildRow(Base):
     __tablename__ = "builds"
-    __table_args__ = (UniqueConstraint("version_id", "target", "precision", name="uq_build_key"),)
+    __table_args__ = (
+        UniqueConstraint("version_id", "key", name="uq_builds_version_key"),
+        Index("ix_builds_status", "status"),
+        Index("ix_builds_version", "model_name", "version"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
@@ -55,13 +60,46 @@ class BuildRow(Base):
     target: Mapped[str] = mapped_column(String(128))
     precision: Mapped[str] = mapped_column(String(16))
     artifact_kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
     artifact_size: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     manifest: Mapped[dict[str, Any]]
     manifest_signature: Mapped[str | None] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(80))
+    compute_capability: Mapped[str | None] = mapped_column(String(16))
+    tensorrt_version: Mapped[str | None] = mapped_column(String(32))
+    options: Mapped[dict[str, Any]]
+    calibration_sha256: Mapped[str | None] = mapped_column(String(64))
+    builder_id: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    progress: Mapped[float | None]
+    message: Mapped[str | None] = mapped_column(Text)
+    parity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    latency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    hardware_key: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class BuildLogRow(Base):
+    __tablename__ = "build_logs"
+    __table_args__ = (Index("ix_build_logs_build", "build_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(String(32), ForeignKey("builds.id"))
+    at: Mapped[datetime]
+    message: Mapped[str] = mapped_column(Text)
+
+
+class BuilderRow(Base):
+    __tablename__ = "builders"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    info: Mapped[dict[str, Any]]
+    last_seen: Mapped[datetime]
 
 
 class DeviceRow(Base):

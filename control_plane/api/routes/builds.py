@@ -1,18 +1,32 @@
-"""Builds of a version for GPU classes (synchronous, run in a worker thread), and build lookups."""
+"""Builds of a version: queue them (202; builders do the work), list and show them, their logs, calibration sets."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from control_plane.api.deps import BuildsDep
-from control_plane.api.schemas import BuildOut, BuildRequest
+from fastapi import APIRouter, File, UploadFile
+from fastapi.responses import PlainTextResponse
+
+from control_plane.api.deps import BuildsDep, RegistryDep
+from control_plane.api.schemas import BuildOut, BuildRequest, BuildsCreatedOut, CalibrationOut, SkippedOut
+from control_plane.services.builds import BuildRequestSpec
 
 router = APIRouter(tags=["builds"])
 
 
-@router.post("/v1/models/{name}/versions/{version}/builds", status_code=201)
-def create_builds(name: str, version: int, request: BuildRequest, builds: BuildsDep) -> list[BuildOut]:
-    return [BuildOut.of(b) for b in builds.build(name, version, request.targets, request.precision)]
+@router.post("/v1/models/{name}/versions/{version}/builds", status_code=202)
+def create_builds(name: str, version: int, request: BuildRequest, builds: BuildsDep) -> BuildsCreatedOut:
+    spec = BuildRequestSpec(
+        targets=request.targets,
+        kinds=request.kinds,
+        precisions=request.precisions,
+        options=request.options.model_dump(mode="json") if request.options else {},
+        calibration=request.calibration,
+    )
+    outcome = builds.request(name, version, spec)
+    return BuildsCreatedOut(
+        builds=[BuildOut.of(b) for b in outcome.builds], skipped=[SkippedOut.of(s) for s in outcome.skipped]
+    )
 
 
 @router.get("/v1/models/{name}/versions/{version}/builds")
@@ -20,6 +34,22 @@ def list_builds(name: str, version: int, builds: BuildsDep) -> list[BuildOut]:
     return [BuildOut.of(b) for b in builds.list_builds(name, version)]
 
 
+@router.post("/v1/models/{name}/versions/{version}/calibration", status_code=201)
+def upload_calibration(
+    name: str,
+    version: int,
+    registry: RegistryDep,
+    file: Annotated[UploadFile, File(description="Calibration inputs (.npz: `input:NAME` or NAME arrays).")],
+) -> CalibrationOut:
+    found = registry.add_calibration(name, version, file.file)
+    return CalibrationOut(sha256=found.sha256, size=found.size, sample_count=found.sample_count)
+
+
 @router.get("/v1/builds/{build_id}")
 def get_build(build_id: str, builds: BuildsDep) -> BuildOut:
     return BuildOut.of(builds.get_build(build_id))
+
+
+@router.get("/v1/builds/{build_id}/logs", response_class=PlainTextResponse)
+def build_logs(build_id: str, builds: BuildsDep) -> PlainTextResponse:
+    return PlainTextResponse(builds.logs(build_id))

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from control_plane.api.deps import RolloutsDep
 from control_plane.api.schemas import RolloutOut, RolloutRequest
+from control_plane.domain.artifacts import ArtifactWish
 from control_plane.domain.selectors import Selector
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
@@ -14,7 +15,8 @@ router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 @router.post("", status_code=201)
 def create_rollout(request: RolloutRequest, rollouts: RolloutsDep) -> RolloutOut:
     selector = Selector(labels=dict(request.selector.labels), gpu_class=request.selector.gpu_class)
-    return RolloutOut.of(rollouts.create(request.model, request.version, selector, request.strategy))
+    wish = ArtifactWish(kind=request.kind, precision=request.precision)
+    return RolloutOut.of(rollouts.create(request.model, request.version, selector, request.strategy, wish))
 
 
 @router.get("")

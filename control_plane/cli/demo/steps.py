@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from control_plane.cli import views
 from control_plane.cli.client import ApiClient, CliError, ServerUnreachable
 from control_plane.cli.commands.training import job_progress
 from control_plane.cli.demo import fleet
@@ -197,25 +198,27 @@ def _number(value: Any) -> str:
 
 
 def build(run: DemoRun) -> None:
+    """Queue a portable fp32 ONNX build per GPU class in the fleet; the control plane's in-process builder takes
+    them (builds are asynchronous), and each must finish `succeeded` with its parity proved."""
     targets = sorted({str(d["gpu_class"]) for d in run.devices})
-    run.reporter.begin(DemoStep.BUILD, f"building {', '.join(targets)}")
-    builds = run.api.create_builds(run.model, run.version, targets)
-    finals = [_wait_build(run, str(b["id"]), str(b.get("target"))) for b in builds]
-    failed = [f"{b.get('target')}: {b.get('error')}" for b in finals if b.get("status") != "succeeded"]
-    if failed:
-        raise DemoFailure(DemoStep.BUILD, "; ".join(failed), ("control-plane",))
-    run.reporter.done("built " + ", ".join(f"{b['target']} ({b.get('artifact_size')} bytes)" for b in finals))
-
-
-def _wait_build(run: DemoRun, build_id: str, target: str) -> dict[str, Any]:
-    """Builds may finish inside the POST or later; either way wait for a final status."""
-    final: dict[str, Any] = run.wait(
-        lambda: run.api.build(build_id),
-        lambda b: b.get("status") in ("succeeded", "failed", "rejected"),
-        f"build {build_id} ({target})",
-        describe=lambda b: f"building {target}: {b.get('status')}",
+    run.reporter.begin(DemoStep.BUILD, f"queueing builds for {', '.join(targets)}")
+    created = run.api.create_builds(run.model, run.version, targets)
+    ids = [str(b["id"]) for b in created.get("builds") or []]
+    finals = run.wait(
+        lambda: [run.api.build(b) for b in ids],
+        lambda bs: all(b.get("status") in views.FINISHED_BUILD for b in bs),
+        f"builds {', '.join(ids)}",
+        describe=lambda bs: "; ".join(views.build_line(b) for b in bs),
     )
-    return final
+    failed = [views.build_line(b) for b in finals if b.get("status") != "succeeded"]
+    if failed or not finals:
+        raise DemoFailure(DemoStep.BUILD, "; ".join(failed) or "no build was queued", ("control-plane",))
+    run.reporter.done(
+        "built and proved "
+        + ", ".join(
+            f"{b['target']} ({b.get('artifact_size')} bytes, {views.parity_summary(b.get('parity'))})" for b in finals
+        )
+    )
 
 
 def _rollout_text(rollout: dict[str, Any]) -> str:

@@ -118,15 +118,25 @@ def test_push_list_build_and_fetch_the_artifact(server: Server, tmp_path: Path) 
     assert isinstance(models, list)
     assert any(m["name"] == "affine" and m["latest_version"] == 1 for m in models)
 
-    builds = ok_json(server, "build", "affine", "1", "--target", "cpu-x86_64")
+    followed = edgectl(server, "build", "affine", "1", "--target", "cpu-x86_64", "--wait")
+    assert followed.returncode == 0, followed.stderr
+    assert "succeeded" in followed.stdout
+    builds = ok_json(server, "build", "affine", "1", "--target", "cpu-x86_64", "--wait")
     assert isinstance(builds, list)
-    assert [(b["target"], b["status"]) for b in builds] == [("cpu-x86_64", "succeeded")]
+    assert [(b["target"], b["kind"], b["status"]) for b in builds] == [("cpu-x86_64", "onnx", "succeeded")]
     build = builds[0]
 
     table = edgectl(server, "builds", "affine", "1")
     assert table.returncode == 0 and "cpu-x86_64" in table.stdout and "succeeded" in table.stdout
     shown = ok_json(server, "builds", "show", build["id"])
     assert isinstance(shown, dict) and shown["artifact_sha256"] == build["artifact_sha256"]
+    human = edgectl(server, "builds", "show", build["id"])
+    assert human.returncode == 0
+    assert all(part in human.stdout for part in ("parity (passed", "latency", "manifest (signed)", "max abs"))
+    logs = edgectl(server, "builds", "logs", build["id"])
+    assert logs.returncode == 0 and "claimed by builder" in logs.stdout and "succeeded" in logs.stdout
+    rejected = edgectl(server, "build", "affine", "1", "--target", "cpu-x86_64", "--kind", "onnx-fp64")
+    assert rejected.returncode == 1 and "onnx-fp64" in rejected.stderr
 
     out = tmp_path / "artifact.onnx"
     got = edgectl(server, "artifacts", "get", build["artifact_sha256"], "-o", str(out))
@@ -137,6 +147,23 @@ def test_push_list_build_and_fetch_the_artifact(server: Server, tmp_path: Path) 
     assert edgectl(server, "models", "samples", "affine", "1", "-o", str(npz)).returncode == 0
     with np.load(npz) as data:
         assert np.allclose(data["output:y"], 3.0)
+
+
+def test_doctor_says_what_this_host_can_build(server: Server) -> None:
+    result = subprocess.run([EDGECTL, "doctor"], capture_output=True, text=True, env=python_env(), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "onnx-int8-qdq" in result.stdout and "onnxruntime" in result.stdout
+    assert "tensorrt-plan:" in result.stdout  # no TensorRT on these hosts: the reason is printed
+    facts = json.loads(
+        subprocess.run([EDGECTL, "--json", "doctor"], capture_output=True, text=True, env=python_env()).stdout
+    )
+    assert "CPUExecutionProvider" in facts["onnxruntime_providers"]
+
+
+def test_builders_lists_the_in_process_worker(server: Server) -> None:
+    builders = wait_for(lambda: ok_json(server, "builders"), what="the in-process builder to claim")
+    assert isinstance(builders, list)
+    assert any(b["builder_id"].startswith("control-plane@") and "onnx" in b["kinds"] for b in builders)
 
 
 def test_devices_list_with_no_fleet(server: Server) -> None:

@@ -16,6 +16,7 @@ from edge_agent.protocol import (
     ModelStatus,
     ReportedState,
 )
+from tests.support import wait_for
 from tests.unit.control_plane.onnx_models import linear_model, linear_samples
 
 
@@ -53,8 +54,21 @@ def reported(
     )
 
 
+FINISHED = ("succeeded", "rejected", "failed")
+
+
+def wait_build(api: httpx.Client, build_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Poll a build until it has finished (the in-process worker builds it); its final BuildOut."""
+    final: dict[str, Any] = wait_for(
+        lambda: (b := api.get(f"/v1/builds/{build_id}").json())["status"] in FINISHED and b,
+        timeout=timeout,
+        what=f"build {build_id} to finish",
+    )
+    return final
+
+
 def deployable(api: httpx.Client, name: str, targets: tuple[str, ...] = ("cpu-x86_64",)) -> dict[str, Any]:
-    """Upload a version and build it; the build of the first target."""
+    """Upload a version and build it (waiting for the build); the build of the first target."""
     answer = api.post(
         f"/v1/models/{name}/versions",
         files={"model": ("m.onnx", linear_model()), "samples": ("s.npz", linear_samples())},
@@ -62,5 +76,7 @@ def deployable(api: httpx.Client, name: str, targets: tuple[str, ...] = ("cpu-x8
     assert answer.status_code == 201, answer.text
     version = answer.json()["version"]
     builds = api.post(f"/v1/models/{name}/versions/{version}/builds", json={"targets": list(targets)})
-    assert builds.status_code == 201, builds.text
-    return dict(builds.json()[0])
+    assert builds.status_code == 202, builds.text
+    finals = [wait_build(api, b["id"]) for b in builds.json()["builds"]]
+    assert all(b["status"] == "succeeded" for b in finals), finals
+    return finals[0]

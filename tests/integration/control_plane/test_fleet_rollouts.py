@@ -3,6 +3,7 @@ states, reports move each device to activated or failed, and bad payloads never 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from edge_agent.protocol import (
     DesiredState,
     DeviceEvent,
     EventStep,
+    HardwareFacts,
     MessageKind,
     Presence,
     PresenceStatus,
@@ -22,7 +24,7 @@ from edge_agent.protocol import (
     open_envelope,
 )
 from tests.integration.control_plane.conftest import DeviceClient
-from tests.integration.control_plane.helpers import deployable, reported
+from tests.integration.control_plane.helpers import deployable, reported, wait_build
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -179,3 +181,66 @@ def test_messages_naming_another_device_are_dropped(api: httpx.Client, device_fa
     wait_for(lambda: api.get("/v1/devices/dev-6/events").json(), what="marker event")
     assert device_json(api, "dev-6")["labels"] == {"who": "me"}  # type: ignore[index]
     assert device_json(api, "dev-7") is None
+
+
+def _plan_from_a_stand_in_gpu_builder(api: httpx.Client, model: str) -> dict[str, Any]:
+    """A TensorRT plan for jetson-orin sm8.7/TensorRT 10.3.0, built by a stand-in builder over the real REST
+    protocol (no GPU here: the 'plan' bytes are a stand-in, which is all the rollout logic looks at)."""
+    answer = api.post(
+        f"/v1/models/{model}/versions/1/builds",
+        json={"targets": ["jetson-orin"], "kinds": ["onnx", "tensorrt-plan"]},
+    )
+    assert answer.status_code == 202, answer.text
+    info = {"builder_id": "orin-stand-in", "hostname": "orin", "kinds": ["tensorrt-plan"], "gpu_class": "jetson-orin",
+            "compute_capability": "8.7", "tensorrt_version": "10.3.0"}  # fmt: skip
+    task = api.post("/v1/builders/claim", json=info)
+    assert task.status_code == 200, task.text
+    output = {"name": "Y", "max_abs": 0.0, "max_rel": 0.0, "reference_scale": 1.0, "cosine": 1.0}
+    report = {"parity": {"outputs": [output]}, "latency": {}, "toolchain": {"tensorrt": "10.3.0"},
+              "hardware": {"compute_capability": "8.7", "tensorrt_version": "10.3.0"}, "build_options": {}}  # fmt: skip
+    done = api.post(
+        f"/v1/builds/{task.json()['build_id']}/complete",
+        data={"builder_id": "orin-stand-in", "report": json.dumps(report)},
+        files={"artifact": ("plan.onnx", b"stand-in plan bytes")},
+    )
+    assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+    for b in answer.json()["builds"]:
+        if b["kind"] == "onnx":
+            wait_build(api, b["id"])
+    return dict(done.json())
+
+
+def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, device_factory: Factory) -> None:
+    deployable(api, "fleet-plan")
+    plan = _plan_from_a_stand_in_gpu_builder(api, "fleet-plan")
+    dev = device_factory("dev-11")
+    body = {"model": "fleet-plan", "version": 1, "selector": {"labels": {"site": "plan"}}}
+
+    def report(tensorrt: str) -> None:
+        hardware = HardwareFacts(
+            gpu_class="jetson-orin", arch="aarch64", compute_capability="8.7", tensorrt_version=tensorrt
+        )
+        state = reported("dev-11", labels={"site": "plan"}, gpu_class="jetson-orin")
+        dev.send(MessageKind.REPORTED, state.model_copy(update={"hardware": hardware}))
+        wait_for(
+            lambda: (device_json(api, "dev-11") or {}).get("hardware", {}).get("tensorrt_version") == tensorrt,
+            what=f"dev-11 reports TensorRT {tensorrt}",
+        )
+
+    report("10.3.0")
+    assert api.post("/v1/rollouts", json=body).status_code == 201
+    (doc,) = wait_for(lambda: desired_docs(api, dev), what="desired state for dev-11")
+    (model,) = doc.models
+    assert (model.build_id, model.artifact_kind) == (plan["id"], "tensorrt-plan")
+    assert model.hardware_key is not None and model.hardware_key.tensorrt_version == "10.3.0"
+    assert model.fallback is not None and model.fallback.artifact_kind == "onnx"
+    cache = model.runtime.provider_options["TensorrtExecutionProvider"]["trt_engine_cache_path"]
+    assert cache.startswith("{data_dir}") and "jetson-orin" in cache and "8.7" in cache and "10.3.0" in cache
+
+    report("8.6.2")  # no plan was built for this TensorRT: the portable ONNX goes out
+    wished = api.post("/v1/rollouts", json=body | {"kind": "tensorrt-plan"})
+    assert wished.status_code == 409 and "TensorRT 8.6.2" in wished.json()["detail"]
+    assert api.post("/v1/rollouts", json=body).status_code == 201
+    newest = wait_for(lambda: (docs := desired_docs(api, dev)) and len(docs) == 2 and docs[-1], what="2nd state")
+    (portable,) = newest.models
+    assert (portable.artifact_kind, portable.fallback, portable.hardware_key) == ("onnx", None, None)

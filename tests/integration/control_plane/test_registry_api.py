@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge_agent.protocol import Verifier, canonical_json
+from tests.integration.control_plane.helpers import wait_build
 from tests.unit.control_plane.onnx_models import W, linear_model, linear_samples, npz_bytes
 
 pytestmark = pytest.mark.integration
@@ -78,13 +79,17 @@ def test_bad_upload_is_422_and_registers_nothing(
 def test_build_artifact_range_and_signed_manifest(api: httpx.Client) -> None:
     assert upload(api, "reg-build", linear_model(), linear_samples()).status_code == 201
     answer = api.post("/v1/models/reg-build/versions/1/builds", json={"targets": ["cpu-x86_64"]})
-    assert answer.status_code == 201, answer.text
-    (build,) = answer.json()
-    assert (build["status"], build["artifact_kind"], build["target"]) == ("succeeded", "onnx", "cpu-x86_64")
+    assert answer.status_code == 202, answer.text
+    (queued,) = answer.json()["builds"]
+    assert (queued["kind"], queued["precision"], queued["target"]) == ("onnx", "fp32", "cpu-x86_64")
+    build = wait_build(api, queued["id"])
+    assert build["status"] == "succeeded", build
     manifest = build["manifest"]
-    assert manifest["sha256"] == build["artifact_sha256"] and manifest["parity"]["passed"] is True
-    assert manifest["hardware_key"] == {"target": "cpu-x86_64", "arch": "x86_64"}
+    assert manifest["artifact"] == {"sha256": build["artifact_sha256"], "size": build["artifact_size"]}
+    assert manifest["parity"]["passed"] is True and manifest["key"] == build["key"]
+    assert manifest["hardware_key"] == {"gpu_class": "cpu-x86_64"}
     assert {"onnx", "onnxruntime"} <= set(manifest["toolchain"])
+    assert build["latency"]["batches"] and build["parity"]["outputs"][0]["name"] == "Y"
 
     key = api.get("/v1/keys/signing").json()
     Verifier(key["public_key"]).verify(canonical_json(manifest).encode(), build["manifest_signature"])
@@ -95,9 +100,10 @@ def test_build_artifact_range_and_signed_manifest(api: httpx.Client) -> None:
     assert part.status_code == 206 and part.content == whole.content[100:]
 
     again = api.post("/v1/models/reg-build/versions/1/builds", json={"targets": ["cpu-x86_64"]})
-    assert again.json()[0]["id"] == build["id"]
+    assert [b["id"] for b in again.json()["builds"]] == [build["id"]]
     assert [b["id"] for b in api.get("/v1/models/reg-build/versions/1/builds").json()] == [build["id"]]
-    assert api.get(f"/v1/builds/{build['id']}").json()["artifact_sha256"] == build["artifact_sha256"]
+    logs = api.get(f"/v1/builds/{build['id']}/logs")
+    assert logs.status_code == 200 and "claimed by builder" in logs.text and "succeeded" in logs.text
 
 
 def test_unknown_target_names_it(api: httpx.Client) -> None:
@@ -105,6 +111,57 @@ def test_unknown_target_names_it(api: httpx.Client) -> None:
     answer = api.post("/v1/models/reg-target/versions/1/builds", json={"targets": ["cpu-x86_64", "tpu-v9"]})
     assert answer.status_code == 422 and "tpu-v9" in answer.json()["detail"]
     assert api.get("/v1/models/reg-target/versions/1/builds").json() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        pytest.param({"targets": ["cpu-x86_64"], "kinds": ["onnx-fp64"]}, 422, "onnx-fp64", id="unknown-kind"),
+        pytest.param({"targets": ["cpu-x86_64"], "precisions": ["fp8"]}, 422, "fp8", id="unknown-precision"),
+        pytest.param(
+            {"targets": ["cpu-x86_64"], "calibration": "0" * 64}, 404, "calibration", id="unknown-calibration"
+        ),
+        pytest.param({"targets": ["cpu-x86_64"], "options": {"workspace_mb": 0}}, 422, "workspace_mb", id="bad-option"),
+        pytest.param({"targets": []}, 422, "targets", id="no-targets"),
+    ],
+)
+def test_bad_build_requests_name_the_field(
+    api: httpx.Client, body: dict[str, object], status: int, detail: str
+) -> None:
+    assert upload(api, "reg-badbuild", linear_model()).status_code == 201
+    answer = api.post("/v1/models/reg-badbuild/versions/1/builds", json=body)
+    assert answer.status_code == status, answer.text
+    assert detail in str(answer.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("body", "skipped_kind", "reason"),
+    [
+        pytest.param({"kinds": ["tensorrt-plan"]}, "tensorrt-plan", "cpu-x86_64", id="class-has-no-gpu"),
+        pytest.param({"kinds": ["onnx"], "precisions": ["fp16"]}, "onnx", "fp32", id="kind-has-no-such-precision"),
+    ],
+)
+def test_what_cannot_be_built_is_skipped_with_the_reason(
+    api: httpx.Client, body: dict[str, object], skipped_kind: str, reason: str
+) -> None:
+    assert upload(api, "reg-skip", linear_model()).status_code == 201
+    answer = api.post("/v1/models/reg-skip/versions/1/builds", json={"targets": ["cpu-x86_64"], **body})
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["builds"] == []
+    (skipped,) = answer.json()["skipped"]
+    assert (skipped["target"], skipped["kind"]) == ("cpu-x86_64", skipped_kind) and reason in skipped["reason"]
+
+
+def test_calibration_upload_is_checked_against_the_inputs(api: httpx.Client) -> None:
+    assert upload(api, "reg-calib", linear_model()).status_code == 201
+    good = npz_bytes(X=np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32))
+    answer = api.post("/v1/models/reg-calib/versions/1/calibration", files={"file": ("c.npz", good)})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["sample_count"] == 8
+    bad = api.post(
+        "/v1/models/reg-calib/versions/1/calibration", files={"file": ("c.npz", npz_bytes(X=np.zeros((2, 5))))}
+    )
+    assert bad.status_code == 422 and "calibration" in bad.json()["detail"]
 
 
 @pytest.mark.parametrize(
@@ -131,3 +188,28 @@ def test_system_endpoints(api: httpx.Client) -> None:
     names = [t["name"] for t in api.get("/v1/targets").json()]
     assert {"jetson-orin", "dgpu-hopper", "cpu-x86_64"} <= set(names)
     assert api.get("/docs").status_code == 200
+
+
+def test_builder_protocol_refusals(api: httpx.Client) -> None:
+    idle = api.post("/v1/builders/claim", json={"builder_id": "idle-1", "kinds": [], "hostname": "h"})
+    assert idle.status_code == 204
+    assert "idle-1" in [b["builder_id"] for b in api.get("/v1/builders").json()]
+    bad_kind = api.post("/v1/builders/claim", json={"builder_id": "x", "kinds": ["onnx-fp64"]})
+    assert bad_kind.status_code == 422 and "onnx-fp64" in bad_kind.json()["detail"]
+
+    assert upload(api, "reg-proto", linear_model(), linear_samples()).status_code == 201
+    (queued,) = api.post("/v1/models/reg-proto/versions/1/builds", json={"targets": ["cpu-x86_64"]}).json()["builds"]
+    done = wait_build(api, queued["id"])
+    beat = api.post(f"/v1/builds/{done['id']}/heartbeat", json={"builder_id": "late-builder"})
+    assert beat.status_code == 409 and "does not hold" in beat.json()["detail"]
+    fail = api.post(f"/v1/builds/{done['id']}/fail", json={"builder_id": "late-builder", "error": "x"})
+    assert fail.status_code == 409
+    complete = api.post(
+        f"/v1/builds/{done['id']}/complete",
+        data={"builder_id": "late-builder", "report": "{}"},
+        files={"artifact": ("a.onnx", b"x")},
+    )
+    assert complete.status_code == 409
+    assert api.post("/v1/builds/nope/heartbeat", json={"builder_id": "b"}).status_code == 404
+    assert api.get("/v1/builds/nope/logs").status_code == 404
+    assert api.get(f"/v1/builds/{done['id']}").json()["status"] == "succeeded"

@@ -14,8 +14,9 @@ from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
 from edge_agent.protocol import MessageKind
 from tests.integration.control_plane.conftest import DeviceClient, server_settings, start_server
-from tests.integration.control_plane.helpers import deployable, reported
+from tests.integration.control_plane.helpers import deployable, reported, wait_build
 from tests.support import Mosquitto, wait_for
+from tests.unit.control_plane.onnx_models import linear_model, linear_samples
 
 pytestmark = pytest.mark.integration
 
@@ -66,5 +67,31 @@ def test_state_survives_a_restart(
             lambda: api.get(f"/v1/rollouts/{rollout['id']}").json()["phase"] == "succeeded",
             what="the rollout rebuilt after restart to follow the report",
         )
+    finally:
+        second.stop()
+
+
+def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    settings = server_settings(mosquitto, tmp_path / "data").model_copy(update={"build_workers": 0})
+    first = start_server(settings)
+    try:
+        upload = first.http.post(
+            "/v1/models/resume/versions",
+            files={"model": ("m.onnx", linear_model()), "samples": ("s.npz", linear_samples())},
+        )
+        assert upload.status_code == 201, upload.text
+        answer = first.http.post(
+            "/v1/models/resume/versions/1/builds", json={"targets": ["cpu-x86_64"], "kinds": ["onnx", "onnx-int8-qdq"]}
+        )
+        assert answer.status_code == 202, answer.text
+        queued = answer.json()["builds"]
+        assert [b["status"] for b in queued] == ["waiting_for_builder", "waiting_for_builder"]
+    finally:
+        first.stop()
+
+    second = start_server(settings.model_copy(update={"build_workers": 1}))
+    try:
+        finals = [wait_build(second.http, b["id"]) for b in queued]
+        assert [(b["kind"], b["status"]) for b in finals] == [("onnx", "succeeded"), ("onnx-int8-qdq", "succeeded")]
     finally:
         second.stop()

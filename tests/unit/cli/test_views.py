@@ -101,3 +101,49 @@ def test_errors_with_brackets_are_printed_verbatim() -> None:
     Output(err=err).error("field [/bad] is a very long message that would otherwise be wrapped by rich at 60")
     text = err.file.getvalue()  # type: ignore[attr-defined]
     assert "field [/bad] is a very long message that would otherwise be wrapped by rich at 60" in text
+
+
+PARITY = {"passed": True, "outputs": [{"name": "y", "max_abs": 0.002, "cosine": 0.9999, "top1_agreement": 1.0}]}
+BUILD = {"target": "jetson-orin", "kind": "tensorrt-plan", "precision": "fp16"}
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        pytest.param({"status": "queued"}, "jetson-orin tensorrt-plan fp16: queued", id="queued"),
+        pytest.param(
+            {
+                "status": "waiting_for_builder",
+                "waiting_for": "a builder with TensorRT 10.3.0 on compute capability 8.7",
+            },
+            "jetson-orin tensorrt-plan fp16: waiting for a builder with TensorRT 10.3.0 on compute capability 8.7",
+            id="waiting",
+        ),
+        pytest.param(
+            {"status": "running", "progress": 0.4, "message": "building engine"},
+            "jetson-orin tensorrt-plan fp16: running 40% building engine",
+            id="running",
+        ),
+        pytest.param(
+            {"status": "succeeded", "parity": PARITY},
+            "jetson-orin tensorrt-plan fp16: succeeded (parity max abs 0.002, cosine 0.999900, top-1 1.000)",
+            id="succeeded",
+        ),
+        pytest.param(
+            {"status": "rejected", "error": "parity: cosine 0.9 < 0.999"},
+            "jetson-orin tensorrt-plan fp16: rejected: parity: cosine 0.9 < 0.999",
+            id="rejected",
+        ),
+        pytest.param({"status": "failed"}, "jetson-orin tensorrt-plan fp16: failed: no reason given", id="failed"),
+    ],
+)
+def test_build_line_says_what_a_build_is_doing(build: dict[str, Any], expected: str) -> None:
+    assert views.build_line(BUILD | build) == expected
+
+
+def test_build_view_shows_reports_and_manifest() -> None:
+    latency = {"provider": "CPUExecutionProvider", "batches": [{"batch": 1, "runs": 50, "p50_ms": 0.1, "p99_ms": 0.3}]}
+    data = BUILD | {"id": "b1", "status": "succeeded", "parity": PARITY, "latency": latency, "manifest": {"key": "k"}}
+    text = _render(views.build_view(data))
+    assert all(part in text for part in ("parity (passed", "latency (CPUExecutionProvider)", "manifest (signed)", "k"))
+    assert "-" in _render(views.builders_view([{}])) and "-" in _render(views.doctor_view({}))
