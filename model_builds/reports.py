@@ -113,9 +113,14 @@ def parity(candidate: Mapping[str, Array], reference: Mapping[str, Array], toler
 def judge(report: Mapping[str, Any], tolerances: Tolerances) -> ParityReport:
     """Re-apply `tolerances` to the figures of a reported parity dict (never trusting its `passed`)."""
     try:
-        outputs = [OutputParity.from_dict(o) for o in report["outputs"]]
-        carried = [str(r) for r in report.get("reasons", []) if str(r).startswith("output ") and "shape" in str(r)]
-    except (KeyError, TypeError, ValueError) as exc:
+        raw_outputs, raw_reasons = report["outputs"], report.get("reasons", [])
+        if not isinstance(raw_outputs, list) or not all(isinstance(o, Mapping) for o in raw_outputs):
+            raise TypeError("`outputs` must be a list of objects")
+        if not isinstance(raw_reasons, list):
+            raise TypeError("`reasons` must be a list")
+        outputs = [OutputParity.from_dict(o) for o in raw_outputs]
+        carried = [str(r) for r in raw_reasons if str(r).startswith("output ") and "shape" in str(r)]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return ParityReport((), tolerances, False, (f"the parity report is malformed: {exc}",))
     if not outputs and not carried:
         carried = ["the parity report has no outputs"]

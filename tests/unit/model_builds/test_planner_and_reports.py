@@ -7,7 +7,15 @@ import pytest
 
 from model_builds.catalog import CatalogError, load_catalog
 from model_builds.kinds import ArtifactKind, Precision
-from model_builds.planner import BuildOptions, BuildSpec, ProfileShape, Tolerances, build_key, plan_builds
+from model_builds.planner import (
+    BuildOptions,
+    BuildSpec,
+    ProfileShape,
+    Tolerances,
+    build_key,
+    default_tolerances,
+    plan_builds,
+)
 from model_builds.reports import batch_latency, judge, parity
 
 CATALOG = load_catalog()
@@ -112,3 +120,20 @@ def test_latency_percentiles_in_milliseconds() -> None:
     assert 9.0 < figures.p99_ms < 20.0
     with pytest.raises(ValueError):
         batch_latency(1, [])
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        pytest.param({}, id="no-outputs-key"),
+        pytest.param({"outputs": "garbage"}, id="outputs-a-string"),
+        pytest.param({"outputs": ["x"]}, id="outputs-of-strings"),
+        pytest.param({"outputs": [{"name": "y"}]}, id="missing-figures"),
+        pytest.param({"outputs": [{"name": "y", "max_abs": "lots"}]}, id="figure-not-a-number"),
+        pytest.param({"outputs": [], "reasons": "not a list"}, id="reasons-a-string"),
+    ],
+)
+def test_judge_refuses_a_malformed_report_instead_of_crashing(report: dict[str, object]) -> None:
+    verdict = judge(report, default_tolerances(Precision.FP32))
+    assert not verdict.passed
+    assert "malformed" in verdict.reasons[0]
