@@ -1,13 +1,11 @@
 """The control plane and a real agent through broker trouble: a broker restart and an agent's unclean death.
 
-Each test runs its own Mosquitto (same password file + ACL as the session broker), so restarting it loses no
-retained message another test depends on.
+Each test runs its own Mosquitto (tests/integration/fleet/conftest.py), so restarting it loses no retained message
+another test depends on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,51 +13,12 @@ import numpy as np
 import pytest
 
 from tests.integration.agent.harness import AgentProcess
-from tests.integration.control_plane.conftest import RunningServer, server_settings, start_server
+from tests.integration.control_plane.conftest import RunningServer
 from tests.integration.control_plane.helpers import deployable
-from tests.support import Mosquitto, free_port, password_for, wait_for
-from tests.unit.agent.builders import write_config
+from tests.support import Mosquitto, wait_for
 from tests.unit.control_plane.onnx_models import B, W
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    broker = Mosquitto(workdir=tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
-def control_plane(own_broker: Mosquitto, tmp_path: Path) -> Iterator[RunningServer]:
-    running = start_server(server_settings(own_broker, tmp_path / "cp"))
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
-@pytest.fixture
-def agent(own_broker: Mosquitto, control_plane: RunningServer, tmp_path: Path) -> Iterator[AgentProcess]:
-    public_key = control_plane.http.get("/v1/keys/signing").json()["public_key"]
-    config = write_config(
-        tmp_path / "agent.yaml",
-        tmp_path / "agent-data",
-        public_key,
-        device_id="dev-1",
-        labels={"site": "outage"},
-        mqtt={"host": own_broker.host, "port": own_broker.port, "username": "dev-1", "password": password_for("dev-1")},
-        serving={"host": "127.0.0.1", "port": free_port()},
-    )
-    process = AgentProcess(config, tmp_path / "agent.log").start()
-    try:
-        yield process
-    finally:
-        process.terminate()
 
 
 def device(control_plane: RunningServer) -> dict[str, Any] | None:
