@@ -287,7 +287,19 @@ def doctor_view(data: Any) -> RenderableType:
 
 def _serving(device: dict[str, Any]) -> str:
     models = (device.get("reported") or {}).get("models") or []
-    return ", ".join(f"{m.get('name')} v{m.get('version')} ({m.get('provider')})" for m in models) or "-"
+    return (
+        ", ".join(
+            f"{m.get('name')} v{m.get('version')} {m.get('artifact_kind') or 'onnx'} ({m.get('provider')})"
+            for m in models
+        )
+        or "-"
+    )
+
+
+def _fallbacks(device: dict[str, Any]) -> str | None:
+    models = (device.get("reported") or {}).get("models") or []
+    reasons = [f"{m.get('name')}: {m['fallback_reason']}" for m in models if m.get("fallback_reason")]
+    return "; ".join(reasons) or None
 
 
 def devices_view(data: Any) -> RenderableType:
@@ -308,8 +320,8 @@ def devices_view(data: Any) -> RenderableType:
 def device_view(data: Any) -> RenderableType:
     main = record(
         f"device {data.get('id')}",
-        {**data, "serving": _serving(data)},
-        ["id", "presence", "last_seen", "channel", "gpu_class", "labels", "serving", "desired_generation"],
+        {**data, "serving": _serving(data), "fell back": _fallbacks(data)},
+        ["id", "presence", "last_seen", "channel", "gpu_class", "labels", "serving", "fell back", "desired_generation"],
     )
     parts: list[RenderableType] = [main, record("hardware", data.get("hardware") or {})]
     reported = data.get("reported")

@@ -428,4 +428,6 @@ class AgentCore:
             provider=served.active.runner.provider if served is not None and running else (record.provider or "none"),
             health=ModelHealth.SERVING if running else ModelHealth.FAILED,
             previous_version=previous.version if previous else None,
+            artifact_kind=record.artifact_kind,
+            fallback_reason=record.fallback_reason,
         )

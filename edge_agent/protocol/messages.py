@@ -179,6 +179,9 @@ class ModelStatus(_Wire):
     provider: str
     health: ModelHealth
     previous_version: int | None = None
+    # The kind of the artifact installed (e.g. `onnx` when a `tensorrt-plan` did not fit), and why it fell back.
+    artifact_kind: str | None = Field(default=None, max_length=32)
+    fallback_reason: str | None = Field(default=None, max_length=2000)
 
 
 class ApplyPhase(str, Enum):

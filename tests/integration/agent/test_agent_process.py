@@ -107,6 +107,7 @@ def test_a_plan_this_device_cannot_run_falls_back_and_says_why(tmp_path, mosquit
         assert fallback["model"] == "lin" and "tensorrt-plan b1-plan built for dgpu-ampere" in fallback["reason"]
         [model] = control.latest_reported()["models"]
         assert (model["build_id"], model["provider"]) == ("b1", "CPUExecutionProvider")
+        assert model["artifact_kind"] == "onnx" and model["fallback_reason"] == fallback["reason"].split(": ", 1)[1]
         version, data = infer(port)
         assert version == "1" and data == pytest.approx(expected_output(1).ravel().tolist(), rel=1e-5)
     finally:

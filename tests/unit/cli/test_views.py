@@ -23,6 +23,20 @@ DEVICE = {
         "models": [{"name": "demo", "version": 2, "provider": "CPUExecutionProvider"}],
     },
 }
+FELL_BACK = {
+    **DEVICE,
+    "reported": {
+        "models": [
+            {
+                "name": "demo",
+                "version": 2,
+                "provider": "CUDAExecutionProvider",
+                "artifact_kind": "onnx",
+                "fallback_reason": "built for compute capability 8.6, this GPU is 8.7",
+            }
+        ]
+    },
+}
 ROLLOUT = {
     "id": "r1",
     "model": "demo",
@@ -46,6 +60,12 @@ def _render(renderable: RenderableType) -> str:
     [
         pytest.param(views.devices_view, [DEVICE], ["dev-1", "online", "site=factory-a", "demo v2"], id="devices"),
         pytest.param(views.device_view, DEVICE, ["dev-1", "CPUExecutionProvider"], id="device"),
+        pytest.param(
+            views.device_view,
+            FELL_BACK,
+            ["demo v2 onnx (CUDAExecutionProvider)", "demo: built for compute capability 8.6, this GPU is 8.7"],
+            id="device-fell-back",
+        ),
         pytest.param(views.rollout_view, ROLLOUT, ["activated=2 in_progress=1", "dev-1"], id="rollout"),
         pytest.param(views.rollouts_view, [ROLLOUT], ["r1", "in_progress"], id="rollouts"),
         pytest.param(views.models_view, [{"name": "demo", "latest_version": 3}], ["demo", "3"], id="models"),
