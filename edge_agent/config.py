@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from edge_agent.core.deadlines import Deadlines
 from edge_agent.protocol.signing import SignatureError, Verifier
 from edge_agent.protocol.topics import validate_device_id
 
@@ -71,6 +72,21 @@ class DownloadSettings(BaseModel):
     )
 
 
+class DeadlineSettings(BaseModel):
+    """How long each device step of an apply may take; an exceeded deadline fails the apply with the reason
+    (`deadline exceeded in load after 300 s`) and the previous model keeps serving."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    download_s: float = Field(default=600, gt=0, description="Seconds to fetch one artifact, every retry included.")
+    verify_s: float = Field(default=120, gt=0, description="Seconds to hash one artifact or installed slot.")
+    load_s: float = Field(default=300, gt=0, description="Seconds to load a model into the runtime.")
+    self_test_s: float = Field(default=120, gt=0, description="Seconds to run a model's self-test.")
+
+    def to_core(self) -> Deadlines:
+        return Deadlines(self.download_s, self.verify_s, self.load_s, self.self_test_s)
+
+
 class AgentConfig(BaseSettings):
     """Settings of one edge agent."""
 
@@ -95,6 +111,9 @@ class AgentConfig(BaseSettings):
         default=10, gt=0, description="Seconds between telemetry messages; also the latency window."
     )
     download: DownloadSettings = Field(default_factory=DownloadSettings, description="Artifact downloads.")
+    deadlines: DeadlineSettings = Field(
+        default_factory=DeadlineSettings, description="Deadlines on the steps of an apply (download, verify, ...)."
+    )
     control_plane_url: str | None = Field(
         default=None,
         pattern=r"^https?://",

@@ -75,7 +75,12 @@ def build_core(
         serving_url=config.serving.url(),
         channel=channel,
     )
-    fetcher = HttpFetcher(config.download.timeout_s, config.download.max_attempts, artifact_dir=artifact_dir)
+    fetcher = HttpFetcher(
+        config.download.timeout_s,
+        config.download.max_attempts,
+        artifact_dir=artifact_dir,
+        deadline_s=config.deadlines.download_s,
+    )
     return AgentCore(
         config.data_dir,
         identity,
@@ -85,6 +90,7 @@ def build_core(
         clock=utcnow,
         on_event=on_event,
         on_change=on_change,
+        deadlines=config.deadlines.to_core(),
     )
 
 

@@ -2,7 +2,8 @@
 
 The only module that imports httpx. A cut transfer keeps its `.part` file and the next attempt asks for
 `Range: bytes=N-`: 206 appends, 200 restarts. Never verifies digests (the core does) and never raises anything
-but FetchError.
+but FetchError. With `deadline_s` it stops retrying and reading once that many seconds passed since the fetch
+began, so a download abandoned by the core's deadline does not go on writing in the background.
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ class HttpFetcher:
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
         artifact_dir: Path | None = None,
+        deadline_s: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = httpx.Timeout(timeout_s)
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._sleep = sleep
         self._artifact_dir = artifact_dir
+        self._deadline_s = deadline_s
+        self._monotonic = monotonic
 
     def fetch(self, artifact: ArtifactRef, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -57,18 +62,23 @@ class HttpFetcher:
         self._download(artifact, dest)
 
     def _download(self, artifact: ArtifactRef, dest: Path) -> None:
+        ends = None if self._deadline_s is None else self._monotonic() + self._deadline_s
         for attempt in range(1, self._max_attempts + 1):
             try:
-                self._attempt(artifact, dest)
+                self._attempt(artifact, dest, ends)
                 return
             except FetchError as exc:
                 if exc.permanent or attempt == self._max_attempts:
                     raise
                 delay = min(self._backoff_s * 2 ** (attempt - 1), 30.0)
+                if ends is not None and self._monotonic() + delay >= ends:
+                    raise FetchError(
+                        f"gave up after {attempt} attempt(s) within {self._deadline_s:g} s: {exc}"
+                    ) from exc
                 log.warning("download %s: attempt %d failed (%s); retry in %.1fs", artifact.url, attempt, exc, delay)
                 self._sleep(delay)
 
-    def _attempt(self, artifact: ArtifactRef, dest: Path) -> None:
+    def _attempt(self, artifact: ArtifactRef, dest: Path, ends: float | None = None) -> None:
         part = part_path(dest)
         have = part.stat().st_size if part.exists() else 0
         if have > artifact.size:
@@ -81,7 +91,7 @@ class HttpFetcher:
                 if mode is None:  # 416: the .part already holds every byte
                     part.replace(dest)
                     return
-                self._write(response, part, mode, artifact.size)
+                self._write(response, part, mode, artifact.size, self._past(ends))
         except httpx.HTTPError as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}") from exc
         if part.stat().st_size < artifact.size:
@@ -106,13 +116,18 @@ class HttpFetcher:
         permanent = 400 <= status < 500 and status not in (408, 425, 429)
         raise FetchError(f"HTTP {status} from {artifact.url}", permanent=permanent)
 
+    def _past(self, ends: float | None) -> Callable[[], bool]:
+        return lambda: ends is not None and self._monotonic() >= ends
+
     @staticmethod
-    def _write(response: httpx.Response, part: Path, mode: str, limit: int) -> None:
+    def _write(response: httpx.Response, part: Path, mode: str, limit: int, past_deadline: Callable[[], bool]) -> None:
         with part.open(mode) as handle:
             for chunk in response.iter_bytes(CHUNK):
                 handle.write(chunk)
                 if handle.tell() > limit:
                     raise FetchError(f"server sent more than the expected {limit} bytes", permanent=True)
+                if past_deadline():
+                    raise FetchError("download deadline passed; the .part file is kept for a resume", permanent=True)
             handle.flush()
             os.fsync(handle.fileno())
 

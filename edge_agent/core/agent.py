@@ -2,8 +2,11 @@
 
 Every step is recorded in the journal before it starts, so a fresh core on the same data directory can tell
 where a killed one stopped: it serves the last-known-good models at once and resumes the unfinished generation.
-A failure at any step leaves the previous models serving. Must never call a network or runtime library
-directly: those sit behind the ports.
+A failure at any step leaves the previous models serving. Every device step (download, verify, load, self-test)
+runs under a deadline (core.deadlines), so an apply always ends. A build whose artifact is already installed in
+a slot (a rollback to the previous version) is restored from that slot without a download, and without a reload
+when its runner is still in memory. Must never call a network or runtime library directly: those sit behind the
+ports.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from edge_agent.core.artifacts import TENSORRT_EP, Choice, Refusal, choose_artifact, unfit
+from edge_agent.core.deadlines import DeadlineExceeded, Deadlines, DeviceStep, call_with_deadline
 from edge_agent.core.errors import AgentError, FetchError, InferenceInputError, RunnerError, SelfTestError
 from edge_agent.core.journal import ApplyStep, Journal, JournalState, PendingApply, SlotRecord
 from edge_agent.core.ports import ArtifactFetcher, Clock, EventSink, ModelRunner, RunnerFactory
@@ -40,6 +45,7 @@ from edge_agent.protocol import (
 )
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # A generation whose apply was interrupted (killed) this many times is recorded as failed, not retried forever.
 MAX_INTERRUPTED_ATTEMPTS = 3
@@ -78,6 +84,7 @@ class _Prepared:
     model: ModelAssignment
     record: SlotRecord
     loaded: LoadedModel
+    restored: bool = False  # activated from a slot already on disk, without a download
 
 
 class AgentCore:
@@ -92,6 +99,7 @@ class AgentCore:
         on_event: EventSink | None = None,
         on_change: Callable[[], None] | None = None,
         journal: Journal | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.identity = identity
         self.table = ServingTable()
@@ -103,6 +111,7 @@ class AgentCore:
         self._on_change = on_change or (lambda: None)
         self._journal = journal or Journal(data_dir)
         self._store = Store(data_dir)
+        self._deadlines = deadlines or Deadlines()
         self._lock = threading.RLock()
         self._state = JournalState()
 
@@ -238,18 +247,16 @@ class AgentCore:
 
     def _prepare(self, generation: int, model: ModelAssignment) -> _Prepared:
         choice = self._chosen(generation, model)
-        self._mark(generation, ApplyStep.DOWNLOAD, model)
-        self._emit(generation, EventStep.DOWNLOADING, model, reason=f"{choice.kind} build {choice.build_id}")
-        model_file = self._stage(generation, model, choice.artifact)
-        test_file = self._stage(generation, model, model.selftest.artifact)
-        self._emit(generation, EventStep.VERIFIED, model)
-        self._mark(generation, ApplyStep.INSTALL, model)
-        slot = self._store.install(model, choice, model_file, test_file)
+        slot = self._installed_slot(generation, model, choice)
+        restored = slot is not None
+        if slot is None:
+            slot = self._download_and_install(generation, model, choice)
         self._mark(generation, ApplyStep.LOAD, model)
-        runner = self._load(model, choice, slot / MODEL_FILE)
-        self._emit(generation, EventStep.LOADED, model, reason=f"provider {runner.provider}")
+        runner, kept = self._runner_for(model, choice, slot / MODEL_FILE, restored)
+        how = "kept in memory, not reloaded" if kept else f"provider {runner.provider}"
+        self._emit(generation, EventStep.LOADED, model, reason=how)
         self._mark(generation, ApplyStep.SELF_TEST, model)
-        self._self_test(model, choice, runner, slot / SELFTEST_FILE)
+        self._guarded(DeviceStep.SELF_TEST, model, lambda: self._self_test(model, choice, runner, slot / SELFTEST_FILE))
         self._emit(generation, EventStep.SELF_TEST_PASSED, model)
         record = SlotRecord(
             name=model.name,
@@ -263,7 +270,55 @@ class AgentCore:
             fallback_reason=choice.fallback_reason,
             hardware_key=choice.hardware_key,
         )
-        return _Prepared(model, record, LoadedModel(model.name, model.version, choice.build_id, runner))
+        loaded = LoadedModel(model.name, model.version, choice.build_id, runner)
+        return _Prepared(model, record, loaded, restored)
+
+    def _download_and_install(self, generation: int, model: ModelAssignment, choice: Choice) -> Path:
+        self._mark(generation, ApplyStep.DOWNLOAD, model)
+        self._emit(generation, EventStep.DOWNLOADING, model, reason=f"{choice.kind} build {choice.build_id}")
+        model_file = self._stage(generation, model, choice.artifact)
+        test_file = self._stage(generation, model, model.selftest.artifact)
+        self._emit(generation, EventStep.VERIFIED, model)
+        self._mark(generation, ApplyStep.INSTALL, model)
+        return self._store.install(model, choice, model_file, test_file)
+
+    def _installed_slot(self, generation: int, model: ModelAssignment, choice: Choice) -> Path | None:
+        """The slot that already holds this artifact and its self-test (checked by hash), or None."""
+        if not self._store.slot_dir(model.name, slot_name(model, choice)).is_dir():
+            return None
+        self._mark(generation, ApplyStep.VERIFY, model)
+        slot = self._guarded(DeviceStep.VERIFY, model, lambda: self._store.installed(model, choice))
+        if slot is not None:
+            self._emit(generation, EventStep.VERIFIED, model, reason=f"installed in slot {slot.name}; no download")
+        return slot
+
+    def _runner_for(
+        self, model: ModelAssignment, choice: Choice, path: Path, restored: bool
+    ) -> tuple[ModelRunner, bool]:
+        """The runner for this artifact, and whether it was still loaded (a restore of a kept runner)."""
+        kept = self._kept_runner(model, choice) if restored else None
+        if kept is not None:
+            return kept, True
+        return self._guarded(DeviceStep.LOAD, model, lambda: self._load(model, choice, path)), False
+
+    def _kept_runner(self, model: ModelAssignment, choice: Choice) -> ModelRunner | None:
+        """The runner still in memory for exactly this artifact (version, build, digest and runtime options)."""
+        state = self._state
+        records = [r for r in (state.active.get(model.name), state.previous.get(model.name)) if r is not None]
+        if not any(_same_artifact(r, model, choice) for r in records):
+            return None
+        served = self.table.current().models.get(model.name)
+        for loaded in (served.active, served.previous) if served is not None else ():
+            if loaded is not None and loaded.version == model.version and loaded.build_id == choice.build_id:
+                return loaded.runner
+        return None
+
+    def _guarded(self, step: DeviceStep, model: ModelAssignment, work: Callable[[], _T]) -> _T:
+        """`work()` under the step's deadline; an exceeded deadline fails the apply with an `error` event."""
+        try:
+            return call_with_deadline(step, self._deadlines.of(step), work)
+        except DeadlineExceeded as exc:
+            raise StepFailure(EventStep.ERROR, str(exc), model) from exc
 
     def _chosen(self, generation: int, model: ModelAssignment) -> Choice:
         """The artifact this device runs for `model`; says why when it falls back; fails when none fits."""
@@ -282,12 +337,12 @@ class AgentCore:
         dest = self._store.staged(artifact)
         if not (dest.exists() and mismatch(dest, artifact) is None):
             try:
-                self._fetcher.fetch(artifact, dest)
+                self._guarded(DeviceStep.DOWNLOAD, model, lambda: self._fetcher.fetch(artifact, dest))
             except FetchError as exc:
                 raise StepFailure(EventStep.ERROR, f"download of {artifact.url} failed: {exc}", model) from exc
             self._emit(generation, EventStep.DOWNLOADED, model)
         self._mark(generation, ApplyStep.VERIFY, model)
-        wrong = mismatch(dest, artifact)
+        wrong = self._guarded(DeviceStep.VERIFY, model, lambda: mismatch(dest, artifact))
         if wrong is not None:
             dest.unlink(missing_ok=True)
             raise StepFailure(EventStep.ERROR, f"artifact {artifact.url} refused: {wrong}", model)
@@ -323,9 +378,18 @@ class AgentCore:
         self._save(old.model_copy(update={**update, "pending": None, "last_apply": outcome}))
         self._switch(desired, prepared)
         for p in prepared:
-            self._emit(generation, EventStep.ACTIVATED, p.model, reason=f"provider {p.loaded.runner.provider}")
+            self._emit_activated(generation, p, old.previous.get(p.model.name))
         self._collect_garbage(clear_staging=True)
         self._on_change()
+
+    def _emit_activated(self, generation: int, prepared: _Prepared, before: SlotRecord | None) -> None:
+        """`rolled_back` when the version now active is the one that was active before the replaced one."""
+        model, provider = prepared.model, prepared.loaded.runner.provider
+        if before is not None and before.version == model.version:
+            source = f"slot {prepared.record.slot}, no download" if prepared.restored else "downloaded again"
+            self._emit(generation, EventStep.ROLLED_BACK, model, reason=f"restored v{model.version} from {source}")
+            return
+        self._emit(generation, EventStep.ACTIVATED, model, reason=f"provider {provider}")
 
     def _switch(self, desired: DesiredState, prepared: list[_Prepared]) -> None:
         current = self.table.current().models
@@ -431,3 +495,12 @@ class AgentCore:
             artifact_kind=record.artifact_kind,
             fallback_reason=record.fallback_reason,
         )
+
+
+def _same_artifact(record: SlotRecord, model: ModelAssignment, choice: Choice) -> bool:
+    return (
+        record.version == model.version
+        and record.build_id == choice.build_id
+        and record.model_sha256 == choice.artifact.sha256
+        and record.runtime == choice.runtime
+    )

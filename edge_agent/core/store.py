@@ -56,6 +56,13 @@ class Store:
     def slot_dir(self, name: str, slot: str) -> Path:
         return self.slots / name / slot
 
+    def installed(self, model: ModelAssignment, choice: Choice) -> Path | None:
+        """The slot of this artifact when it already holds both files, hashed now (a restore); else None."""
+        slot = self.slot_dir(model.name, slot_name(model, choice))
+        if _holds(slot / MODEL_FILE, choice.artifact) and _holds(slot / SELFTEST_FILE, model.selftest.artifact):
+            return slot
+        return None
+
     def install(self, model: ModelAssignment, choice: Choice, model_file: Path, selftest_file: Path) -> Path:
         """Slot directory holding both files, built aside and renamed into place (never half-installed)."""
         final = self.slot_dir(model.name, slot_name(model, choice))

@@ -4,6 +4,8 @@ Routes are thin: parse, take one table snapshot, run on the runner found there (
 Taking the snapshot once is what makes a version switch safe for in-flight requests. A bad request is a 400
 with a message, never a 500; every answer says which version produced it (body `model_version`, header
 `X-Model-Version`).
+Telemetry (what the rollout gates read): every answered request and every runtime failure (500) of a model
+version is counted; a request refused as bad input (4xx) is the client's error and is not counted at all.
 """
 
 from __future__ import annotations
@@ -128,8 +130,7 @@ def _infer(loaded: LoadedModel, body: InferRequest, window: RequestWindow, clock
     started = time.perf_counter()
     try:
         outputs = loaded.runner.run(feeds)
-    except InferenceInputError as exc:
-        window.record(clock(), loaded.name, loaded.version, 0.0, ok=False)
+    except InferenceInputError as exc:  # the client's mistake (4xx): not a model error, not in the gates' counts
         raise BadRequest(f"model {loaded.name!r} cannot take this input: {exc}") from exc
     except RunnerError as exc:
         window.record(clock(), loaded.name, loaded.version, 0.0, ok=False)

@@ -9,6 +9,7 @@ import pytest
 from edge_agent.adapters.download import HttpFetcher
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory
 from edge_agent.core.agent import AgentCore, AgentIdentity
+from edge_agent.core.deadlines import Deadlines
 from edge_agent.core.journal import Journal
 from edge_agent.core.ports import ArtifactFetcher, RunnerFactory
 from edge_agent.protocol import DeviceEvent, HardwareFacts, Signer, Verifier
@@ -36,6 +37,7 @@ def make_core(tmp_path: Path, signer: Signer, events: list[DeviceEvent]) -> Core
         journal: Journal | None = None,
         data_dir: Path | None = None,
         hardware: HardwareFacts | None = None,
+        deadlines: Deadlines | None = None,
     ) -> AgentCore:
         identity = AgentIdentity(
             device_id="dev-1",
@@ -53,6 +55,7 @@ def make_core(tmp_path: Path, signer: Signer, events: list[DeviceEvent]) -> Core
             clock=lambda: datetime(2025, 1, 2, tzinfo=UTC),
             on_event=events.append,
             journal=journal,
+            deadlines=deadlines,
         )
 
     return make
