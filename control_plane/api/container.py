@@ -15,6 +15,7 @@ from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
+from control_plane.adapters.db.rollout_repository import RolloutRepository
 from control_plane.adapters.mqtt import MqttLink
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.adapters.training_local import LocalTrainingBackend
@@ -23,6 +24,7 @@ from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
 from control_plane.services.local_builder import InProcessBuilders, in_process_ids
 from control_plane.services.registry import RegistryService
+from control_plane.services.rollout_executor import RolloutExecutor
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
 from control_plane.settings import ServerSettings
@@ -47,12 +49,14 @@ class Runtime:
     builders: InProcessBuilders
     fleet: FleetService
     rollouts: RolloutService
+    executor: RolloutExecutor
     training: TrainingService
     link: MqttLink
     dispose_database: Callable[[], None]
 
     def close(self) -> None:
         self.builders.stop()
+        self.executor.stop()
         self.link.stop()
         self.training.shutdown()
         self.dispose_database()
@@ -93,11 +97,25 @@ def start_runtime(
     )
     fleet = FleetService(fleet_repo, topics, clock, timedelta(seconds=settings.device_offline_after_s))
     link = MqttLink(settings.mqtt, on_message=fleet.handle_message)
+    offline_after = timedelta(seconds=settings.device_offline_after_s)
     rollouts = RolloutService(
-        fleet_repo, registry_repo, build_repo, artifacts, catalog, signer, link, topics, clock, settings.base_url
+        fleet_repo,
+        RolloutRepository(engine),
+        registry_repo,
+        build_repo,
+        artifacts,
+        catalog,
+        signer,
+        link,
+        topics,
+        clock,
+        settings.base_url,
+        offline_after,
     )
     link.set_connected_hook(rollouts.republish_all)
-    fleet.on_report(rollouts.device_reported)
+    # The executor runs rollouts on (and only on) its own thread; reports and telemetry wake it.
+    executor = RolloutExecutor(rollouts)
+    fleet.on_report(executor.wake)
     training = TrainingService(
         registry_repo, registry, LocalTrainingBackend(), clock, settings.data_dir / "jobs", settings.training_workers
     )
@@ -106,6 +124,18 @@ def start_runtime(
         log.warning("marked %d training job(s) failed: %s", failed, "control plane restarted during the job")
     link.start()
     builders.start()
+    executor.start()
     return Runtime(
-        settings, signer, registry, builds, build_queue, builders, fleet, rollouts, training, link, engine.dispose
+        settings,
+        signer,
+        registry,
+        builds,
+        build_queue,
+        builders,
+        fleet,
+        rollouts,
+        executor,
+        training,
+        link,
+        engine.dispose,
     )

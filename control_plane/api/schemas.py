@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -10,10 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field
 from control_plane.domain.builds import BuildView
 from control_plane.domain.fleet import DeviceEventRecord, DeviceView, Presence
 from control_plane.domain.registry import BuilderRecord, BuildStatus, Model, ModelVersion, TensorInfo
-from control_plane.domain.rollouts import DeviceRolloutStatus, Rollout, RolloutPhase, RolloutStrategy, status_counts
+from control_plane.domain.rollout_plan import (
+    DeviceStatus,
+    DeviceTrack,
+    Operator,
+    RolloutPhase,
+    RolloutState,
+    Verdict,
+    allowed_commands,
+)
+from control_plane.domain.rollout_spec import RolloutRequest, SelectorIn, StrategyType
+from control_plane.domain.telemetry import ModelWindow
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
 from edge_agent.protocol import HardwareFacts, ReportedState
-from edge_agent.protocol.messages import LabelKey, LabelValue, Name, Sha256
+from edge_agent.protocol.messages import Name, Sha256
 from model_builds.catalog import TargetSpec
 from model_builds.planner import Skipped
 
@@ -266,6 +277,9 @@ class DeviceOut(_Out):
     hardware: HardwareFacts | None
     reported: ReportedState | None
     desired_generation: int
+    telemetry: list[TelemetryWindowOut] = Field(
+        default_factory=list, description="Recent telemetry windows per model version, newest first."
+    )
 
     @classmethod
     def of(cls, view: DeviceView) -> DeviceOut:
@@ -280,6 +294,7 @@ class DeviceOut(_Out):
             hardware=d.hardware,
             reported=d.reported,
             desired_generation=d.desired_generation,
+            telemetry=[TelemetryWindowOut.of(w) for w in view.telemetry],
         )
 
 
@@ -305,34 +320,67 @@ class DeviceEventOut(_Out):
         )
 
 
-class SelectorIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TelemetryWindowOut(_Out):
+    model: str
+    version: int
+    at: datetime
+    window_s: float
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
 
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    gpu_class: Name | None = None
-
-
-class RolloutRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: Name
-    version: int = Field(ge=1)
-    selector: SelectorIn = Field(default_factory=SelectorIn)
-    strategy: RolloutStrategy = RolloutStrategy.ALL_AT_ONCE
-    kind: str | None = Field(
-        default=None, pattern=r"^(onnx|onnx-fp16|onnx-int8-qdq|tensorrt-plan)$", description="Only this artifact kind."
-    )
-    precision: str | None = Field(default=None, pattern=r"^(fp32|fp16|int8)$", description="Only this precision.")
+    @classmethod
+    def of(cls, w: ModelWindow) -> TelemetryWindowOut:
+        return cls(
+            model=w.model,
+            version=w.version,
+            at=w.at,
+            window_s=w.window_s,
+            requests=w.requests,
+            errors=w.errors,
+            p50_ms=w.p50_ms,
+            p99_ms=w.p99_ms,
+        )
 
 
 class RolloutDeviceOut(_Out):
     device_id: str
+    step: str
     target: str
     build_id: str
-    generation: int
-    status: DeviceRolloutStatus
+    generation: int | None
+    status: DeviceStatus
     reason: str | None
-    updated_at: datetime
+    published_at: datetime | None
+    previous_version: int | None
+    previous_build_id: str | None
+    updated_at: datetime | None
+
+    @classmethod
+    def of(cls, t: DeviceTrack) -> RolloutDeviceOut:
+        return cls(
+            device_id=t.device_id,
+            step=t.step,
+            target=t.target,
+            build_id=t.build_id,
+            generation=t.generation,
+            status=t.status,
+            reason=t.reason,
+            published_at=t.published_at,
+            previous_version=t.previous.version if t.previous else None,
+            previous_build_id=t.previous.build_id if t.previous else None,
+            updated_at=t.updated_at,
+        )
+
+
+class StepOut(_Out):
+    name: str
+    state: str = Field(description="waiting | running | baking | done")
+    devices: int
+    counts: dict[str, int]
+    verdict: Verdict | None
+    verdict_reason: str | None
 
 
 class RolloutOut(_Out):
@@ -340,38 +388,68 @@ class RolloutOut(_Out):
     model: str
     version: int
     selector: SelectorIn
-    strategy: RolloutStrategy
+    strategy: StrategyType
+    spec: RolloutRequest
     phase: RolloutPhase
+    reason: str | None
+    current_step: str | None
+    step_started_at: datetime | None
+    baked_since: datetime | None
+    steps: list[StepOut]
+    allowed_commands: list[Operator]
     created_at: datetime
     updated_at: datetime
     devices: list[RolloutDeviceOut]
     counts: dict[str, int]
 
     @classmethod
-    def of(cls, r: Rollout) -> RolloutOut:
+    def of(cls, r: RolloutState) -> RolloutOut:
         return cls(
             id=r.id,
             model=r.model,
             version=r.version,
-            selector=SelectorIn(labels=dict(r.selector.labels), gpu_class=r.selector.gpu_class),
-            strategy=r.strategy,
+            selector=r.spec.selector,
+            strategy=r.spec.strategy.type,
+            spec=r.spec,
             phase=r.phase,
+            reason=r.reason,
+            current_step=r.current_step,
+            step_started_at=r.step_started_at,
+            baked_since=r.baked_since,
+            steps=[_step_out(r, i, name) for i, name in enumerate(r.steps)],
+            allowed_commands=sorted(allowed_commands(r.phase), key=lambda c: c.value),
             created_at=r.created_at,
             updated_at=r.updated_at,
-            devices=[
-                RolloutDeviceOut(
-                    device_id=d.device_id,
-                    target=d.target,
-                    build_id=d.build_id,
-                    generation=d.generation,
-                    status=d.status,
-                    reason=d.reason,
-                    updated_at=d.updated_at,
-                )
-                for d in r.devices
-            ],
-            counts=dict(status_counts(d.status for d in r.devices)),
+            devices=[RolloutDeviceOut.of(t) for t in r.devices],
+            counts=_counts(t.status for t in r.devices),
         )
+
+
+def _counts(statuses: Iterable[DeviceStatus]) -> dict[str, int]:
+    counts = {s.value: 0 for s in DeviceStatus}
+    for status in statuses:
+        counts[status.value] += 1
+    return counts
+
+
+def _step_out(r: RolloutState, index: int, name: str) -> StepOut:
+    tracks = [t for t in r.devices if t.step == name]
+    verdicts = [v for v in r.verdicts if v.step == name]
+    last = verdicts[-1] if verdicts else None
+    if index < r.step_index:
+        state = "done"
+    elif index > r.step_index or r.step_started_at is None or r.phase.final:
+        state = "done" if r.phase.final and last is not None else "waiting"
+    else:
+        state = "baking" if r.baked_since is not None else "running"
+    return StepOut(
+        name=name,
+        state=state,
+        devices=len(tracks),
+        counts=_counts(t.status for t in tracks),
+        verdict=last.verdict if last else None,
+        verdict_reason=last.reason if last else None,
+    )
 
 
 class TrainingJobOut(_Out):

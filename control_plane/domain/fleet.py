@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
+from control_plane.domain.telemetry import ModelWindow
 from edge_agent.protocol import (
     DesiredState,
     HardwareFacts,
@@ -72,3 +73,4 @@ class DeviceView:
 
     device: Device
     presence: Presence
+    telemetry: tuple[ModelWindow, ...] = ()  # per model version, newest first (only when one device is read)

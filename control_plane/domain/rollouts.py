@@ -1,73 +1,24 @@
 """Rollouts: the pure part. Which build each device gets, its next desired state, and status derivation.
 
-Nothing here publishes, stores or reads the clock: services pass `now` and apply the results. A later issue
-adds canary/waves/gates as more pure planning on these same values.
+Nothing here publishes, stores or reads the clock: services pass `now` and apply the results. The staged part
+(steps, gates, rollback) is `rollout_plan`; this module picks builds and composes desired states.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 
 from control_plane.domain.artifacts import ArtifactWish, NoArtifact, choose_artifact
 from control_plane.domain.fleet import Device
 from control_plane.domain.registry import Build
 from control_plane.domain.selectors import Selector
 from edge_agent.protocol import (
-    ApplyPhase,
     DesiredState,
     ModelAssignment,
-    ModelHealth,
-    ReportedState,
     SignedDesiredState,
 )
-
-
-class RolloutStrategy(str, Enum):
-    ALL_AT_ONCE = "all-at-once"
-
-
-class RolloutPhase(str, Enum):
-    IN_PROGRESS = "in_progress"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class DeviceRolloutStatus(str, Enum):
-    PENDING = "pending"
-    IN_PROGRESS = "in_progress"
-    ACTIVATED = "activated"
-    FAILED = "failed"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (DeviceRolloutStatus.ACTIVATED, DeviceRolloutStatus.FAILED)
-
-
-@dataclass(frozen=True)
-class RolloutDevice:
-    device_id: str
-    target: str
-    build_id: str
-    generation: int
-    status: DeviceRolloutStatus
-    reason: str | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class Rollout:
-    id: str
-    model: str
-    version: int
-    selector: Selector
-    strategy: RolloutStrategy
-    phase: RolloutPhase
-    created_at: datetime
-    updated_at: datetime
-    devices: tuple[RolloutDevice, ...]
 
 
 @dataclass(frozen=True)
@@ -140,101 +91,14 @@ def plan_all_at_once(
 def compose_desired(
     device_id: str,
     previous: DesiredState | None,
-    assignment: ModelAssignment,
+    assignment: ModelAssignment | str,
     generation: int,
     now: datetime,
     rollout_id: str,
 ) -> DesiredState:
-    """The device's full desired state: its other models kept, this model (re)placed."""
-    others = [m for m in (previous.models if previous else []) if m.name != assignment.name]
-    models = sorted([*others, assignment], key=lambda m: m.name)
+    """The device's full desired state: its other models kept, this model (re)placed, or removed when
+    `assignment` is only the model's name (a restore to a device that did not have the model before)."""
+    name = assignment if isinstance(assignment, str) else assignment.name
+    others = [m for m in (previous.models if previous else []) if m.name != name]
+    models = sorted([*others, *([] if isinstance(assignment, str) else [assignment])], key=lambda m: m.name)
     return DesiredState(device_id=device_id, generation=generation, issued_at=now, rollout_id=rollout_id, models=models)
-
-
-def derive_device_status(
-    current: DeviceRolloutStatus,
-    generation: int,
-    model: str,
-    version: int,
-    reported: ReportedState | None,
-    published: bool,
-) -> tuple[DeviceRolloutStatus, str | None]:
-    """A device's status in a rollout from its latest report. Terminal statuses stay as they are."""
-    if current.terminal:
-        return current, None
-    if reported is not None:
-        if reported.applied_generation >= generation and any(
-            m.name == model and m.version == version and m.health is ModelHealth.SERVING for m in reported.models
-        ):
-            return DeviceRolloutStatus.ACTIVATED, None
-        last = reported.last_apply
-        if last is not None and last.generation == generation and last.phase is ApplyPhase.FAILED:
-            return DeviceRolloutStatus.FAILED, last.reason or "the device reported a failed apply"
-    if published:
-        return DeviceRolloutStatus.IN_PROGRESS, None
-    return DeviceRolloutStatus.PENDING, None
-
-
-def derive_phase(statuses: Iterable[DeviceRolloutStatus]) -> RolloutPhase:
-    values = list(statuses)
-    if values and all(s is DeviceRolloutStatus.ACTIVATED for s in values):
-        return RolloutPhase.SUCCEEDED
-    if values and all(s.terminal for s in values):
-        return RolloutPhase.FAILED
-    return RolloutPhase.IN_PROGRESS
-
-
-def status_counts(statuses: Iterable[DeviceRolloutStatus]) -> Mapping[str, int]:
-    counts = {s.value: 0 for s in DeviceRolloutStatus}
-    for status in statuses:
-        counts[status.value] += 1
-    return counts
-
-
-def refresh_rollout(rollout: Rollout, device_id: str, reported: ReportedState | None, now: datetime) -> Rollout:
-    """The rollout after a new report from one of its devices: that device's status and the phase re-derived."""
-    devices = []
-    for row in rollout.devices:
-        if row.device_id == device_id:
-            status, reason = derive_device_status(
-                row.status,
-                row.generation,
-                rollout.model,
-                rollout.version,
-                reported,
-                row.status is not DeviceRolloutStatus.PENDING,
-            )
-            if status is not row.status:
-                row = replace(row, status=status, reason=reason, updated_at=now)
-        devices.append(row)
-    return _with_devices(rollout, devices, now)
-
-
-def supersede(rollout: Rollout, device_ids: Iterable[str], by_rollout: str, now: datetime) -> Rollout:
-    """Fail the open device rows of an older rollout of the same model that a newer rollout replaces."""
-    moved = set(device_ids)
-    devices = [
-        replace(row, status=DeviceRolloutStatus.FAILED, reason=f"superseded by rollout {by_rollout}", updated_at=now)
-        if row.device_id in moved and not row.status.terminal
-        else row
-        for row in rollout.devices
-    ]
-    return _with_devices(rollout, devices, now)
-
-
-def mark_published(rollout: Rollout, reported: Mapping[str, ReportedState | None], now: datetime) -> Rollout:
-    """After the desired states went out: every pending device is in progress (or already done, by its report)."""
-    devices = []
-    for row in rollout.devices:
-        status, reason = derive_device_status(
-            row.status, row.generation, rollout.model, rollout.version, reported.get(row.device_id), True
-        )
-        devices.append(replace(row, status=status, reason=reason, updated_at=now))
-    return _with_devices(rollout, devices, now)
-
-
-def _with_devices(rollout: Rollout, devices: Sequence[RolloutDevice], now: datetime) -> Rollout:
-    if tuple(devices) == rollout.devices:
-        return rollout
-    phase = derive_phase(d.status for d in devices)
-    return replace(rollout, devices=tuple(devices), phase=phase, updated_at=now)

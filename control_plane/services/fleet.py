@@ -39,7 +39,7 @@ class FleetService:
         self._listeners: list[DeviceListener] = []
 
     def on_report(self, listener: DeviceListener) -> None:
-        """Call `listener(device_id)` after each stored reported state (rollouts re-derive statuses)."""
+        """Call `listener(device_id)` after each stored reported state or telemetry (rollouts move on)."""
         self._listeners.append(listener)
 
     # -- queries ----------------------------------------------------------------------------------------------
@@ -59,7 +59,8 @@ class FleetService:
         device = self._store.get_device(device_id)
         if device is None:
             raise NotFound(f"device {device_id!r} is not known")
-        return DeviceView(device, presence(device, self._clock(), self._offline_after))
+        windows = tuple(self._store.telemetry_windows(device_id))
+        return DeviceView(device, presence(device, self._clock(), self._offline_after), windows)
 
     def list_events(self, device_id: str, limit: int) -> list[DeviceEventRecord]:
         self.get_device(device_id)
@@ -98,6 +99,7 @@ class FleetService:
             envelope, telemetry = open_envelope(payload, MessageKind.TELEMETRY, Telemetry)
             _same_device(device_id, envelope.device_id)
             self._store.apply_telemetry(device_id, telemetry, now)
+            self._notify(device_id)
         else:
             log.debug("ignored a message on leaf %r of %s", leaf, device_id)
 

@@ -1,8 +1,9 @@
-"""Rollouts: pick builds for the selected devices, issue signed desired states, follow device reports.
+"""Rollouts: create them, and execute their plans. One executor applies what the pure planner decides.
 
-Decisions are the pure functions of `control_plane.domain.rollouts`; this service loads their inputs, stores
-their results, and publishes. It stores a device's desired state before publishing it, so a restart (or a broker
-that lost its retained messages) republishes exactly what was decided.
+Each pass loads a non-final rollout and the fleet view it needs, calls `rollout_plan.plan`, composes the signed
+desired states the `Publish` actions ask for, stores the new state + desired states + events in ONE transaction,
+and only then publishes. A control plane killed at any moment restarts from the stored state: what was decided
+is stored (and republished when the broker link comes up), what was not is decided again.
 """
 
 from __future__ import annotations
@@ -11,43 +12,53 @@ import logging
 import threading
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
-from control_plane.domain.artifacts import ArtifactWish, hardware_key_of, provider_options
-from control_plane.domain.errors import Conflict, InvalidInput, NotFound
-from control_plane.domain.registry import Build, BuildStatus, ModelVersion
+from control_plane.domain.artifacts import ArtifactWish
+from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError
+from control_plane.domain.fleet import Device, Presence, presence
+from control_plane.domain.registry import BuildStatus, ModelVersion
+from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
+from control_plane.domain.rollout_plan import (
+    CommandRefused,
+    DeviceStatus,
+    DeviceTrack,
+    DeviceView,
+    EventKind,
+    Note,
+    Operator,
+    PreviousModel,
+    Publish,
+    RolloutState,
+    Target,
+    new_rollout,
+    plan,
+    with_generations,
+)
+from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollouts import (
     DesiredUpdate,
     DevicePlan,
-    DeviceRolloutStatus,
     PlanError,
-    Rollout,
-    RolloutDevice,
-    RolloutPhase,
-    RolloutStrategy,
     compose_desired,
-    mark_published,
+    next_generation,
     plan_all_at_once,
-    refresh_rollout,
     select_devices,
-    supersede,
 )
 from control_plane.domain.selectors import Selector
-from control_plane.services.ports import Artifacts, BuildStore, Clock, FleetStore, Publisher, RegistryStore
-from edge_agent.protocol import (
-    ArtifactChoice,
-    ArtifactRef,
-    HardwareFacts,
-    MessageKind,
-    ModelAssignment,
-    RuntimeOptions,
-    SelfTestSpec,
-    Signer,
-    Topics,
-    seal,
+from control_plane.domain.telemetry import baseline_window, new_version_window
+from control_plane.services.desired import AssignmentFactory
+from control_plane.services.ports import (
+    Artifacts,
+    BuildStore,
+    Clock,
+    FleetStore,
+    Publisher,
+    RegistryStore,
+    RolloutStore,
 )
+from edge_agent.protocol import MessageKind, ModelAssignment, ModelHealth, Signer, Topics, seal
 from model_builds.catalog import Catalog
-from model_builds.kinds import Precision
-from model_builds.planner import Tolerances
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,7 @@ class RolloutService:
     def __init__(
         self,
         fleet: FleetStore,
+        store: RolloutStore,
         registry: RegistryStore,
         builds: BuildStore,
         artifacts: Artifacts,
@@ -65,62 +77,82 @@ class RolloutService:
         topics: Topics,
         clock: Clock,
         base_url: str,
+        offline_after: timedelta = timedelta(seconds=60),
     ) -> None:
         self._fleet = fleet
+        self._store = store
         self._registry = registry
         self._builds = builds
-        self._artifacts = artifacts
         self._catalog = catalog
         self._signer = signer
         self._publisher = publisher
         self._topics = topics
         self._clock = clock
-        self._base_url = base_url.rstrip("/")
-        self._lock = threading.Lock()  # generations and statuses change one decision at a time
+        self._offline_after = offline_after
+        self._assignments = AssignmentFactory(artifacts, catalog, base_url)
+        self._lock = threading.RLock()  # one decision at a time: generations and states change in order
 
-    def list_rollouts(self) -> list[Rollout]:
-        return self._fleet.list_rollouts()
+    # -- queries ----------------------------------------------------------------------------------------------
+    def list_rollouts(self) -> list[RolloutState]:
+        return self._store.list_rollouts()
 
-    def get_rollout(self, rollout_id: str) -> Rollout:
-        rollout = self._fleet.get_rollout(rollout_id)
-        if rollout is None:
+    def get_rollout(self, rollout_id: str) -> RolloutState:
+        state = self._store.get(rollout_id)
+        if state is None:
             raise NotFound(f"rollout {rollout_id!r} does not exist")
-        return rollout
+        return state
 
-    def create(
-        self,
-        model: str,
-        version: int,
-        selector: Selector,
-        strategy: RolloutStrategy,
-        wish: ArtifactWish = ArtifactWish(),
-    ) -> Rollout:
-        found = self._registry.get_version(model, version)
+    def events_since(self, rollout_id: str, after_id: int = 0, limit: int = 1000) -> list[RolloutEventRecord]:
+        """The rollout's events with an id above `after_id`, oldest first (the SSE stream's source)."""
+        self.get_rollout(rollout_id)
+        return self._store.events_since(rollout_id, after_id, limit)
+
+    # -- commands ---------------------------------------------------------------------------------------------
+    def create(self, request: RolloutRequest) -> RolloutState:
+        found = self._registry.get_version(request.model, request.version)
         if found is None:
-            raise NotFound(f"model {model!r} has no version {version}")
+            raise NotFound(f"model {request.model!r} has no version {request.version}")
         with self._lock:
-            plans = self._plan(found, selector, wish)
-            rollout, updates = self._decide(found, selector, strategy, plans)
-            self._fleet.create_rollout(rollout, updates)
-            self._supersede_older(rollout)
-            for update in updates:
-                self._publish(update)
-            reported = {p.device.id: p.device.reported for p in plans}
-            rollout = mark_published(rollout, reported, self._clock())
-            self._fleet.save_rollout_state(rollout)
-        log.info("rollout %s: %s v%s to %d device(s)", rollout.id, model, version, len(updates))
-        return rollout
+            now = self._clock()
+            devices = select_devices(self._fleet.list_devices(), _selector(request))
+            plans = self._choose_builds(found, devices, _wish(request))
+            self._refuse_overlap([p.device.id for p in plans])
+            tracks = [_track(p, request.model, now) for p in plans]
+            labels = {p.device.id: p.device.labels for p in plans}
+            try:
+                state = new_rollout(uuid.uuid4().hex[:16], request, tracks, lambda d: labels[d], now)
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from exc
+            steps = ", ".join(f"{s} ({sum(1 for t in state.devices if t.step == s)})" for s in state.steps)
+            created = Note(EventKind.CREATED, f"{request.model} v{request.version} to {len(tracks)} device(s): {steps}")
+            self._store.save(state, events=[NewEvent.of(created, now)])
+            state = self._run(state, now, None)
+        log.info("rollout %s: %s v%s to %d device(s)", state.id, request.model, request.version, len(tracks))
+        return state
 
-    def device_reported(self, device_id: str) -> None:
-        """Re-derive the statuses of the open rollouts that include this device."""
+    def command(self, rollout_id: str, command: Operator) -> RolloutState:
+        """pause | resume | abort | rollback; Conflict (naming the phase) when the phase does not allow it."""
         with self._lock:
-            device = self._fleet.get_device(device_id)
-            if device is None:
-                return
-            for rollout in self._fleet.list_rollouts(only_device=device_id, only_open=True):
-                updated = refresh_rollout(rollout, device_id, device.reported, self._clock())
-                if updated is not rollout:
-                    self._fleet.save_rollout_state(updated)
+            state = self.get_rollout(rollout_id)
+            if command is Operator.ROLLBACK:
+                self._refuse_stale_rollback(state)
+            try:
+                return self._run(state, self._clock(), command)
+            except CommandRefused as exc:
+                raise Conflict(str(exc)) from exc
+
+    def tick(self, now: datetime | None = None) -> int:
+        """One executor pass over every non-final rollout; how many changed. Tests call it with a fake `now`."""
+        changed = 0
+        with self._lock:
+            at = now or self._clock()
+            for state in self._store.list_rollouts(only_open=True):
+                try:
+                    if self._run(state, at, None) is not state:
+                        changed += 1
+                except Exception:
+                    log.exception("rollout %s: the executor pass failed; retried on the next tick", state.id)
+        return changed
 
     def republish_all(self) -> int:
         """Publish every device's stored desired state again (after the broker link comes up)."""
@@ -132,9 +164,90 @@ class RolloutService:
                 count += 1
         return count
 
-    # -- steps ------------------------------------------------------------------------------------------------
-    def _plan(self, version: ModelVersion, selector: Selector, wish: ArtifactWish) -> list[DevicePlan]:
-        devices = select_devices(self._fleet.list_devices(), selector)
+    # -- the executor -----------------------------------------------------------------------------------------
+    def _run(self, state: RolloutState, now: datetime, command: Operator | None) -> RolloutState:
+        new, actions = plan(state, self._fleet_view(state, now), now, command)
+        if new == state and not actions:
+            return state
+        devices = {d.id: d for d in self._fleet.list_devices()}
+        updates = [
+            u for a in actions if isinstance(a, Publish) if (u := self._compose(new, a, devices, now)) is not None
+        ]
+        new = with_generations(new, {u.device_id: u.generation for u in updates})
+        events = [NewEvent.of(a, now) for a in actions if isinstance(a, Note)]
+        self._store.save(new, updates, events)
+        for update in updates:
+            self._publish(update)
+        return new
+
+    def _fleet_view(self, state: RolloutState, now: datetime) -> dict[str, DeviceView]:
+        devices = {d.id: d for d in self._fleet.list_devices()}
+        view: dict[str, DeviceView] = {}
+        for track in state.devices:
+            device = devices.get(track.device_id)
+            if device is None:
+                continue
+            windows = self._fleet.telemetry_windows(track.device_id, state.model)
+            old = None
+            if track.previous is not None and track.previous.version != state.version:
+                old = baseline_window(windows, track.previous.version, None)
+            view[track.device_id] = DeviceView(
+                online=presence(device, now, self._offline_after) is Presence.ONLINE,
+                reported=device.reported,
+                new_telemetry=new_version_window(windows, state.version, track.published_at),
+                old_telemetry=old,
+            )
+        return view
+
+    def _compose(
+        self, state: RolloutState, action: Publish, devices: dict[str, Device], now: datetime
+    ) -> DesiredUpdate | None:
+        """The signed desired state a Publish asks for, or None (logged) when it cannot be composed: the device
+        then reaches its deadline and counts as timed out / not restored, with the rollout going on."""
+        device = devices.get(action.device_id)
+        track = next(t for t in state.devices if t.device_id == action.device_id)
+        if device is None:
+            log.error("rollout %s: device %s vanished", state.id, action.device_id)
+            return None
+        generation = next_generation(device)
+        try:
+            assignment: ModelAssignment | str
+            if action.target is Target.INSTALL:
+                assignment = self._install(state, track, device, generation)
+            else:
+                assignment = self._restore(state, track, device, generation)
+        except ServiceError as exc:
+            log.error("rollout %s: cannot compose the %s of %s: %s", state.id, action.target.value, device.id, exc)
+            return None
+        desired = compose_desired(device.id, device.desired_document, assignment, generation, now, state.id)
+        return DesiredUpdate(device.id, generation, self._signer.sign_desired(desired))
+
+    def _install(self, state: RolloutState, track: DeviceTrack, device: Device, generation: int) -> ModelAssignment:
+        version = self._version(state.model, state.version)
+        (chosen,) = self._choose_builds(version, [device], _wish(state.spec))
+        build = self._builds.get_build(track.build_id) or chosen.build
+        fallback = chosen.fallback if chosen.build.id == build.id else None
+        return self._assignments.assignment(version, DevicePlan(device, build, generation, fallback))
+
+    def _restore(
+        self, state: RolloutState, track: DeviceTrack, device: Device, generation: int
+    ) -> ModelAssignment | str:
+        if track.previous is None:
+            return state.model  # the model was not on the device: the restore removes it
+        version = self._version(state.model, track.previous.version)
+        build = self._builds.get_build(track.previous.build_id)
+        if build is None:
+            raise Conflict(f"the previous build {track.previous.build_id} is no longer known")
+        return self._assignments.assignment(version, DevicePlan(device, build, generation))
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _version(self, model: str, version: int) -> ModelVersion:
+        found = self._registry.get_version(model, version)
+        if found is None:
+            raise Conflict(f"model {model!r} has no version {version}")
+        return found
+
+    def _choose_builds(self, version: ModelVersion, devices: Sequence[Device], wish: ArtifactWish) -> list[DevicePlan]:
         builds = [
             b for b in self._builds.list_builds(version.model, version.version) if b.status is BuildStatus.SUCCEEDED
         ]
@@ -146,106 +259,25 @@ class RolloutService:
                 raise Conflict(str(exc)) from exc
             raise InvalidInput(str(exc)) from exc
 
-    def _decide(
-        self, version: ModelVersion, selector: Selector, strategy: RolloutStrategy, plans: Sequence[DevicePlan]
-    ) -> tuple[Rollout, list[DesiredUpdate]]:
-        now = self._clock()
-        rollout_id = uuid.uuid4().hex[:16]
-        samples = self._samples_ref(version)
-        updates = []
-        rows = []
-        for plan in plans:
-            assignment = self._assignment(version, plan, samples)
-            desired = compose_desired(
-                plan.device.id, plan.device.desired_document, assignment, plan.generation, now, rollout_id
-            )
-            updates.append(DesiredUpdate(plan.device.id, plan.generation, self._signer.sign_desired(desired)))
-            rows.append(
-                RolloutDevice(
-                    plan.device.id,
-                    plan.build.target,
-                    plan.build.id,
-                    plan.generation,
-                    DeviceRolloutStatus.PENDING,
-                    None,
-                    now,
+    def _refuse_overlap(self, device_ids: Sequence[str]) -> None:
+        wanted = set(device_ids)
+        for other in self._store.list_rollouts(only_open=True):
+            shared = sorted(wanted & {t.device_id for t in other.devices})
+            if shared:
+                raise Conflict(
+                    f"devices {', '.join(shared)} are in rollout {other.id} ({other.phase.value}); "
+                    "wait for it to end, or abort it"
                 )
-            )
-        rollout = Rollout(
-            rollout_id,
-            version.model,
-            version.version,
-            selector,
-            strategy,
-            RolloutPhase.IN_PROGRESS,
-            now,
-            now,
-            tuple(rows),
-        )
-        return rollout, updates
 
-    def _samples_ref(self, version: ModelVersion) -> ArtifactRef:
-        path = self._artifacts.path_for(version.samples_sha256)
-        if path is None:
-            raise Conflict(f"the samples of {version.model} v{version.version} are missing from the artifact store")
-        return ArtifactRef(
-            url=self._url(version.samples_sha256), sha256=version.samples_sha256, size=path.stat().st_size
-        )
-
-    def _tolerances(self, version: ModelVersion, build: Build) -> Tolerances:
-        """The self-test tolerances of the chosen build's precision (with the model's overrides)."""
-        try:
-            return Tolerances.from_overrides(Precision(build.precision), version.tolerances)
-        except ValueError as exc:
-            raise Conflict(f"{version.model} v{version.version}: tolerances: {exc}") from exc
-
-    def _runtime(self, build: Build, facts: HardwareFacts | None) -> RuntimeOptions:
-        spec = self._catalog.get(build.target)
-        providers = list(spec.runtime.providers)[:8] if spec else []
-        options = provider_options(spec.provider_options if spec else {}, build.target, facts, build.precision)
-        return RuntimeOptions(precision=build.precision, providers=providers, provider_options=options)
-
-    def _artifact(self, build: Build) -> ArtifactRef:
-        if build.artifact_sha256 is None or not build.artifact_size:
-            raise Conflict(f"build {build.id} has no artifact")
-        return ArtifactRef(url=self._url(build.artifact_sha256), sha256=build.artifact_sha256, size=build.artifact_size)
-
-    def _fallback(self, version: ModelVersion, build: Build, facts: HardwareFacts | None) -> ArtifactChoice:
-        tolerances = self._tolerances(version, build)
-        return ArtifactChoice(
-            build_id=build.id,
-            artifact_kind=build.artifact_kind,
-            artifact=self._artifact(build),
-            runtime=self._runtime(build, facts),
-            hardware_key=hardware_key_of(build) if build.artifact_kind == "tensorrt-plan" else None,
-            atol=tolerances.atol,
-            rtol=tolerances.rtol,
-        )
-
-    def _assignment(self, version: ModelVersion, plan: DevicePlan, samples: ArtifactRef) -> ModelAssignment:
-        build = plan.build
-        facts = plan.device.hardware
-        tolerances = self._tolerances(version, build)
-        return ModelAssignment(
-            name=version.model,
-            version=version.version,
-            build_id=build.id,
-            target=build.target,
-            artifact_kind=build.artifact_kind,
-            artifact=self._artifact(build),
-            selftest=SelfTestSpec(artifact=samples, atol=tolerances.atol, rtol=tolerances.rtol),
-            runtime=self._runtime(build, facts),
-            hardware_key=hardware_key_of(build) if build.artifact_kind == "tensorrt-plan" else None,
-            fallback=None if plan.fallback is None else self._fallback(version, plan.fallback, facts),
-        )
-
-    def _supersede_older(self, rollout: Rollout) -> None:
-        moved = [d.device_id for d in rollout.devices]
-        for older in self._fleet.list_rollouts(only_open=True):
-            if older.id != rollout.id and older.model == rollout.model:
-                updated = supersede(older, moved, rollout.id, self._clock())
-                if updated is not older:
-                    self._fleet.save_rollout_state(updated)
+    def _refuse_stale_rollback(self, state: RolloutState) -> None:
+        mine = {t.device_id for t in state.devices}
+        for other in self._store.list_rollouts():
+            shared = sorted(mine & {t.device_id for t in other.devices})
+            if other.id != state.id and other.created_at > state.created_at and shared:
+                raise Conflict(
+                    f"cannot rollback rollout {state.id}: devices {', '.join(shared)} were since moved by "
+                    f"rollout {other.id}"
+                )
 
     def _publish(self, update: DesiredUpdate) -> None:
         payload = seal(MessageKind.DESIRED, update.device_id, update.signed, self._clock())
@@ -254,5 +286,34 @@ class RolloutService:
                 "desired state for %s queued: the broker link is down; it goes out on reconnect", update.device_id
             )
 
-    def _url(self, sha256: str) -> str:
-        return f"{self._base_url}/v1/artifacts/{sha256}"
+
+def _selector(request: RolloutRequest) -> Selector:
+    return Selector(labels=dict(request.selector.labels), gpu_class=request.selector.gpu_class)
+
+
+def _wish(request: RolloutRequest) -> ArtifactWish:
+    return ArtifactWish(kind=request.kind, precision=request.precision)
+
+
+def _track(chosen: DevicePlan, model: str, now: datetime) -> DeviceTrack:
+    return DeviceTrack(
+        device_id=chosen.device.id,
+        step="",
+        status=DeviceStatus.WAITING,
+        generation=None,
+        published_at=None,
+        reason=None,
+        previous=previous_model(chosen.device, model),
+        target=chosen.build.target,
+        build_id=chosen.build.id,
+        updated_at=now,
+    )
+
+
+def previous_model(device: Device, model: str) -> PreviousModel | None:
+    """What the device serves of `model` now (what a restore goes back to), from its latest report."""
+    reported = device.reported
+    for m in reported.models if reported is not None else []:
+        if m.name == model and m.health is ModelHealth.SERVING:
+            return PreviousModel(m.version, m.build_id)
+    return None

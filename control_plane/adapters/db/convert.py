@@ -8,15 +8,11 @@ from typing import Any
 from control_plane.adapters.db.tables import (
     BuildRow,
     DeviceRow,
-    RolloutDeviceRow,
-    RolloutRow,
     TrainingJobRow,
     VersionRow,
 )
 from control_plane.domain.fleet import Device
 from control_plane.domain.registry import Build, BuildStatus, ModelVersion, TensorInfo
-from control_plane.domain.rollouts import DeviceRolloutStatus, Rollout, RolloutDevice, RolloutPhase, RolloutStrategy
-from control_plane.domain.selectors import Selector
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 
@@ -102,33 +98,6 @@ def device_from_row(row: DeviceRow) -> Device:
         desired_generation=row.desired_generation,
         desired=SignedDesiredState.model_validate(row.desired) if row.desired else None,
         telemetry=Telemetry.model_validate(row.telemetry) if row.telemetry else None,
-    )
-
-
-def rollout_device_from_row(row: RolloutDeviceRow) -> RolloutDevice:
-    return RolloutDevice(
-        device_id=row.device_id,
-        target=row.target,
-        build_id=row.build_id,
-        generation=row.generation,
-        status=DeviceRolloutStatus(row.status),
-        reason=row.reason,
-        updated_at=utc(row.updated_at),
-    )
-
-
-def rollout_from_rows(row: RolloutRow, devices: list[RolloutDeviceRow]) -> Rollout:
-    selector = row.selector
-    return Rollout(
-        id=row.id,
-        model=row.model_name,
-        version=row.version,
-        selector=Selector(labels=dict(selector.get("labels") or {}), gpu_class=selector.get("gpu_class")),
-        strategy=RolloutStrategy(row.strategy),
-        phase=RolloutPhase(row.phase),
-        created_at=utc(row.created_at),
-        updated_at=utc(row.updated_at),
-        devices=tuple(rollout_device_from_row(d) for d in sorted(devices, key=lambda d: d.device_id)),
     )
 
 

@@ -1,17 +1,16 @@
-"""Persistence of devices, their events, and rollouts. Returns domain values only."""
+"""Persistence of devices, their events and telemetry. Returns domain values only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.adapters.db.convert import device_from_row, rollout_from_rows, utc
-from control_plane.adapters.db.tables import DeviceRow, EventRow, RolloutDeviceRow, RolloutRow
+from control_plane.adapters.db.convert import device_from_row, utc
+from control_plane.adapters.db.tables import DeviceRow, EventRow, TelemetryRow
 from control_plane.domain.fleet import Device, DeviceEventRecord
-from control_plane.domain.rollouts import DesiredUpdate, Rollout, RolloutDevice
+from control_plane.domain.telemetry import HISTORY_PER_VERSION, ModelWindow
 from edge_agent.protocol import PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 
 MAX_EVENTS_PER_DEVICE = 1000
@@ -52,10 +51,53 @@ class FleetRepository:
             return device_from_row(row)
 
     def apply_telemetry(self, device_id: str, telemetry: Telemetry, now: datetime) -> None:
+        """Keep the latest message as it came, and each model version's window in a short history."""
         with self._sessions.begin() as session:
             row = self._device_row(session, device_id, now)
             row.telemetry = telemetry.model_dump(mode="json")
             row.last_seen = now
+            for m in telemetry.models:
+                session.add(
+                    TelemetryRow(
+                        device_id=device_id,
+                        model=m.name,
+                        version=m.version,
+                        at=now,
+                        window_s=telemetry.window_s,
+                        requests=m.requests,
+                        errors=m.errors,
+                        p50_ms=m.p50_ms,
+                        p99_ms=m.p99_ms,
+                    )
+                )
+                session.flush()
+                self._trim_telemetry(session, device_id, m.name, m.version)
+
+    @staticmethod
+    def _trim_telemetry(session: Session, device_id: str, model: str, version: int) -> None:
+        mine = (TelemetryRow.device_id == device_id, TelemetryRow.model == model, TelemetryRow.version == version)
+        keep = select(TelemetryRow.id).where(*mine).order_by(TelemetryRow.id.desc()).limit(HISTORY_PER_VERSION)
+        session.execute(delete(TelemetryRow).where(*mine, TelemetryRow.id.not_in(keep)))
+
+    def telemetry_windows(self, device_id: str, model: str | None = None) -> list[ModelWindow]:
+        """The device's stored windows (of one model, or all), newest first."""
+        stmt = select(TelemetryRow).where(TelemetryRow.device_id == device_id)
+        if model is not None:
+            stmt = stmt.where(TelemetryRow.model == model)
+        with self._sessions() as session:
+            return [
+                ModelWindow(
+                    model=r.model,
+                    version=r.version,
+                    at=utc(r.at),
+                    window_s=r.window_s,
+                    requests=r.requests,
+                    errors=r.errors,
+                    p50_ms=r.p50_ms,
+                    p99_ms=r.p99_ms,
+                )
+                for r in session.scalars(stmt.order_by(TelemetryRow.id.desc()))
+            ]
 
     def get_device(self, device_id: str) -> Device | None:
         with self._sessions() as session:
@@ -113,90 +155,3 @@ class FleetRepository:
                 )
                 for r in session.scalars(stmt)
             ]
-
-    # -- rollouts ---------------------------------------------------------------------------------------------
-    def create_rollout(self, rollout: Rollout, desired: Sequence[DesiredUpdate]) -> Rollout:
-        """Store the rollout and every device's new desired state in one transaction."""
-        with self._sessions.begin() as session:
-            for update in desired:
-                row = session.get(DeviceRow, update.device_id)
-                if row is None:
-                    raise LookupError(f"device {update.device_id} vanished")
-                row.desired_generation = update.generation
-                row.desired = update.signed.model_dump(mode="json")
-            session.add(_rollout_row(rollout))
-            session.flush()
-            for device in rollout.devices:
-                session.add(_rollout_device_row(rollout.id, device))
-        return rollout
-
-    def save_rollout_state(self, rollout: Rollout) -> None:
-        """Write the phase and every device's status of an existing rollout."""
-        with self._sessions.begin() as session:
-            row = session.get(RolloutRow, rollout.id)
-            if row is None:
-                raise LookupError(f"rollout {rollout.id} does not exist")
-            row.phase = rollout.phase.value
-            row.updated_at = rollout.updated_at
-            for device in rollout.devices:
-                drow = session.get(RolloutDeviceRow, (rollout.id, device.device_id))
-                if drow is not None:
-                    drow.status = device.status.value
-                    drow.reason = device.reason
-                    drow.updated_at = device.updated_at
-
-    def get_rollout(self, rollout_id: str) -> Rollout | None:
-        with self._sessions() as session:
-            row = session.get(RolloutRow, rollout_id)
-            if row is None:
-                return None
-            return rollout_from_rows(row, self._device_rows(session, [rollout_id]).get(rollout_id, []))
-
-    def list_rollouts(self, only_device: str | None = None, only_open: bool = False) -> list[Rollout]:
-        stmt = select(RolloutRow).order_by(RolloutRow.created_at.desc())
-        if only_device is not None:
-            stmt = stmt.where(
-                RolloutRow.id.in_(select(RolloutDeviceRow.rollout_id).where(RolloutDeviceRow.device_id == only_device))
-            )
-        if only_open:
-            stmt = stmt.where(RolloutRow.phase == "in_progress")
-        with self._sessions() as session:
-            rows = list(session.scalars(stmt))
-            devices = self._device_rows(session, [r.id for r in rows])
-            return [rollout_from_rows(r, devices.get(r.id, [])) for r in rows]
-
-    @staticmethod
-    def _device_rows(session: Session, rollout_ids: list[str]) -> dict[str, list[RolloutDeviceRow]]:
-        out: dict[str, list[RolloutDeviceRow]] = {}
-        if not rollout_ids:
-            return out
-        stmt = select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id.in_(rollout_ids))
-        for row in session.scalars(stmt):
-            out.setdefault(row.rollout_id, []).append(row)
-        return out
-
-
-def _rollout_row(rollout: Rollout) -> RolloutRow:
-    return RolloutRow(
-        id=rollout.id,
-        model_name=rollout.model,
-        version=rollout.version,
-        selector=rollout.selector.as_dict(),
-        strategy=rollout.strategy.value,
-        phase=rollout.phase.value,
-        created_at=rollout.created_at,
-        updated_at=rollout.updated_at,
-    )
-
-
-def _rollout_device_row(rollout_id: str, device: RolloutDevice) -> RolloutDeviceRow:
-    return RolloutDeviceRow(
-        rollout_id=rollout_id,
-        device_id=device.device_id,
-        target=device.target,
-        build_id=device.build_id,
-        generation=device.generation,
-        status=device.status.value,
-        reason=device.reason,
-        updated_at=device.updated_at,
-    )

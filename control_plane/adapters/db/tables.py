@@ -13,6 +13,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {
         dict[str, Any]: JSON,
         list[dict[str, Any]]: JSON,
+        list[str]: JSON,
         datetime: DateTime(timezone=True),
     }
 
@@ -144,6 +145,14 @@ class RolloutRow(Base):
     phase: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # 0003: the staged rollout's state, enough for a restarted control plane to continue it.
+    spec: Mapped[dict[str, Any]]
+    step_index: Mapped[int]
+    steps: Mapped[list[str]] = mapped_column(JSON)
+    step_started_at: Mapped[datetime | None]
+    baked_since: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(Text)
+    verdicts: Mapped[list[dict[str, Any]]]
 
 
 class RolloutDeviceRow(Base):
@@ -157,6 +166,42 @@ class RolloutDeviceRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
+    step: Mapped[str] = mapped_column(String(32))
+    published_at: Mapped[datetime | None]
+    previous_version: Mapped[int | None]
+    previous_build_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class RolloutEventRow(Base):
+    __tablename__ = "rollout_events"
+    __table_args__ = (Index("ix_rollout_events_rollout", "rollout_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str] = mapped_column(String(32), ForeignKey("rollouts.id"))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(24))
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    step: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]]
+
+
+class TelemetryRow(Base):
+    """One telemetry window of one model version on one device (a short history is kept)."""
+
+    __tablename__ = "device_telemetry"
+    __table_args__ = (Index("ix_device_telemetry_model", "device_id", "model", "version", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"))
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int]
+    at: Mapped[datetime]
+    window_s: Mapped[float]
+    requests: Mapped[int]
+    errors: Mapped[int]
+    p50_ms: Mapped[float | None]
+    p99_ms: Mapped[float | None]
 
 
 class TrainingJobRow(Base):

@@ -1,22 +1,23 @@
-"""Rollouts: start one (all-at-once), list them, show one with per-device status."""
+"""Rollouts: start one (staged per docs/rollouts.md), list them, show one, and the operator's commands.
+
+The event stream (`GET /v1/rollouts/{id}/events`) lives in `rollout_events.py`.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from control_plane.api.deps import RolloutsDep
-from control_plane.api.schemas import RolloutOut, RolloutRequest
-from control_plane.domain.artifacts import ArtifactWish
-from control_plane.domain.selectors import Selector
+from control_plane.api.schemas import RolloutOut
+from control_plane.domain.rollout_plan import Operator
+from control_plane.domain.rollout_spec import RolloutRequest
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
 
 @router.post("", status_code=201)
 def create_rollout(request: RolloutRequest, rollouts: RolloutsDep) -> RolloutOut:
-    selector = Selector(labels=dict(request.selector.labels), gpu_class=request.selector.gpu_class)
-    wish = ArtifactWish(kind=request.kind, precision=request.precision)
-    return RolloutOut.of(rollouts.create(request.model, request.version, selector, request.strategy, wish))
+    return RolloutOut.of(rollouts.create(request))
 
 
 @router.get("")
@@ -27,3 +28,9 @@ def list_rollouts(rollouts: RolloutsDep) -> list[RolloutOut]:
 @router.get("/{rollout_id}")
 def get_rollout(rollout_id: str, rollouts: RolloutsDep) -> RolloutOut:
     return RolloutOut.of(rollouts.get_rollout(rollout_id))
+
+
+@router.post("/{rollout_id}/{command}")
+def command_rollout(rollout_id: str, command: Operator, rollouts: RolloutsDep) -> RolloutOut:
+    """pause | resume | abort | rollback; 409 naming the phase when it does not allow the command."""
+    return RolloutOut.of(rollouts.command(rollout_id, command))

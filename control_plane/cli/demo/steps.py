@@ -239,7 +239,7 @@ def rollout(run: DemoRun) -> None:
     rollout_id = str(created["id"])
     final = run.wait(
         lambda: run.api.rollout(rollout_id),
-        lambda r: r.get("phase") in ("succeeded", "failed"),
+        lambda r: r.get("phase") in ("succeeded", "aborted", "rolled_back", "paused"),
         f"rollout {rollout_id}",
         describe=_rollout_text,
     )

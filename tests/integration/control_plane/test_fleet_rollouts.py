@@ -38,10 +38,11 @@ def device_json(api: httpx.Client, device_id: str) -> dict[str, Any] | None:
     return dict(answer.json()) if answer.status_code == 200 else None
 
 
-def desired_docs(api: httpx.Client, device: DeviceClient) -> list[DesiredState]:
+def desired_docs(api: httpx.Client, device: DeviceClient, skip: int = 0) -> list[DesiredState]:
+    """The desired states the device received (after the first `skip`, e.g. retained ones of earlier tests)."""
     verifier = Verifier(api.get("/v1/keys/signing").json()["public_key"])
     docs = []
-    for payload in device.received:
+    for payload in device.received[skip:]:
         _, signed = open_envelope(payload, MessageKind.DESIRED, SignedDesiredState)
         docs.append(verifier.verify_desired(signed))
     return docs
@@ -111,7 +112,7 @@ def test_rollout_publishes_signed_desired_state_and_follows_activation(
     assert done["devices"][0]["status"] == "activated" and done["counts"]["activated"] == 1
 
 
-def test_failed_apply_fails_the_rollout_with_the_reason(api: httpx.Client, device_factory: Factory) -> None:
+def test_failed_apply_aborts_and_restores_the_rollout(api: httpx.Client, device_factory: Factory) -> None:
     deployable(api, "fleet-fail")
     dev = device_factory("dev-3")
     dev.send(MessageKind.REPORTED, reported("dev-3", labels={"site": "rollout-fail"}))
@@ -124,9 +125,40 @@ def test_failed_apply_fails_the_rollout_with_the_reason(api: httpx.Client, devic
         MessageKind.REPORTED,
         reported("dev-3", labels={"site": "rollout-fail"}, failed=(doc.generation, "self-test: Y differs by 2.5")),
     )
-    done = wait_for(lambda: rollout_status(api, rollout["id"], "failed"), what="rollout failed")
-    assert done["devices"][0]["status"] == "failed"
-    assert done["devices"][0]["reason"] == "self-test: Y differs by 2.5"
+    rolling = wait_for(lambda: rollout_status(api, rollout["id"], "rolling_back"), what="rollout rolling back")
+    assert rolling["devices"][0]["status"] == "restoring"
+    assert "self-test: Y differs by 2.5" in rolling["reason"]
+    assert rolling["steps"][0]["verdict"] == "failed"
+    # dev-3 had no model before: the restore's desired state removes it, and the device says it did.
+    restore = wait_for(lambda: desired_docs(api, dev)[1:], what="restore delivered to dev-3")[0]
+    assert restore.models == [] and restore.generation > doc.generation
+    dev.send(MessageKind.REPORTED, reported("dev-3", applied=restore.generation, labels={"site": "rollout-fail"}))
+    done = wait_for(lambda: rollout_status(api, rollout["id"], "rolled_back"), what="rollout rolled back")
+    assert done["devices"][0]["status"] == "restored" and "1 device(s) restored" in done["reason"]
+
+
+def test_overlap_is_refused_and_operator_commands(api: httpx.Client, device_factory: Factory) -> None:
+    deployable(api, "fleet-ops")
+    dev = device_factory("dev-12")
+    dev.send(MessageKind.REPORTED, reported("dev-12", labels={"site": "ops"}))
+    wait_for(lambda: device_json(api, "dev-12"), what="dev-12 known")
+    body = {"model": "fleet-ops", "version": 1, "selector": {"labels": {"site": "ops"}}}
+    seen = len(dev.received)
+    first = api.post("/v1/rollouts", json=body).json()
+    again = api.post("/v1/rollouts", json=body)
+    assert again.status_code == 409 and first["id"] in again.json()["detail"] and "dev-12" in again.json()["detail"]
+    assert api.post(f"/v1/rollouts/{first['id']}/resume").status_code == 409
+    paused = api.post(f"/v1/rollouts/{first['id']}/pause").json()
+    assert paused["phase"] == "paused" and "resume" in paused["allowed_commands"]
+    aborted = api.post(f"/v1/rollouts/{first['id']}/abort").json()
+    assert aborted["phase"] == "rolling_back" and aborted["devices"][0]["status"] == "restoring"
+    refused = api.post(f"/v1/rollouts/{first['id']}/abort")
+    assert refused.status_code == 409 and "rolling_back" in refused.json()["detail"]
+    restore = wait_for(lambda: desired_docs(api, dev, seen)[1:], what="restore delivered to dev-12")[0]
+    dev.send(MessageKind.REPORTED, reported("dev-12", applied=restore.generation, labels={"site": "ops"}))
+    wait_for(lambda: rollout_status(api, first["id"], "rolled_back"), what="the aborted rollout rolled back")
+    bad = api.post("/v1/rollouts", json=body | {"strategy": {"type": "canary", "canary": {"percent": 150}}})
+    assert bad.status_code == 422 and "percent" in str(bad.json()["detail"])
 
 
 def test_rollout_refusals(api: httpx.Client, device_factory: Factory) -> None:
@@ -216,11 +248,12 @@ def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, devi
     dev = device_factory("dev-11")
     body = {"model": "fleet-plan", "version": 1, "selector": {"labels": {"site": "plan"}}}
 
-    def report(tensorrt: str) -> None:
+    def report(tensorrt: str, applied: int = 0) -> None:
         hardware = HardwareFacts(
             gpu_class="jetson-orin", arch="aarch64", compute_capability="8.7", tensorrt_version=tensorrt
         )
-        state = reported("dev-11", labels={"site": "plan"}, gpu_class="jetson-orin")
+        models = (("fleet-plan", 1),) if applied else ()
+        state = reported("dev-11", applied=applied, labels={"site": "plan"}, gpu_class="jetson-orin", models=models)
         dev.send(MessageKind.REPORTED, state.model_copy(update={"hardware": hardware}))
         wait_for(
             lambda: (device_json(api, "dev-11") or {}).get("hardware", {}).get("tensorrt_version") == tensorrt,
@@ -228,7 +261,8 @@ def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, devi
         )
 
     report("10.3.0")
-    assert api.post("/v1/rollouts", json=body).status_code == 201
+    first = api.post("/v1/rollouts", json=body)
+    assert first.status_code == 201
     (doc,) = wait_for(lambda: desired_docs(api, dev), what="desired state for dev-11")
     (model,) = doc.models
     assert (model.build_id, model.artifact_kind) == (plan["id"], "tensorrt-plan")
@@ -237,7 +271,10 @@ def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, devi
     cache = model.runtime.provider_options["TensorrtExecutionProvider"]["trt_engine_cache_path"]
     assert cache.startswith("{data_dir}") and "jetson-orin" in cache and "8.7" in cache and "10.3.0" in cache
 
-    report("8.6.2")  # no plan was built for this TensorRT: the portable ONNX goes out
+    # The device activates it, then its TensorRT changes: no plan was built for it, the portable ONNX goes out
+    # (a second rollout to the same device is refused while the first is open).
+    report("8.6.2", applied=doc.generation)
+    wait_for(lambda: rollout_status(api, first.json()["id"], "succeeded"), what="first rollout succeeded")
     wished = api.post("/v1/rollouts", json=body | {"kind": "tensorrt-plan"})
     assert wished.status_code == 409 and "TensorRT 8.6.2" in wished.json()["detail"]
     assert api.post("/v1/rollouts", json=body).status_code == 201

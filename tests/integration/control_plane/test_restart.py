@@ -95,3 +95,51 @@ def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Pa
         assert [(b["kind"], b["status"]) for b in finals] == [("onnx", "succeeded"), ("onnx-int8-qdq", "succeeded")]
     finally:
         second.stop()
+
+
+def test_a_staged_rollout_continues_after_a_restart_mid_rollout(
+    mosquitto: Mosquitto, tmp_path: Path, device_factory: Callable[[str], DeviceClient]
+) -> None:
+    """Stopped after the canary was published, started again: the canary's report moves the rollout to its wave,
+    which the new control plane publishes and follows to the end. (Devices sort by id: dev-10 is the canary.)"""
+    settings = server_settings(mosquitto, tmp_path / "data")
+    devices = {name: device_factory(name) for name in ("dev-9", "dev-10")}
+    first = start_server(settings)
+    try:
+        deployable(first.http, "staged-model")
+        for name, dev in devices.items():
+            dev.send(MessageKind.REPORTED, reported(name, labels={"site": "staged"}))
+            wait_for(lambda n=name: first.http.get(f"/v1/devices/{n}").status_code == 200, what=f"{name} known")
+        body = {
+            "model": "staged-model",
+            "version": 1,
+            "selector": {"labels": {"site": "staged"}},
+            "strategy": {"type": "canary", "canary": {"count": 1}},
+        }
+        rollout = first.http.post("/v1/rollouts", json=body).json()
+        assert [d["status"] for d in rollout["devices"]] == ["in_progress", "waiting"]
+    finally:
+        first.stop()
+
+    second = start_server(settings.model_copy(update={"port": settings.port}))
+    try:
+        api = second.http
+        devices["dev-10"].send(
+            MessageKind.REPORTED,
+            reported("dev-10", applied=1, labels={"site": "staged"}, models=(("staged-model", 1),)),
+        )
+        wait_for(
+            lambda: api.get(f"/v1/rollouts/{rollout['id']}").json()["devices"][1]["status"] == "in_progress",
+            what="the wave published by the restarted control plane",
+        )
+        devices["dev-9"].send(
+            MessageKind.REPORTED,
+            reported("dev-9", applied=1, labels={"site": "staged"}, models=(("staged-model", 1),)),
+        )
+        done = wait_for(
+            lambda: (r := api.get(f"/v1/rollouts/{rollout['id']}").json())["phase"] == "succeeded" and r,
+            what="the rollout completed after the restart",
+        )
+        assert [s["verdict"] for s in done["steps"]] == ["passed", "passed"]
+    finally:
+        second.stop()

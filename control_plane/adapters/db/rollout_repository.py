@@ -1,0 +1,201 @@
+"""Persistence of staged rollouts: their state, per-device tracks, events, and the desired states they issue.
+
+`save` writes a rollout's new state, the desired states it decided and its events in ONE transaction: after a
+crash the database holds either the decision with everything it implies or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from control_plane.adapters.db.convert import utc, utc_or_none
+from control_plane.adapters.db.tables import DeviceRow, RolloutDeviceRow, RolloutEventRow, RolloutRow
+from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
+from control_plane.domain.rollout_plan import (
+    FINAL_PHASES,
+    DeviceStatus,
+    DeviceTrack,
+    GateVerdict,
+    PreviousModel,
+    RolloutPhase,
+    RolloutState,
+    Verdict,
+)
+from control_plane.domain.rollout_spec import RolloutRequest
+from control_plane.domain.rollouts import DesiredUpdate
+
+OPEN_PHASES = [p.value for p in RolloutPhase if p not in FINAL_PHASES]
+
+
+class RolloutRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def save(
+        self,
+        state: RolloutState,
+        desired: Sequence[DesiredUpdate] = (),
+        events: Sequence[NewEvent] = (),
+    ) -> None:
+        """Insert or update the rollout, store each device's new desired state, append the events."""
+        with self._sessions.begin() as session:
+            for update in desired:
+                device = session.get(DeviceRow, update.device_id)
+                if device is None:
+                    raise LookupError(f"device {update.device_id} vanished")
+                device.desired_generation = update.generation
+                device.desired = update.signed.model_dump(mode="json")
+            row = session.get(RolloutRow, state.id)
+            if row is None:
+                row = RolloutRow(id=state.id, created_at=state.created_at)
+                session.add(row)
+            _fill_rollout_row(row, state)
+            session.flush()
+            for track in state.devices:
+                drow = session.get(RolloutDeviceRow, (state.id, track.device_id))
+                if drow is None:
+                    drow = RolloutDeviceRow(rollout_id=state.id, device_id=track.device_id)
+                    session.add(drow)
+                _fill_device_row(drow, track, state)
+            for event in events:
+                session.add(
+                    RolloutEventRow(
+                        rollout_id=state.id,
+                        at=event.at,
+                        kind=event.kind,
+                        device_id=event.device_id,
+                        step=event.step,
+                        message=event.message,
+                        data=dict(event.data),
+                    )
+                )
+
+    def get(self, rollout_id: str) -> RolloutState | None:
+        with self._sessions() as session:
+            row = session.get(RolloutRow, rollout_id)
+            if row is None:
+                return None
+            return _state_of(row, _device_rows(session, [rollout_id]).get(rollout_id, []))
+
+    def list_rollouts(self, only_open: bool = False, only_device: str | None = None) -> list[RolloutState]:
+        stmt = select(RolloutRow).order_by(RolloutRow.created_at.desc())
+        if only_open:
+            stmt = stmt.where(RolloutRow.phase.in_(OPEN_PHASES))
+        if only_device is not None:
+            stmt = stmt.where(
+                RolloutRow.id.in_(select(RolloutDeviceRow.rollout_id).where(RolloutDeviceRow.device_id == only_device))
+            )
+        with self._sessions() as session:
+            rows = list(session.scalars(stmt))
+            devices = _device_rows(session, [r.id for r in rows])
+            return [_state_of(r, devices.get(r.id, [])) for r in rows]
+
+    def events_since(self, rollout_id: str, after_id: int, limit: int = 1000) -> list[RolloutEventRecord]:
+        stmt = (
+            select(RolloutEventRow)
+            .where(RolloutEventRow.rollout_id == rollout_id, RolloutEventRow.id > after_id)
+            .order_by(RolloutEventRow.id)
+            .limit(limit)
+        )
+        with self._sessions() as session:
+            return [
+                RolloutEventRecord(
+                    id=r.id,
+                    rollout_id=r.rollout_id,
+                    at=utc(r.at),
+                    kind=r.kind,
+                    device_id=r.device_id,
+                    step=r.step,
+                    message=r.message,
+                    data=dict(r.data or {}),
+                )
+                for r in session.scalars(stmt)
+            ]
+
+
+def _device_rows(session: Session, rollout_ids: list[str]) -> dict[str, list[RolloutDeviceRow]]:
+    out: dict[str, list[RolloutDeviceRow]] = {}
+    if not rollout_ids:
+        return out
+    for row in session.scalars(select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id.in_(rollout_ids))):
+        out.setdefault(row.rollout_id, []).append(row)
+    return out
+
+
+def _fill_rollout_row(row: RolloutRow, state: RolloutState) -> None:
+    row.model_name = state.model
+    row.version = state.version
+    row.selector = state.spec.selector.model_dump(mode="json")
+    row.strategy = state.spec.strategy.type.value
+    row.phase = state.phase.value
+    row.updated_at = state.updated_at
+    row.spec = state.spec.model_dump(mode="json")
+    row.step_index = state.step_index
+    row.steps = list(state.steps)
+    row.step_started_at = state.step_started_at
+    row.baked_since = state.baked_since
+    row.reason = state.reason
+    row.verdicts = [
+        {"step": v.step, "verdict": v.verdict.value, "reason": v.reason, "at": v.at.isoformat()} for v in state.verdicts
+    ]
+
+
+def _fill_device_row(row: RolloutDeviceRow, track: DeviceTrack, state: RolloutState) -> None:
+    row.target = track.target
+    row.build_id = track.build_id
+    row.generation = track.generation or 0
+    row.status = track.status.value
+    row.reason = track.reason
+    row.updated_at = track.updated_at or state.updated_at
+    row.step = track.step
+    row.published_at = track.published_at
+    row.previous_version = track.previous.version if track.previous else None
+    row.previous_build_id = track.previous.build_id if track.previous else None
+
+
+def _state_of(row: RolloutRow, devices: list[RolloutDeviceRow]) -> RolloutState:
+    return RolloutState(
+        id=row.id,
+        model=row.model_name,
+        version=row.version,
+        spec=RolloutRequest.model_validate(row.spec),
+        phase=RolloutPhase(row.phase),
+        step_index=row.step_index,
+        steps=tuple(row.steps),
+        step_started_at=utc_or_none(row.step_started_at),
+        baked_since=utc_or_none(row.baked_since),
+        devices=tuple(_track_of(d) for d in sorted(devices, key=lambda d: d.device_id)),
+        reason=row.reason,
+        created_at=utc(row.created_at),
+        updated_at=utc(row.updated_at),
+        verdicts=tuple(_verdict_of(v) for v in row.verdicts or []),
+    )
+
+
+def _track_of(row: RolloutDeviceRow) -> DeviceTrack:
+    previous = None
+    if row.previous_version is not None and row.previous_build_id is not None:
+        previous = PreviousModel(row.previous_version, row.previous_build_id)
+    return DeviceTrack(
+        device_id=row.device_id,
+        step=row.step,
+        status=DeviceStatus(row.status),
+        generation=row.generation or None,
+        published_at=utc_or_none(row.published_at),
+        reason=row.reason,
+        previous=previous,
+        target=row.target,
+        build_id=row.build_id,
+        updated_at=utc(row.updated_at),
+    )
+
+
+def _verdict_of(data: dict[str, Any]) -> GateVerdict:
+    return GateVerdict(
+        str(data["step"]), Verdict(data["verdict"]), str(data["reason"]), utc(datetime.fromisoformat(data["at"]))
+    )
