@@ -15,7 +15,7 @@ from control_plane.cli.waiting import poll_until
 
 rollout_app = typer.Typer(help="Rollouts of model versions to devices.", no_args_is_help=True)
 
-FINAL_PHASES = ("succeeded", "failed")
+FINAL_PHASES = ("succeeded", "aborted", "rolled_back")
 
 
 def rollout_body(
@@ -104,9 +104,15 @@ def _watch(state: CliState, rollout_id: str, timeout: float) -> None:
             describe=lambda r: f"phase {r.get('phase')}, {views.counts_text(r.get('counts') or {})}",
         )
     state.output.emit(final, views.rollout_view)
-    if final.get("phase") == "failed":
-        raise CliError(f"rollout {rollout_id} failed: {views.counts_text(final.get('counts') or {})}")
+    if final.get("phase") != "succeeded":
+        detail = final.get("reason") or views.counts_text(final.get("counts") or {})
+        raise CliError(f"rollout {rollout_id} {final.get('phase')}: {detail}")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(rollout_app, name="rollout")
+
+
+from control_plane.cli.commands import rollout_watch  # noqa: E402  (`rollout watch`, in its own module)
+
+rollout_watch.register(rollout_app)
