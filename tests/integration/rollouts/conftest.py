@@ -1,0 +1,140 @@
+"""Fixtures of the rollout fault tests: a private Mosquitto, `edgectl server` as a killable subprocess, and three
+real agents (dev-1, dev-2 at site a; dev-3 at site b) that already serve v1 of a model.
+
+A private broker per test lets a test restart it without touching another test's retained state; the control plane
+runs as a process so a test can SIGKILL it and start it again on the same data dir and port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.agent.harness import AgentProcess
+from tests.integration.rollouts.fleet import (
+    ControlPlaneProcess,
+    CuttableProxy,
+    agent_logs,
+    devices,
+    fleet_serves,
+    start_agents,
+    wait_phase,
+)
+from tests.integration.rollouts.models import inputs_only, linear, push_and_build
+from tests.support import Mosquitto, mosquitto_available, wait_for
+
+DEVICE_IDS = ("dev-1", "dev-2", "dev-3")
+
+
+@dataclass
+class Fleet:
+    """Everything a fault test drives, with the operator's HTTP client."""
+
+    broker: Mosquitto
+    control_plane: ControlPlaneProcess
+    agents: dict[str, AgentProcess]
+    api: httpx.Client
+    model: str = "rollout-model"
+    v1: dict[str, Any] = field(default_factory=dict)
+
+    def logs(self) -> str:
+        return f"{agent_logs(self.agents)}\n--- control plane:\n{self.control_plane.output()[-3000:]}"
+
+    def create(self, version: int, strategy: dict[str, Any] | None = None, **spec: Any) -> str:
+        """POST /v1/rollouts for every device; `spec` adds RolloutRequest fields (bake_s, gates, ...)."""
+        body: dict[str, Any] = {"model": self.model, "version": version, "selector": {"labels": {}}, **spec}
+        if strategy:
+            body["strategy"] = strategy
+        answer = self.api.post("/v1/rollouts", json=body)
+        assert answer.status_code == 201, answer.text
+        rollout_id: str = answer.json()["id"]
+        return rollout_id
+
+    def reconnect_api(self) -> None:
+        self.api.close()
+        self.api = self.control_plane.client()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if not mosquitto_available():
+        pytest.skip("mosquitto is not installed")
+    own = Mosquitto(workdir=tmp_path / "broker")
+    own.start()
+    try:
+        yield own
+    finally:
+        own.stop()
+
+
+@pytest.fixture
+def agent_overrides() -> dict[str, Any]:
+    """agent.yaml settings a test wants changed (override in a module, or parametrize indirectly)."""
+    return {}
+
+
+@pytest.fixture
+def proxy_factory() -> Iterator[Callable[[int], CuttableProxy]]:
+    made: list[CuttableProxy] = []
+
+    def make(upstream_port: int) -> CuttableProxy:
+        proxy = CuttableProxy(upstream_port).__enter__()
+        made.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in made:
+        proxy.__exit__(None, None, None)
+
+
+def bring_up(
+    broker: Mosquitto,
+    workdir: Path,
+    agent_overrides: dict[str, Any],
+    public_url: str | None = None,
+    port: int | None = None,
+) -> Fleet:
+    """Control plane + 3 agents, v1 built and rolled out to every device (all at once) and served."""
+    control_plane = ControlPlaneProcess(broker, workdir / "cp-data", public_url=public_url)
+    if port is not None:
+        control_plane.port = port
+    control_plane.start()
+    api = control_plane.client()
+    public_key = api.get("/v1/keys/signing").json()["public_key"]
+    agents = start_agents(broker, public_key, workdir / "agents", **agent_overrides)
+    fleet = Fleet(broker, control_plane, agents, api)
+    try:
+        wait_for(
+            lambda: all(devices(fleet.api).get(d, {}).get("presence") == "online" for d in DEVICE_IDS),
+            timeout=60,
+            what="three agents online",
+        )
+        fleet.v1 = push_and_build(api, fleet.model, linear(1), inputs_only())
+        first = fleet.create(fleet.v1["version"])
+        wait_phase(api, first, ("succeeded",), 90, fleet.logs)
+        wait_for(lambda: fleet_serves(api, fleet.model, 1, DEVICE_IDS), timeout=30, what="v1 served everywhere")
+    except BaseException:
+        tear_down(fleet)
+        raise
+    return fleet
+
+
+def tear_down(fleet: Fleet) -> None:
+    fleet.api.close()
+    for agent in fleet.agents.values():
+        agent.terminate()
+    fleet.control_plane.stop()
+
+
+@pytest.fixture
+def fleet(broker: Mosquitto, tmp_path: Path, agent_overrides: dict[str, Any]) -> Iterator[Fleet]:
+    running = bring_up(broker, tmp_path, agent_overrides)
+    try:
+        yield running
+    finally:
+        tear_down(running)
