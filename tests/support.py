@@ -28,12 +28,18 @@ def free_port() -> int:
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail the test with `what` after `timeout` s."""
+    """Poll `condition` until it returns something truthy; fail the test with `what` after `timeout` s.
+
+    Other exceptions from the condition count as "not yet" (the thing may not be up); an AssertionError means it
+    never will be (a process exited, say) and fails at once instead of after the timeout.
+    """
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
         try:
             result = condition()
+        except AssertionError:
+            raise
         except Exception as exc:
             last_error = exc
             result = None
@@ -107,7 +113,7 @@ class Mosquitto:
     def _died(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             err = self.process.stderr.read().decode() if self.process.stderr else ""
-            raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {err}")
+            raise AssertionError(f"mosquitto exited with {self.process.returncode}: {err}")
         return False
 
     def stop(self) -> None:
