@@ -225,6 +225,10 @@ class ApiClient:
     def rollout(self, rollout_id: str) -> Any:
         return self.get(f"/v1/rollouts/{rollout_id}")
 
+    def rollout_command(self, rollout_id: str, command: str) -> Any:
+        """POST /v1/rollouts/{id}/pause|resume|abort|rollback."""
+        return self.post(f"/v1/rollouts/{rollout_id}/{command}", {})
+
     def create_training_job(self, spec: dict[str, Any]) -> Any:
         return self.post("/v1/training/jobs", spec)
 

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from control_plane.cli.client import CliError
+from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.selectors import Selector, parse_selector
 from control_plane.domain.training import TrainingJobSpec
 
@@ -27,6 +28,30 @@ def parse_selectors(texts: list[str]) -> Selector:
     Raises SelectorError (a ValueError) naming the malformed part.
     """
     return parse_selector(",".join(texts))
+
+
+def parse_amount(text: str) -> dict[str, int | float]:
+    """`3` -> {"count": 3}; `10%` -> {"percent": 10.0}. Raises ValueError naming the text."""
+    value = text.strip()
+    try:
+        if value.endswith("%"):
+            return {"percent": float(value[:-1])}
+        return {"count": int(value)}
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a device count (3) nor a percentage (10%)") from None
+
+
+def validate_rollout(body: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check a POST /v1/rollouts body with the server's own model; errors name `source` and the field."""
+    try:
+        return RolloutRequest.model_validate(body).model_dump(mode="json", exclude_none=True)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: " + "; ".join(_field_errors(exc))) from exc
+
+
+def load_rollout_spec(path: Path) -> dict[str, Any]:
+    """Read a RolloutRequest from YAML (docs/rollouts.md), validated before anything is sent."""
+    return validate_rollout(_read_yaml_mapping(path), str(path))
 
 
 def load_training_spec(path: Path) -> dict[str, Any]:

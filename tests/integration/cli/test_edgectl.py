@@ -241,10 +241,10 @@ def test_failed_training_shows_its_log_and_exits_1(server: Server, tmp_path: Pat
     assert "failed" in result.stderr
 
 
-def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
-    server: Server, mosquitto: Mosquitto, tmp_path: Path
-) -> None:
-    """The operator's main path in one go: push, build, `rollout create --wait` until a real agent serves it."""
+def start_agent(
+    server: Server, mosquitto: Mosquitto, tmp_path: Path, site: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A real `edge-agent run` (dev-12, label site=SITE) pinned to this control plane's key."""
     public_key = ok_json(server, "keys")["public_key"]  # type: ignore[index]
     serving_port = free_port()
     config = tmp_path / "agent.yaml"
@@ -252,9 +252,10 @@ def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
         json.dumps(
             {
                 "device_id": "dev-12",
-                "labels": {"site": "cli-wait"},
+                "labels": {"site": site},
                 "data_dir": str(tmp_path / "agent-data"),
                 "control_plane_public_key": public_key,
+                "telemetry_interval_s": 1,
                 "mqtt": {
                     "host": mosquitto.host,
                     "port": mosquitto.port,
@@ -273,6 +274,32 @@ def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
             stderr=subprocess.STDOUT,
             env=python_env(),
         )
+    return agent, serving_port, log
+
+
+def stop(agent: subprocess.Popen[bytes]) -> None:
+    agent.send_signal(signal.SIGTERM)
+    try:
+        agent.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+
+
+def served_version(port: int, model: str) -> str:
+    answer = httpx.post(
+        f"http://127.0.0.1:{port}/v2/models/{model}/infer",
+        json={"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [0, 1, 2, 3]}]},
+        timeout=10,
+    ).json()
+    return str(answer["model_version"])
+
+
+def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
+    server: Server, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The operator's main path in one go: push, build, `rollout create --wait` until a real agent serves it."""
+    agent, serving_port, log = start_agent(server, mosquitto, tmp_path, "cli-wait")
     try:
         devices = wait_for(
             lambda: ok_json(server, "devices", "list", "--selector", "site=cli-wait"), what="dev-12 to enroll"
@@ -297,9 +324,38 @@ def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
         assert answer["model_version"] == "1"
         assert answer["outputs"][0]["data"] == [1.0, 3.0, 5.0, 7.0]
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        stop(agent)
+
+
+def test_operator_pauses_then_aborts_a_canary_and_watch_reports_the_rollback(
+    server: Server, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """rollout pause / abort / watch through real processes: the canary goes back to v1 from its previous slot."""
+    agent, serving_port, log = start_agent(server, mosquitto, tmp_path, "cli-stage")
+    try:
+        devices = wait_for(
+            lambda: ok_json(server, "devices", "list", "--selector", "site=cli-stage"), what="dev-12 to enroll"
+        )
+        gpu_class = devices[0]["gpu_class"]  # type: ignore[index]
+        for version in (1, 2):
+            ok_json(server, "models", "push", "staged", str(tiny_model(tmp_path / f"v{version}.onnx")))
+            ok_json(server, "build", "staged", str(version), "--target", gpu_class, "--wait")
+        first = edgectl(server, "rollout", "create", "-m", "staged", "-v", "1", "-l", "site=cli-stage", "--wait")
+        assert first.returncode == 0, first.stdout + first.stderr + log.read_text()[-2000:]
+
+        staged = ok_json(
+            server, "rollout", "create", "-m", "staged", "-v", "2", "-l", "site=cli-stage",
+            "--canary", "1", "--wave", "100%", "--bake", "600",
+        )  # fmt: skip
+        rollout_id = staged["id"]  # type: ignore[index]
+        wait_for(lambda: served_version(serving_port, "staged") == "2", timeout=60, what="the canary on v2")
+        assert ok_json(server, "rollout", "pause", rollout_id)["phase"] == "paused"  # type: ignore[index]
+
+        aborted = ok_json(server, "rollout", "abort", rollout_id)
+        assert aborted["phase"] in ("rolling_back", "rolled_back")  # type: ignore[index]
+        watched = edgectl(server, "rollout", "watch", rollout_id, "--timeout", "60")
+        assert watched.returncode == 1, watched.stdout + watched.stderr
+        assert "rolled_back" in watched.stdout + watched.stderr
+        assert served_version(serving_port, "staged") == "1"
+    finally:
+        stop(agent)
