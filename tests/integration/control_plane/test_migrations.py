@@ -1,5 +1,8 @@
-"""Migration 0002 on a database written by 0001: existing builds keep their status and artifact, gain a legacy
-key and their parity report, and the old one-build-per-(version, target, precision) rule is gone."""
+"""Migrations on databases written by older versions: nothing an operator had is lost.
+
+0002: existing builds keep their status and artifact, gain a legacy key and their parity report, and the old
+one-build-per-(version, target, precision) rule is gone. 0003: existing rollouts become one-step all-at-once
+rollouts (a `failed` one reads `aborted`), with their devices' statuses and generations kept."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from sqlalchemy import text
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.registry_repository import RegistryRepository
+from control_plane.adapters.db.rollout_repository import RolloutRepository
 from control_plane.domain.registry import BuildStatus
 
 pytestmark = pytest.mark.integration
@@ -55,4 +59,72 @@ def test_0002_migrates_existing_builds(tmp_path: Path) -> None:
     assert version is not None and version.tolerances == {}
     BuildRepository(engine).insert_build(replace(build, id="b-new", key="k2", status=BuildStatus.QUEUED))
     assert [b.id for b in BuildRepository(engine).list_builds("old", 1)] == ["b-old", "b-new"]
+    engine.dispose()
+
+
+def _rollout_written_by_0001(engine: object, phase: str, device_status: str) -> None:
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("INSERT INTO models (name, created_at) VALUES ('old', :t)"), {"t": NOW})
+        conn.execute(
+            text(
+                "INSERT INTO model_versions (model_name, version, created_at, source_sha256, source_size, inputs,"
+                " outputs, samples_sha256, sample_count, samples_synthesised, reference_outputs_computed, lineage,"
+                " metrics) VALUES ('old', 1, :t, :sha, 10, '[]', '[]', :sha, 1, 0, 0, '{}', '{}')"
+            ),
+            {"t": NOW, "sha": "a" * 64},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO builds (id, version_id, model_name, version, target, precision, artifact_kind, status,"
+                " artifact_sha256, artifact_size, error, created_at, manifest, manifest_signature) VALUES"
+                " ('b-old', 1, 'old', 1, 'cpu-x86_64', 'fp32', 'onnx', 'succeeded', :sha, 10, NULL, :t, '{}', 'sig')"
+            ),
+            {"t": NOW, "sha": "b" * 64},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO devices (id, created_at, gpu_class, labels, channel, desired_generation)"
+                " VALUES ('dev-1', :t, 'cpu-x86_64', '{}', 'mqtt', 3)"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO rollouts (id, model_name, version, selector, strategy, phase, created_at, updated_at)"
+                " VALUES ('r-old', 'old', 1, '{\"labels\": {}, \"gpu_class\": null}', 'all-at-once', :phase, :t, :t)"
+            ),
+            {"t": NOW, "phase": phase},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO rollout_devices (rollout_id, device_id, target, build_id, generation, status, reason,"
+                " updated_at) VALUES ('r-old', 'dev-1', 'cpu-x86_64', 'b-old', 3, :status, 'self-test failed', :t)"
+            ),
+            {"t": NOW, "status": device_status},
+        )
+
+
+@pytest.mark.parametrize(
+    ("old_phase", "old_device", "new_phase"),
+    [
+        pytest.param("failed", "failed", "aborted", id="failed-becomes-aborted"),
+        pytest.param("succeeded", "activated", "succeeded", id="succeeded-stays"),
+    ],
+)
+def test_0003_turns_old_rollouts_into_one_step_all_at_once_rollouts(
+    tmp_path: Path, old_phase: str, old_device: str, new_phase: str
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine, "0001")
+    _rollout_written_by_0001(engine, old_phase, old_device)
+    migrate(engine)
+
+    state = RolloutRepository(engine).get("r-old")
+    assert state is not None
+    assert state.phase.value == new_phase
+    assert state.steps == ("all",)
+    assert state.spec.model == "old" and state.spec.strategy.type.value == "all-at-once"
+    (device,) = state.devices
+    assert (device.device_id, device.status.value, device.generation) == ("dev-1", old_device, 3)
+    assert RolloutRepository(engine).events_since("r-old", 0) == []
     engine.dispose()
