@@ -1,6 +1,6 @@
 """Staged rollouts through the faults an operator meets: a version that fails its self-test on the canary, a version
-whose latency breaks the gate under load, a control plane killed with SIGKILL mid-wave, a broker restart mid-rollout
-and a device whose download is cut in the middle.
+whose latency breaks the gate under load, a control plane killed with SIGKILL mid-wave, a broker restart mid-rollout,
+a device whose download is cut in the middle, and a device offline for part of the rollout.
 
 Real Mosquitto, `edgectl server` as a process, three real agents as processes (tests/integration/rollouts/conftest.py).
 Each test asserts what an operator sees: the rollout's phase and per-device status, the versions devices report,
@@ -184,4 +184,28 @@ def test_a_device_cut_off_mid_download_serves_v1_meanwhile_then_resumes_and_conv
     assert final["phase"] == "succeeded", final
     resumed = [r for r in proxy.ranges_asked(big["artifact_sha256"]) if not r.startswith("bytes=0-")]
     assert resumed, f"no download resumed with Range: {proxy.request_heads}"
+    converged_on(fleet, 2)
+
+
+def test_a_device_offline_during_the_rollout_converges_when_it_returns(fleet: Fleet) -> None:
+    """The retained desired state waits for an offline device; the rollout waits for it within its deadline."""
+    away = fleet.agents["dev-1"]
+    away.terminate()  # a clean stop says offline
+    wait_for(lambda: devices(fleet.api)["dev-1"]["presence"] == "offline", timeout=30, what="dev-1 offline")
+    v2 = push_and_build(fleet.api, fleet.model, linear(2), inputs_only())
+    rollout_id = fleet.create(v2["version"], device_deadline_s=120)
+
+    wait_for(
+        lambda: [device_status(rollout(fleet.api, rollout_id))[d] for d in ("dev-2", "dev-3")] == ["activated"] * 2,
+        timeout=60,
+        what="the online devices activated",
+    )
+    body = rollout(fleet.api, rollout_id)
+    assert body["phase"] == "in_progress", body  # waiting for dev-1, not failed
+    assert device_status(body)["dev-1"] in ("pending", "in_progress")
+    assert served_version(devices(fleet.api)["dev-1"], fleet.model) == 1  # its last report: still v1
+
+    away.start()  # back on the same data dir: serves v1 at once, then applies the retained v2
+    final = wait_phase(fleet.api, rollout_id, ("succeeded", "rolled_back", "aborted", "paused"), 90, fleet.logs)
+    assert final["phase"] == "succeeded", final
     converged_on(fleet, 2)
