@@ -36,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.rollouts.fleet import (
     ControlPlaneProcess,
+    LoadGenerator,
     devices,
     fleet_serves,
+    serving_urls,
     start_agents,
 )
-from tests.integration.rollouts.models import inputs_only, linear, push_and_build
+from tests.integration.rollouts.models import inputs_only, linear, push_and_build, slow
 from tests.support import CONTROL_PLANE_USER, Mosquitto, mosquitto_available, password_for, wait_for
 
 MODEL = "bench-model"
@@ -86,8 +88,10 @@ class TopicCounter:
         self._client.loop_stop()
 
 
-def create(api: Any, version: int, bake_s: float = 0) -> str:
-    body = {"model": MODEL, "version": version, "selector": {"labels": {}}, "bake_s": bake_s}
+def create(api: Any, version: int, bake_s: float = 0, gates: dict[str, Any] | None = None) -> str:
+    body: dict[str, Any] = {"model": MODEL, "version": version, "selector": {"labels": {}}, "bake_s": bake_s}
+    if gates is not None:
+        body["gates"] = gates
     answer = api.post("/v1/rollouts", json=body)
     if answer.status_code != 201:
         raise RuntimeError(f"rollout refused: {answer.status_code} {answer.text}")
@@ -107,6 +111,39 @@ def timed(condition: Callable[[], bool], timeout: float = 60) -> float:
     return time.monotonic() - start
 
 
+def gate_trips(api: Any, current: int, runs: int) -> list[float]:
+    """Roll a slow version out under load with a p99 gate; time from the gate tripping to the fleet back on `current`.
+
+    The trip is seen as the rollout leaving `in_progress` (polled every 20 ms): the executor publishes the
+    restores in the same pass that records the failed gate.
+    """
+    heavy = push_and_build(api, MODEL, slow(), inputs_only())["version"]
+    urls = list(serving_urls(api).values())
+    gate = {"min_requests": 20, "max_p99_ratio": 3.0, "on_fail": "abort"}
+    times = []
+    for run in range(runs):
+        load = LoadGenerator(urls, MODEL, threads=1, rows=8).start()
+        try:
+            # The current version's latency under this load is the baseline the p99-ratio gate compares against.
+            wait_for(lambda load=load: len(load.answers) >= 90, timeout=60, what="load flowing on v1")
+            rollout_id = create(api, heavy, bake_s=2, gates=gate)
+            timed(lambda rid=rollout_id: api.get(f"/v1/rollouts/{rid}").json()["phase"] != "in_progress", 120)
+            phase = api.get(f"/v1/rollouts/{rollout_id}").json()["phase"]
+            if phase not in ("rolling_back", "rolled_back"):
+                raise RuntimeError(f"the gate did not trip: rollout {rollout_id} is {phase}")
+            try:
+                times.append(timed(lambda: fleet_serves(api, MODEL, current, DEVICE_IDS)))
+            except RuntimeError:
+                body = api.get(f"/v1/rollouts/{rollout_id}").json()
+                seen = {d: (v.get("reported") or {}).get("models") for d, v in devices(api).items()}
+                raise RuntimeError(f"fleet not back on v{current}: rollout {body} devices {seen}") from None
+            wait_phase(api, rollout_id, "rolled_back")
+        finally:
+            load.stop()
+        print(f"gate run {run + 1}: fleet back on v{current} {times[-1]:.3f} s after the gate tripped")
+    return times
+
+
 def per_device(counts: Counter[tuple[str, str]]) -> dict[str, float]:
     leaves = sorted({leaf for _, leaf in counts})
     return {leaf: sum(n for (d, lf), n in counts.items() if lf == leaf) / len(DEVICE_IDS) for leaf in leaves}
@@ -114,7 +151,8 @@ def per_device(counts: Counter[tuple[str, str]]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="operator-abort runs")
+    parser.add_argument("--gate-runs", type=int, default=3, help="latency-gate runs (each ~5 s under load)")
     args = parser.parse_args()
     if not mosquitto_available():
         print("skipped: the mosquitto and mosquitto_passwd binaries are needed (apt-get install mosquitto)")
@@ -168,6 +206,13 @@ def main() -> int:
             complete_s = time.monotonic() - start
             rollout_counts = counter.stop()
 
+            gate_to_fleet = gate_trips(api, v3, args.gate_runs)  # the fleet runs v3 now: that is what it returns to
+
+            print(f"\n3 agents, {args.gate_runs} runs: latency gate trips under load -> fleet reported back on v{v3}")
+            print(
+                f"  median {statistics.median(gate_to_fleet):.3f} s "
+                f"(min {min(gate_to_fleet):.3f}, max {max(gate_to_fleet):.3f})"
+            )
             print(f"\n3 agents, {args.runs} runs: abort -> fleet reported back on the previous version")
             print(f"  median {statistics.median(to_fleet):.3f} s (min {min(to_fleet):.3f}, max {max(to_fleet):.3f})")
             print(f"  abort -> phase rolled_back: median {statistics.median(to_phase):.3f} s")
