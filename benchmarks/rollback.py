@@ -35,7 +35,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.rollouts.fleet import (
-    ControlPlaneProcess,
     LoadGenerator,
     devices,
     fleet_serves,
@@ -43,7 +42,14 @@ from tests.integration.rollouts.fleet import (
     start_agents,
 )
 from tests.integration.rollouts.models import inputs_only, linear, push_and_build, slow
-from tests.support import CONTROL_PLANE_USER, Mosquitto, mosquitto_available, password_for, wait_for
+from tests.support import (
+    CONTROL_PLANE_USER,
+    ControlPlaneProcess,
+    Mosquitto,
+    mosquitto_available,
+    password_for,
+    wait_for,
+)
 
 MODEL = "bench-model"
 DEVICE_IDS = ("dev-1", "dev-2", "dev-3")

@@ -13,10 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+
+import httpx
 
 T = TypeVar("T")
 
@@ -145,3 +148,72 @@ def python_env() -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     return env
+
+
+EDGECTL = str(Path(sys.executable).parent / "edgectl")
+
+
+@dataclass
+class ControlPlaneProcess:
+    """`edgectl server` on `data_dir` and `port`; `kill()` is SIGKILL, `start()` again reuses both."""
+
+    broker: Mosquitto
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    public_url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    client_id: str = field(default_factory=lambda: f"cp-test-{uuid.uuid4().hex[:8]}")
+    extra_env: dict[str, str] = field(default_factory=dict)  # more EDGE_CP_* settings, e.g. BUILD_WORKERS=0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def env(self) -> dict[str, str]:
+        env = python_env() | {
+            "EDGE_CP_MQTT__HOST": self.broker.host,
+            "EDGE_CP_MQTT__PORT": str(self.broker.port),
+            "EDGE_CP_MQTT__USERNAME": CONTROL_PLANE_USER,
+            "EDGE_CP_MQTT__PASSWORD": password_for(CONTROL_PLANE_USER),
+            "EDGE_CP_MQTT__CLIENT_ID": self.client_id,
+        }
+        if self.public_url:
+            env["EDGE_CP_PUBLIC_URL"] = self.public_url
+        return env | self.extra_env
+
+    def start(self, timeout: float = 60) -> ControlPlaneProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [EDGECTL, "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env())
+        wait_for(self._healthy, timeout=timeout, what=f"edgectl server on {self.port}")
+        return self
+
+    def _healthy(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"edgectl server exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+        return bool(httpx.get(f"{self.url}/healthz", timeout=1).json().get("mqtt_connected"))
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, nothing is flushed that was not already committed."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)

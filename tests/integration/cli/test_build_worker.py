@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.cli.test_edgectl import EDGECTL, Server, _healthy, edgectl, ok_json, tiny_model
-from tests.support import CONTROL_PLANE_USER, Mosquitto, free_port, password_for, python_env, wait_for
+from tests.integration.cli.test_edgectl import Server, edgectl, ok_json, tiny_model
+from tests.support import EDGECTL, ControlPlaneProcess, Mosquitto, python_env
 
 pytestmark = pytest.mark.integration
 
@@ -21,36 +21,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def lone_server(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`edgectl server` with build_workers=0: only remote builders build."""
-    workdir = tmp_path_factory.mktemp("lone-server")
-    port = free_port()
-    env = python_env() | {
-        "EDGE_CP_MQTT__HOST": mosquitto.host,
-        "EDGE_CP_MQTT__PORT": str(mosquitto.port),
-        "EDGE_CP_MQTT__USERNAME": CONTROL_PLANE_USER,
-        "EDGE_CP_MQTT__PASSWORD": password_for(CONTROL_PLANE_USER),
-        "EDGE_CP_MQTT__CLIENT_ID": f"lone-test-{port}",
-        "EDGE_CP_BUILD_WORKERS": "0",
-    }
-    log = workdir / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [EDGECTL, "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(workdir / "data")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=workdir,
-        )
-    url = f"http://127.0.0.1:{port}"
+    data_dir = tmp_path_factory.mktemp("lone-server") / "data"
+    running = ControlPlaneProcess(mosquitto, data_dir, extra_env={"EDGE_CP_BUILD_WORKERS": "0"}).start()
     try:
-        wait_for(lambda: _healthy(url, proc, log), timeout=60, what="edgectl server to answer /healthz")
-        yield Server(url, log)
+        yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        running.stop()
 
 
 def test_a_build_worker_subprocess_builds_an_fp16_artifact(lone_server: Server, tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,56 +20,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.support import CONTROL_PLANE_USER, Mosquitto, free_port, password_for, python_env, wait_for
+from tests.support import EDGECTL, ControlPlaneProcess, Mosquitto, free_port, password_for, python_env, wait_for
 
 pytestmark = pytest.mark.integration
 
-EDGECTL = str(Path(sys.executable).parent / "edgectl")
 
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    log: Path
+Server = ControlPlaneProcess  # what every test here talks to: a real `edgectl server` process
 
 
 @pytest.fixture(scope="module")
 def server(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    workdir = tmp_path_factory.mktemp("edgectl-server")
-    port = free_port()
-    env = python_env() | {
-        "EDGE_CP_MQTT__HOST": mosquitto.host,
-        "EDGE_CP_MQTT__PORT": str(mosquitto.port),
-        "EDGE_CP_MQTT__USERNAME": CONTROL_PLANE_USER,
-        "EDGE_CP_MQTT__PASSWORD": password_for(CONTROL_PLANE_USER),
-        "EDGE_CP_MQTT__CLIENT_ID": f"edgectl-test-{port}",
-    }
-    log = workdir / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [EDGECTL, "server", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(workdir / "data")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=workdir,
-        )
-    url = f"http://127.0.0.1:{port}"
+    running = ControlPlaneProcess(mosquitto, tmp_path_factory.mktemp("edgectl-server") / "data").start()
     try:
-        wait_for(lambda: _healthy(url, proc, log), timeout=60, what="edgectl server to answer /healthz")
-        yield Server(url, log)
+        yield running
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"edgectl server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-    return bool(httpx.get(f"{url}/healthz", timeout=1).json().get("mqtt_connected"))
+        running.stop()
 
 
 def edgectl(server: Server, *args: str, json_out: bool = False) -> subprocess.CompletedProcess[str]:

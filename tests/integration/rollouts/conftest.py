@@ -17,7 +17,6 @@ import pytest
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.rollouts.fleet import (
-    ControlPlaneProcess,
     CuttableProxy,
     agent_logs,
     devices,
@@ -26,7 +25,7 @@ from tests.integration.rollouts.fleet import (
     wait_phase,
 )
 from tests.integration.rollouts.models import inputs_only, linear, push_and_build
-from tests.support import Mosquitto, mosquitto_available, wait_for
+from tests.support import ControlPlaneProcess, Mosquitto, mosquitto_available, wait_for
 
 DEVICE_IDS = ("dev-1", "dev-2", "dev-3")
 

@@ -14,14 +14,9 @@ Every process here is ended by its own PID; nothing is found by name.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,78 +27,8 @@ import numpy as np
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.rollouts.models import FEATURES
-from tests.support import CONTROL_PLANE_USER, Mosquitto, free_port, password_for, python_env, wait_for
+from tests.support import Mosquitto, free_port, password_for, wait_for
 from tests.unit.agent.builders import write_config
-
-EDGECTL = str(Path(sys.executable).parent / "edgectl")
-
-
-@dataclass
-class ControlPlaneProcess:
-    """`edgectl server` on `data_dir` and `port`; `kill()` is SIGKILL, `start()` again reuses both."""
-
-    broker: Mosquitto
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    public_url: str | None = None
-    process: subprocess.Popen[bytes] | None = None
-    client_id: str = field(default_factory=lambda: f"cp-rollout-{uuid.uuid4().hex[:8]}")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.data_dir.parent / f"{self.data_dir.name}.log"
-
-    def env(self) -> dict[str, str]:
-        env = python_env() | {
-            "EDGE_CP_MQTT__HOST": self.broker.host,
-            "EDGE_CP_MQTT__PORT": str(self.broker.port),
-            "EDGE_CP_MQTT__USERNAME": CONTROL_PLANE_USER,
-            "EDGE_CP_MQTT__PASSWORD": password_for(CONTROL_PLANE_USER),
-            "EDGE_CP_MQTT__CLIENT_ID": self.client_id,
-        }
-        if self.public_url:
-            env["EDGE_CP_PUBLIC_URL"] = self.public_url
-        return env
-
-    def start(self, timeout: float = 60) -> ControlPlaneProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [EDGECTL, "server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env())
-        state = wait_for(self._healthy_or_exited, timeout=timeout, what=f"edgectl server on {self.port}")
-        if state == "exited":
-            raise AssertionError(f"edgectl server exited with {self.process.returncode}:\n{self.output()[-3000:]}")
-        return self
-
-    def _healthy_or_exited(self) -> str | None:
-        if self.process is not None and self.process.poll() is not None:
-            return "exited"
-        healthy = httpx.get(f"{self.url}/healthz", timeout=1).json().get("mqtt_connected")
-        return "healthy" if healthy else None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hook runs, nothing is flushed that was not already committed."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
 
 
 @dataclass(frozen=True)
