@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
@@ -23,19 +23,24 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+def _version_written_by_0001(conn: Connection) -> None:
+    """Model `old` with version 1, as schema 0001 stored them."""
+    conn.execute(text("INSERT INTO models (name, created_at) VALUES ('old', :t)"), {"t": NOW})
+    conn.execute(
+        text(
+            "INSERT INTO model_versions (model_name, version, created_at, source_sha256, source_size, inputs,"
+            " outputs, samples_sha256, sample_count, samples_synthesised, reference_outputs_computed, lineage,"
+            " metrics) VALUES ('old', 1, :t, :sha, 10, '[]', '[]', :sha, 1, 0, 0, '{}', '{}')"
+        ),
+        {"t": NOW, "sha": "a" * 64},
+    )
+
+
 def test_0002_migrates_existing_builds(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     migrate(engine, "0001")
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO models (name, created_at) VALUES ('old', :t)"), {"t": NOW})
-        conn.execute(
-            text(
-                "INSERT INTO model_versions (model_name, version, created_at, source_sha256, source_size, inputs,"
-                " outputs, samples_sha256, sample_count, samples_synthesised, reference_outputs_computed, lineage,"
-                " metrics) VALUES ('old', 1, :t, :sha, 10, '[]', '[]', :sha, 1, 0, 0, '{}', '{}')"
-            ),
-            {"t": NOW, "sha": "a" * 64},
-        )
+        _version_written_by_0001(conn)
         conn.execute(
             text(
                 "INSERT INTO builds (id, version_id, model_name, version, target, precision, artifact_kind, status,"
@@ -64,15 +69,7 @@ def test_0002_migrates_existing_builds(tmp_path: Path) -> None:
 
 def _rollout_written_by_0001(engine: object, phase: str, device_status: str) -> None:
     with engine.begin() as conn:  # type: ignore[attr-defined]
-        conn.execute(text("INSERT INTO models (name, created_at) VALUES ('old', :t)"), {"t": NOW})
-        conn.execute(
-            text(
-                "INSERT INTO model_versions (model_name, version, created_at, source_sha256, source_size, inputs,"
-                " outputs, samples_sha256, sample_count, samples_synthesised, reference_outputs_computed, lineage,"
-                " metrics) VALUES ('old', 1, :t, :sha, 10, '[]', '[]', :sha, 1, 0, 0, '{}', '{}')"
-            ),
-            {"t": NOW, "sha": "a" * 64},
-        )
+        _version_written_by_0001(conn)
         conn.execute(
             text(
                 "INSERT INTO builds (id, version_id, model_name, version, target, precision, artifact_kind, status,"
