@@ -312,13 +312,7 @@ class BuildQueueService:
         version = self._version(build)
         options = {k: v for k, v in build.options.items() if k != "calibration_sha256"}
         return {
-            "build_id": build.id,
-            "key": build.key,
-            "model": build.model,
-            "version": build.version,
-            "target": build.target,
-            "kind": build.artifact_kind,
-            "precision": build.precision,
+            **_identity(build),
             "compute_capability": build.compute_capability,
             "tensorrt_version": build.tensorrt_version,
             "options": options,
@@ -342,13 +336,7 @@ class BuildQueueService:
     ) -> dict[str, Any]:
         builder = self._builder(build.builder_id)
         return {
-            "build_id": build.id,
-            "key": build.key,
-            "model": build.model,
-            "version": build.version,
-            "target": build.target,
-            "kind": build.artifact_kind,
-            "precision": build.precision,
+            **_identity(build),
             "artifact": {"sha256": sha, "size": size},
             "hardware_key": dict(hardware_key),
             "toolchain": {str(k): v for k, v in _mapping(report.get("toolchain")).items()},
@@ -362,6 +350,19 @@ class BuildQueueService:
 
     def _builder(self, builder_id: str | None) -> BuilderRecord | None:
         return next((b for b in self._store.list_builders() if b.builder_id == builder_id), None)
+
+
+def _identity(build: Build) -> dict[str, Any]:
+    """What names a build, in its BuildTask and in its manifest alike."""
+    return {
+        "build_id": build.id,
+        "key": build.key,
+        "model": build.model,
+        "version": build.version,
+        "target": build.target,
+        "kind": build.artifact_kind,
+        "precision": build.precision,
+    }
 
 
 def _reset_changes() -> dict[str, Any]:
