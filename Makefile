@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: this is the CPU build; an open range would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[cpu,train,dev]'
+	$(PY) -m pip install -q -e '.[cpu,train,dev,ansible]'
 	touch $(STAMP)
 
 demo: $(STAMP)

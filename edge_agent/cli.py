@@ -78,6 +78,8 @@ def apply(
     """Apply a desired state once (the Ansible push channel): same verification and apply path as the daemon.
 
     Exit 0 when applied or already applied; 1 when refused or failed (reason printed); 2 for unusable input.
+    `--json` prints {ok, changed, generation, reason, reported}: `reported` is the ReportedState the agent would
+    publish over MQTT, which the control plane stores for devices on the Ansible channel.
     """
     settings = _config(config)
     _logging("warning")
@@ -99,15 +101,19 @@ def apply(
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from exc
-    changed = result.ok and result.outcome.value == "apply"
-    summary = {"ok": result.ok, "changed": changed, "generation": result.generation, "reason": result.reason}
+    # A generation that failed before is skipped by the agent (ok, nothing to do) but is still not applied: for
+    # a push it is a failure, so that re-running a playbook with a refused document fails the host again.
+    ok = result.ok and core.state.applied_generation >= result.generation
+    changed = ok and result.outcome.value == "apply"
     if as_json:
-        typer.echo(json.dumps(summary))
-    elif result.ok:
+        reported = core.reported(from_journal=True).model_dump(mode="json")
+        summary = {"ok": ok, "changed": changed, "generation": result.generation, "reason": result.reason}
+        typer.echo(json.dumps({**summary, "reported": reported}))
+    elif ok:
         typer.echo(f"generation {result.generation}: " + ("applied" if changed else f"unchanged ({result.reason})"))
     else:
         typer.echo(f"generation {result.generation} not applied: {result.reason}", err=True)
-    raise typer.Exit(0 if result.ok else EXIT_FAILED)
+    raise typer.Exit(0 if ok else EXIT_FAILED)
 
 
 @app.command()

@@ -35,6 +35,11 @@ class MqttProtocol(str, Enum):
 class MqttSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    enabled: bool = Field(
+        default=True,
+        description="Connect to a broker. false for sites without one: the agent serves what `edge-agent apply` "
+        "(the Ansible push channel) installs, and reports through the playbook's results.",
+    )
     host: str = Field(default="127.0.0.1", description="MQTT broker host name or address.")
     port: int = Field(default=1883, ge=1, le=65535, description="MQTT broker port.")
     username: str | None = Field(default=None, description="MQTT user name (normally the device id).")

@@ -192,7 +192,10 @@ class Daemon:
         if resume is not None:
             self.worker.submit(resume)
         self.worker.start()
-        self.link.start()
+        if self.config.mqtt.enabled:
+            self.link.start()
+        else:
+            log.info("mqtt.enabled is false: serving and applying only what `edge-agent apply` installs")
         threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True).start()
         if self.builder is not None:
             self.builder.start()

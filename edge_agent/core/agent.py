@@ -465,9 +465,13 @@ class AgentCore:
 
     # -- reporting -----------------------------------------------------------------------------------------
 
-    def reported(self) -> ReportedState:
+    def reported(self, from_journal: bool = False) -> ReportedState:
+        """What this agent serves. `from_journal`: for a one-shot process (`edge-agent apply`) that did not load
+        every model itself, a model the journal holds as active counts as serving (the daemon serves it)."""
         state, served = self._state, self.table.current().models
-        models = [self._model_status(record, served.get(name), state) for name, record in state.active.items()]
+        models = [
+            self._model_status(record, served.get(name), state, from_journal) for name, record in state.active.items()
+        ]
         return ReportedState(
             device_id=self.identity.device_id,
             agent_version=self.identity.agent_version,
@@ -481,15 +485,18 @@ class AgentCore:
         )
 
     @staticmethod
-    def _model_status(record: SlotRecord, served: ServedModel | None, state: JournalState) -> ModelStatus:
-        running = served is not None and served.active.version == record.version
+    def _model_status(
+        record: SlotRecord, served: ServedModel | None, state: JournalState, from_journal: bool
+    ) -> ModelStatus:
+        loaded = served is not None and served.active.version == record.version
+        running = loaded or (from_journal and served is None)
         previous = state.previous.get(record.name)
         return ModelStatus(
             name=record.name,
             version=record.version,
             build_id=record.build_id,
             active_slot=record.slot,
-            provider=served.active.runner.provider if served is not None and running else (record.provider or "none"),
+            provider=served.active.runner.provider if served is not None and loaded else (record.provider or "none"),
             health=ModelHealth.SERVING if running else ModelHealth.FAILED,
             previous_version=previous.version if previous else None,
             artifact_kind=record.artifact_kind,

@@ -75,8 +75,20 @@ def test_apply_status_and_idempotent_rerun(tmp_path, signer):
     status = runner.invoke(app, ["status", "--config", str(config)])
 
     assert first.exit_code == 0, first.output
-    assert json.loads(first.output) == {"ok": True, "changed": True, "generation": 1, "reason": ""}
-    assert again.exit_code == 0 and json.loads(again.output)["changed"] is False
+    outcome = json.loads(first.output)
+    assert {k: outcome[k] for k in ("ok", "changed", "generation", "reason")} == {
+        "ok": True,
+        "changed": True,
+        "generation": 1,
+        "reason": "",
+    }
+    # the report the control plane stores for an Ansible device: the model serves (the daemon loads it), even in
+    # the second, one-shot process that did not load it itself
+    rerun = json.loads(again.output)
+    assert again.exit_code == 0 and rerun["changed"] is False
+    for report in (outcome["reported"], rerun["reported"]):
+        assert report["applied_generation"] == 1 and report["channel"] == "ansible"
+        assert [(m["name"], m["version"], m["health"]) for m in report["models"]] == [("lin", 1, "serving")]
     assert "applied generation: 1" in status.output and "model lin: v1 build b1 (onnx)" in status.output
 
 
@@ -122,6 +134,9 @@ def test_apply_refuses_with_a_reason(tmp_path, signer):
     assert refused.exit_code == 1 and "pins key" in refused.output
     assert unusable.exit_code == 2 and "cannot use desired-state file" in unusable.output
     assert failed.exit_code == 1 and "self-test failed" in failed.output
+    again = json.loads(runner.invoke(app, ["apply", "--desired", str(bad_model), "--config", str(config), "--json"]).output)
+    last = again["reported"]["last_apply"]
+    assert again["ok"] is False and last["generation"] == 2 and last["phase"] == "failed"
 
 
 def test_apply_waits_for_the_lock(tmp_path, signer):
