@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	cd playbooks && PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(VENV))/bin/ansible-lint --offline --profile production
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

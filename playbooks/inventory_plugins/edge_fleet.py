@@ -1,0 +1,164 @@
+"""Ansible inventory plugin `edge_fleet`: the fleet as the control plane knows it (GET /v1/devices).
+
+Hosts are device ids; groups come from GPU class, site, labels and channel; host variables carry the enrolled
+connection and what the device reported (docs/ansible.md, "The fleet inventory"). It only reads: it never changes
+a device, and it never invents a connection the device was not enrolled with.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import urlencode, urlparse
+
+from ansible.errors import AnsibleParserError
+from ansible.module_utils.urls import open_url
+from ansible.plugins.inventory import BaseInventoryPlugin
+
+DOCUMENTATION = r"""
+name: edge_fleet
+short_description: Edge devices enrolled with the edge-orchestrator control plane
+description:
+  - Reads C(GET {url}/v1/devices) and makes one host per device.
+  - "Groups: C(gpu_<class>), C(site_<site>), C(label_<key>_<value>), C(channel_<channel>); characters outside
+    [A-Za-z0-9_] become C(_)."
+  - "Host variables: the enrolled connection (ansible_host, ansible_port, ansible_user, ansible_connection,
+    ansible_python_interpreter), edge_gpu_class, edge_labels, edge_channel, edge_presence, edge_hardware and
+    edge_models (name, version, health)."
+options:
+  plugin:
+    description: Marks this file as an edge_fleet inventory source.
+    required: true
+    choices: [edge_fleet]
+  url:
+    description: Base URL of the control plane's REST API.
+    required: true
+    env:
+      - name: EDGE_FLEET_URL
+  token:
+    description: Bearer token for the control plane.
+    env:
+      - name: EDGE_FLEET_TOKEN
+  selector:
+    description: Only the devices this selector picks (k=v,k2=v2,gpu_class=C).
+  channel:
+    description: Only devices on this channel (mqtt or ansible).
+  timeout:
+    description: Seconds to wait for the control plane.
+    type: float
+    default: 30
+  validate_certs:
+    description: Verify the control plane's TLS certificate.
+    type: bool
+    default: true
+"""
+
+EXAMPLES = r"""
+# fleet.yml
+plugin: edge_fleet
+url: http://127.0.0.1:8000
+selector: site=factory-a
+channel: ansible
+"""
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_CONNECTION_VARS = {
+    "host": "ansible_host",
+    "port": "ansible_port",
+    "user": "ansible_user",
+    "connection": "ansible_connection",
+    "python": "ansible_python_interpreter",
+}
+
+
+def group_name(*parts: str) -> str:
+    return _UNSAFE.sub("_", "_".join(parts))
+
+
+def device_groups(device: dict[str, Any]) -> list[str]:
+    """The groups one device belongs to."""
+    labels = device.get("labels") or {}
+    groups = []
+    if device.get("gpu_class"):
+        groups.append(group_name("gpu", device["gpu_class"]))
+    if labels.get("site"):
+        groups.append(group_name("site", labels["site"]))
+    groups += [group_name("label", key, value) for key, value in sorted(labels.items())]
+    if device.get("channel"):
+        groups.append(group_name("channel", device["channel"]))
+    return groups
+
+
+def device_vars(device: dict[str, Any]) -> dict[str, Any]:
+    """The host variables of one device."""
+    reported = device.get("reported") or {}
+    out: dict[str, Any] = {
+        "edge_gpu_class": device.get("gpu_class"),
+        "edge_labels": device.get("labels") or {},
+        "edge_channel": device.get("channel"),
+        "edge_presence": device.get("presence"),
+        "edge_hardware": device.get("hardware"),
+        "edge_models": [
+            {"name": m.get("name"), "version": m.get("version"), "health": m.get("health")}
+            for m in reported.get("models") or []
+        ],
+    }
+    for field, var in _CONNECTION_VARS.items():
+        value = (device.get("ansible") or {}).get(field)
+        if value is not None:
+            out[var] = value
+    return out
+
+
+class InventoryModule(BaseInventoryPlugin):
+    NAME = "edge_fleet"
+
+    def verify_file(self, path: str) -> bool:
+        return super().verify_file(path) and path.endswith((".yml", ".yaml"))
+
+    def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        for device in self._fetch():
+            self._add_device(device)
+
+    def _devices_url(self) -> str:
+        base = str(self.get_option("url") or "").rstrip("/")
+        parsed = urlparse(base)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise AnsibleParserError(f"edge_fleet: url must be an http(s) URL of the control plane, not {base!r}")
+        query = {key: self.get_option(key) for key in ("selector",) if self.get_option(key)}
+        return f"{base}/v1/devices" + (f"?{urlencode(query)}" if query else "")
+
+    def _fetch(self) -> list[dict[str, Any]]:
+        url = self._devices_url()
+        headers = {"Accept": "application/json"}
+        if self.get_option("token"):
+            headers["Authorization"] = f"Bearer {self.get_option('token')}"
+        try:
+            response = open_url(
+                url,
+                headers=headers,
+                timeout=self.get_option("timeout"),
+                validate_certs=self.get_option("validate_certs"),
+            )
+            body = response.read()
+        except Exception as exc:  # urllib, socket and SSL errors alike: all mean "cannot read the fleet"
+            raise AnsibleParserError(f"edge_fleet: cannot read the fleet from {url}: {exc}") from exc
+        try:
+            devices = json.loads(body)
+        except ValueError as exc:
+            raise AnsibleParserError(f"edge_fleet: {url} did not answer JSON: {exc}") from exc
+        if not isinstance(devices, list) or not all(isinstance(d, dict) and d.get("id") for d in devices):
+            raise AnsibleParserError(f"edge_fleet: {url} did not answer a list of devices")
+        channel = self.get_option("channel")
+        return [d for d in devices if not channel or d.get("channel") == channel]
+
+    def _add_device(self, device: dict[str, Any]) -> None:
+        host = self.inventory.add_host(str(device["id"]))
+        for group in device_groups(device):
+            self.inventory.add_group(group)
+            self.inventory.add_child(group, host)
+        for key, value in device_vars(device).items():
+            self.inventory.set_variable(host, key, value)

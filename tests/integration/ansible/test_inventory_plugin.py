@@ -1,0 +1,156 @@
+"""The `edge_fleet` inventory plugin against a real control plane (`edgectl server` with real Mosquitto): devices
+known from their MQTT reports and from enrollment show up in `ansible-inventory --graph` / `--list` with the groups
+and host variables of docs/ansible.md; a wrong URL is a clear error and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_agent.protocol import MessageKind, seal
+from tests.integration.ansible.playbook_support import BIN, PLAYBOOKS, ansible_env
+from tests.integration.control_plane.helpers import reported
+from tests.support import ControlPlaneProcess, Mosquitto, free_port, password_for, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def control_plane(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
+    server = ControlPlaneProcess(broker=mosquitto, data_dir=tmp_path_factory.mktemp("cp-inventory") / "data")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def report_over_mqtt(broker: Mosquitto, device_id: str, labels: dict[str, str], gpu_class: str) -> None:
+    """Publish a device's retained ReportedState as its agent would (logged in as the device)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"inv-{device_id}-{uuid.uuid4().hex[:6]}")
+    client.username_pw_set(device_id, password_for(device_id))
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    try:
+        state = reported(device_id, applied=1, labels=labels, gpu_class=gpu_class, models=(("lin", 3),))
+        payload = seal(MessageKind.REPORTED, device_id, state, datetime.now(UTC))
+        client.publish(f"edge/devices/{device_id}/reported", payload, qos=1, retain=True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(control_plane: ControlPlaneProcess, mosquitto: Mosquitto) -> ControlPlaneProcess:
+    report_over_mqtt(mosquitto, "dev-7", {"site": "factory-a", "line": "2"}, "jetson-orin")
+    with control_plane.client() as api:
+        enrolled = api.put(
+            "/v1/devices/edge-push-1/enrollment",
+            json={
+                "channel": "ansible",
+                "labels": {"site": "site.b"},
+                "gpu_class": "cpu-x86_64",
+                "ansible": {"host": "10.0.0.5", "port": 2222, "user": "edge", "python": "/usr/bin/python3"},
+            },
+        )
+        assert enrolled.status_code == 200, enrolled.text
+        wait_for(lambda: "dev-7" in {d["id"] for d in api.get("/v1/devices").json()}, what="dev-7 known")
+    return control_plane
+
+
+def inventory(tmp_path: Path, url: str, **options: str) -> Path:
+    path = tmp_path / "fleet.yml"
+    path.write_text(json.dumps({"plugin": "edge_fleet", "url": url, **options}))
+    return path
+
+
+def ansible_inventory(source: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "ansible-inventory"), "-i", str(source), *args],
+        cwd=PLAYBOOKS,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def listed(source: Path) -> dict[str, Any]:
+    done = ansible_inventory(source, "--list")
+    assert done.returncode == 0, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout, object_hook=trusted)
+    return data
+
+
+def trusted(value: dict[str, Any]) -> Any:
+    """ansible-inventory marks strings from the control plane as untrusted (never templated): unwrap them."""
+    return value["__ansible_unsafe"] if set(value) == {"__ansible_unsafe"} else value
+
+
+def test_graph_groups_devices_by_gpu_class_site_label_and_channel(fleet: ControlPlaneProcess, tmp_path: Path) -> None:
+    done = ansible_inventory(inventory(tmp_path, fleet.url), "--graph")
+    assert done.returncode == 0, done.stderr
+    graph = done.stdout
+    for group in ("@gpu_jetson_orin", "@site_factory_a", "@label_line_2", "@channel_mqtt", "@site_site_b"):
+        assert group in graph, graph
+    data = listed(inventory(tmp_path, fleet.url))
+    assert data["gpu_jetson_orin"]["hosts"] == ["dev-7"]
+    assert data["label_site_factory_a"]["hosts"] == ["dev-7"]
+    assert data["channel_ansible"]["hosts"] == ["edge-push-1"]
+    assert data["gpu_cpu_x86_64"]["hosts"] == ["edge-push-1"]
+
+
+def test_host_variables_carry_the_enrolled_connection_and_the_reported_state(
+    fleet: ControlPlaneProcess, tmp_path: Path
+) -> None:
+    hostvars = listed(inventory(tmp_path, fleet.url))["_meta"]["hostvars"]
+    pushed = hostvars["edge-push-1"]
+    assert pushed["ansible_host"] == "10.0.0.5"
+    assert pushed["ansible_port"] == 2222
+    assert pushed["ansible_user"] == "edge"
+    assert pushed["ansible_python_interpreter"] == "/usr/bin/python3"
+    assert pushed["ansible_connection"] == "ssh"
+    assert pushed["edge_channel"] == "ansible"
+    reporting = hostvars["dev-7"]
+    assert reporting["edge_gpu_class"] == "jetson-orin"
+    assert reporting["edge_labels"] == {"site": "factory-a", "line": "2"}
+    assert reporting["edge_presence"] in ("online", "offline", "unknown")
+    assert reporting["edge_hardware"]["gpu_class"] == "jetson-orin"
+    assert reporting["edge_models"] == [{"name": "lin", "version": 3, "health": "serving"}]
+    assert "ansible_host" not in reporting  # never enrolled with a connection: none invented
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param({"selector": "site=factory-a"}, {"dev-7"}, id="selector"),
+        pytest.param({"channel": "ansible"}, {"edge-push-1"}, id="channel"),
+    ],
+)
+def test_selector_and_channel_narrow_the_fleet(
+    fleet: ControlPlaneProcess, tmp_path: Path, options: dict[str, str], expected: set[str]
+) -> None:
+    hosts = set(listed(inventory(tmp_path, fleet.url, **options))["_meta"]["hostvars"])
+    assert hosts == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param(f"http://127.0.0.1:{free_port()}", "cannot read the fleet", id="unreachable"),
+        pytest.param("ftp://example.invalid", "must be an http(s) URL", id="bad-url"),
+    ],
+)
+def test_a_wrong_url_is_a_clear_error(tmp_path: Path, url: str, message: str) -> None:
+    done = ansible_inventory(inventory(tmp_path, url), "--list")
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
