@@ -45,6 +45,36 @@ class MqttSettings(BaseModel):
     tls_ca_file: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on.")
 
 
+def _repository_playbooks() -> Path:
+    """The repository's `playbooks/` (next to the `control_plane` package)."""
+    return Path(__file__).resolve().parents[1] / "playbooks"
+
+
+class AnsibleSettings(BaseModel):
+    playbooks_dir: Path = Field(
+        default_factory=_repository_playbooks,
+        description="Directory of the playbooks the control plane runs (provision.yml, deploy_model.yml, ...); "
+        "nothing outside it is ever run. Default: the repository's playbooks/.",
+    )
+    private_key_file: Path | None = Field(
+        default=None, description="SSH private key Ansible logs in with (ANSIBLE_PRIVATE_KEY_FILE)."
+    )
+    ssh_args: str | None = Field(
+        default=None, description="Extra ssh options for every connection (ANSIBLE_SSH_ARGS), e.g. -o ProxyJump=..."
+    )
+    forks: int = Field(default=10, ge=1, le=500, description="Hosts one playbook run works on in parallel.")
+    workers: int = Field(default=2, ge=1, le=64, description="Playbook runs at the same time; later ones queue.")
+    keep_runs: int = Field(
+        default=50, ge=1, le=100_000, description="Run directories kept under data_dir/playbook-runs (newest)."
+    )
+    timeout_s: int = Field(
+        default=3600, ge=1, le=7 * 24 * 3600, description="A playbook run is stopped (failed) after this many seconds."
+    )
+    vars: dict[str, Any] = Field(
+        default_factory=dict, description="Inventory variables for every host (e.g. edge_control_plane_url)."
+    )
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_CP_", env_nested_delimiter="__", extra="forbid")
 
@@ -64,6 +94,7 @@ class ServerSettings(BaseSettings):
         default=None, description="ed25519 private key (PEM). Default: data_dir/signing_key.pem, created if absent."
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    ansible: AnsibleSettings = Field(default_factory=AnsibleSettings)
     max_upload_bytes: int = Field(
         default=2 * 1024**3, gt=0, description="Largest model or samples file accepted by an upload (bytes)."
     )
@@ -105,6 +136,10 @@ class ServerSettings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def playbook_runs_dir(self) -> Path:
+        return self.data_dir / "playbook-runs"
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> ServerSettings:

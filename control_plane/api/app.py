@@ -14,7 +14,17 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.container import start_runtime
 from control_plane.api.errors import install_error_handlers
-from control_plane.api.routes import builders, builds, devices, models, rollout_events, rollouts, system, training
+from control_plane.api.routes import (
+    builders,
+    builds,
+    devices,
+    models,
+    playbook_runs,
+    rollout_events,
+    rollouts,
+    system,
+    training,
+)
 from control_plane.settings import ServerSettings
 
 
@@ -35,6 +45,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (system, models, builds, builders, devices, rollouts, rollout_events, training):
+    for module in (system, models, builds, builders, devices, rollouts, rollout_events, training, playbook_runs):
         app.include_router(module.router)
     return app

@@ -14,20 +14,24 @@ from control_plane.adapters.artifacts import ArtifactStore
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
+from control_plane.adapters.db.playbook_run_repository import PlaybookRunRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.db.rollout_repository import RolloutRepository
 from control_plane.adapters.mqtt import MqttLink
+from control_plane.adapters.playbook_runner import PlaybookRunner
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.adapters.training_local import LocalTrainingBackend
+from control_plane.services.ansible_push import AnsiblePush
 from control_plane.services.build_queue import BuildQueueService, QueueSettings
 from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
 from control_plane.services.local_builder import InProcessBuilders, in_process_ids
+from control_plane.services.playbook_runs import PlaybookRunService
 from control_plane.services.registry import RegistryService
 from control_plane.services.rollout_executor import RolloutExecutor
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
-from control_plane.settings import ServerSettings
+from control_plane.settings import AnsibleSettings, ServerSettings
 from edge_agent.protocol import Signer, Topics
 from model_builds.capabilities import BuilderInfo, detect_builder
 from model_builds.catalog import load_catalog
@@ -53,10 +57,12 @@ class Runtime:
     training: TrainingService
     link: MqttLink
     dispose_database: Callable[[], None]
+    playbook_runs: PlaybookRunService
 
     def close(self) -> None:
         self.builders.stop()
         self.executor.stop()
+        self.playbook_runs.shutdown()
         self.link.stop()
         self.training.shutdown()
         self.dispose_database()
@@ -95,12 +101,27 @@ def start_runtime(
     builders = InProcessBuilders(
         build_queue, artifacts, settings.data_dir / "build-work", builder_info(), settings.build_workers
     )
-    fleet = FleetService(fleet_repo, topics, clock, timedelta(seconds=settings.device_offline_after_s))
+    rollout_repo = RolloutRepository(engine)
+    fleet = FleetService(
+        fleet_repo, topics, clock, timedelta(seconds=settings.device_offline_after_s), rollouts=rollout_repo
+    )
     link = MqttLink(settings.mqtt, on_message=fleet.handle_message)
     offline_after = timedelta(seconds=settings.device_offline_after_s)
+    playbook_runs = PlaybookRunService(
+        PlaybookRunRepository(engine),
+        fleet_repo,
+        PlaybookRunner(_ansible_settings(settings, signer), settings.playbook_runs_dir, clock),
+        clock,
+        settings.ansible.workers,
+    )
+    # Devices on the Ansible channel get their desired states by deploy_model.yml; the push wakes the executor
+    # when a run ends (the executor exists below; the push is only called once it runs).
+    push = AnsiblePush(
+        playbook_runs, fleet_repo, artifacts, settings.data_dir / "push-bundles", clock, lambda: executor.wake()
+    )
     rollouts = RolloutService(
         fleet_repo,
-        RolloutRepository(engine),
+        rollout_repo,
         registry_repo,
         build_repo,
         artifacts,
@@ -111,11 +132,17 @@ def start_runtime(
         clock,
         settings.base_url,
         offline_after,
+        push,
     )
     link.set_connected_hook(rollouts.republish_all)
-    # The executor runs rollouts on (and only on) its own thread; reports and telemetry wake it.
+    # The executor runs rollouts on (and only on) its own thread; reports, telemetry and push results wake it.
     executor = RolloutExecutor(rollouts)
     fleet.on_report(executor.wake)
+    playbook_runs.on_report(executor.wake)
+    interrupted = playbook_runs.recover()
+    if interrupted:
+        log.warning("marked %d playbook run(s) failed: %s", len(interrupted), "control plane restarted during the run")
+    push.recover(interrupted)
     training = TrainingService(
         registry_repo, registry, LocalTrainingBackend(), clock, settings.data_dir / "jobs", settings.training_workers
     )
@@ -138,4 +165,12 @@ def start_runtime(
         training,
         link,
         engine.dispose,
+        playbook_runs,
     )
+
+
+def _ansible_settings(settings: ServerSettings, signer: Signer) -> AnsibleSettings:
+    """Every playbook run knows where the control plane is and which key it signs with (provision.yml writes the
+    key into agent.yaml); `ansible.vars` may override both."""
+    defaults = {"edge_control_plane_url": settings.base_url, "edge_control_plane_public_key": signer.public_key_b64}
+    return settings.ansible.model_copy(update={"vars": defaults | settings.ansible.vars})

@@ -10,6 +10,7 @@ from control_plane.api.container import Runtime
 from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
+from control_plane.services.playbook_runs import PlaybookRunService
 from control_plane.services.registry import RegistryService
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
@@ -40,6 +41,10 @@ def _rollouts(request: Request) -> RolloutService:
     return get_runtime(request).rollouts
 
 
+def _playbook_runs(request: Request) -> PlaybookRunService:
+    return get_runtime(request).playbook_runs
+
+
 def _training(request: Request) -> TrainingService:
     return get_runtime(request).training
 
@@ -51,3 +56,4 @@ BuildQueueDep = Annotated[BuildQueueService, Depends(_build_queue)]
 FleetDep = Annotated[FleetService, Depends(_fleet)]
 RolloutsDep = Annotated[RolloutService, Depends(_rollouts)]
 TrainingDep = Annotated[TrainingService, Depends(_training)]
+PlaybookRunsDep = Annotated[PlaybookRunService, Depends(_playbook_runs)]

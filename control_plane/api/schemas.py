@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from control_plane.domain.builds import BuildView
-from control_plane.domain.fleet import DeviceEventRecord, DeviceView, Presence
+from control_plane.domain.fleet import DeliveryFailure, DeviceEventRecord, DeviceView, Presence
+from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.registry import BuilderRecord, BuildStatus, Model, ModelVersion, TensorInfo
 from control_plane.domain.rollout_plan import (
     DeviceStatus,
@@ -24,7 +25,7 @@ from control_plane.domain.rollout_spec import RolloutRequest, SelectorIn, Strate
 from control_plane.domain.telemetry import ModelWindow
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
 from edge_agent.protocol import HardwareFacts, ReportedState
-from edge_agent.protocol.messages import Name, Sha256
+from edge_agent.protocol.messages import LabelKey, LabelValue, Name, Sha256
 from model_builds.catalog import TargetSpec
 from model_builds.planner import Skipped
 
@@ -267,6 +268,49 @@ class BuilderOut(_Out):
         )
 
 
+class AnsibleConnectionIO(BaseModel):
+    """How Ansible reaches the device: its inventory variables (ansible_host, _port, _user, _connection,
+    ansible_python_interpreter)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str | None = Field(
+        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:%\[\]-]+$", description="Default: the id."
+    )
+    port: int | None = Field(default=None, ge=1, le=65535)
+    user: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
+    connection: Literal["ssh", "local"] = "ssh"
+    python: str | None = Field(default=None, min_length=1, max_length=1024, pattern=r"^[^\s;|&$`]+$")
+
+    def to_domain(self) -> AnsibleConnection:
+        return AnsibleConnection(self.host, self.port, self.user, self.connection, self.python)
+
+    @classmethod
+    def of(cls, c: AnsibleConnection) -> AnsibleConnectionIO:
+        connection: Literal["ssh", "local"] = "local" if c.connection == "local" else "ssh"
+        return cls(host=c.host, port=c.port, user=c.user, connection=connection, python=c.python)
+
+
+class EnrollmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Literal["mqtt", "ansible"] = "ansible"
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
+    gpu_class: Name | None = Field(default=None, description="Default: the class of `hardware`, when given.")
+    hardware: HardwareFacts | None = None
+    ansible: AnsibleConnectionIO | None = Field(default=None, description="Default on the Ansible channel: ssh to ID.")
+
+
+class DeliveryFailureOut(_Out):
+    generation: int
+    reason: str
+    at: datetime
+
+    @classmethod
+    def of(cls, f: DeliveryFailure) -> DeliveryFailureOut:
+        return cls(generation=f.generation, reason=f.reason, at=f.at)
+
+
 class DeviceOut(_Out):
     id: str
     presence: Presence
@@ -280,6 +324,8 @@ class DeviceOut(_Out):
     telemetry: list[TelemetryWindowOut] = Field(
         default_factory=list, description="Recent telemetry windows per model version, newest first."
     )
+    ansible: AnsibleConnectionIO | None = None
+    delivery_failure: DeliveryFailureOut | None = None
 
     @classmethod
     def of(cls, view: DeviceView) -> DeviceOut:
@@ -295,6 +341,8 @@ class DeviceOut(_Out):
             reported=d.reported,
             desired_generation=d.desired_generation,
             telemetry=[TelemetryWindowOut.of(w) for w in view.telemetry],
+            ansible=AnsibleConnectionIO.of(d.ansible) if d.ansible is not None else None,
+            delivery_failure=DeliveryFailureOut.of(d.delivery_failure) if d.delivery_failure is not None else None,
         )
 
 

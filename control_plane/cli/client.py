@@ -216,6 +216,24 @@ class ApiClient:
     def device_events(self, device_id: str, limit: int = 50) -> Any:
         return self.get(f"/v1/devices/{device_id}/events", limit=limit)
 
+    def enroll_device(self, device_id: str, body: dict[str, Any]) -> Any:
+        return self.request("PUT", f"/v1/devices/{device_id}/enrollment", json=body).json()
+
+    def forget_device(self, device_id: str) -> None:
+        self.request("DELETE", f"/v1/devices/{device_id}")
+
+    def create_playbook_run(self, body: dict[str, Any]) -> Any:
+        return self.post("/v1/playbook-runs", body)
+
+    def playbook_runs(self, limit: int = 50) -> Any:
+        return self.get("/v1/playbook-runs", limit=limit)
+
+    def playbook_run(self, run_id: str) -> Any:
+        return self.get(f"/v1/playbook-runs/{run_id}")
+
+    def cancel_playbook_run(self, run_id: str) -> Any:
+        return self.post(f"/v1/playbook-runs/{run_id}/cancel", {})
+
     def create_rollout(self, body: dict[str, Any]) -> Any:
         return self.post("/v1/rollouts", body)
 

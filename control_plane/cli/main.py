@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from control_plane.cli.client import DEFAULT_URL, CliError
-from control_plane.cli.commands import builders, builds, devices, info, models, rollouts, server, training
+from control_plane.cli.commands import builders, builds, devices, info, models, playbooks, rollouts, server, training
 from control_plane.cli.demo.command import demo
 from control_plane.cli.output import Output
 from control_plane.cli.state import CliState
@@ -64,6 +64,7 @@ builders.register(app)
 devices.register(app)
 rollouts.register(app)
 training.register(app)
+playbooks.register(app)
 app.command("demo")(demo)
 
 

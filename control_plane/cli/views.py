@@ -28,6 +28,10 @@ STATUS_STYLES = {
     "queued": "dim",
     "waiting_for_builder": "yellow",
     "unknown": "dim",
+    "changed": "yellow",
+    "unreachable": "red",
+    "cancelled": "red",
+    "skipped": "dim",
 }
 
 
@@ -324,6 +328,10 @@ def device_view(data: Any) -> RenderableType:
         ["id", "presence", "last_seen", "channel", "gpu_class", "labels", "serving", "fell back", "desired_generation"],
     )
     parts: list[RenderableType] = [main, record("hardware", data.get("hardware") or {})]
+    if data.get("ansible"):
+        parts.append(record("ansible connection", data["ansible"]))
+    if data.get("delivery_failure"):
+        parts.append(record("last failed delivery", data["delivery_failure"]))
     reported = data.get("reported")
     if reported:
         parts.append(record("reported", {k: v for k, v in reported.items() if k not in ("hardware", "models")}))
@@ -410,3 +418,47 @@ def training_job_view(data: Any) -> RenderableType:
     spec = record("spec", data.get("spec") or {})
     logs = Text(str(data.get("logs_tail") or "(no output yet)"))
     return Group(head, spec, Text("logs (tail):", style="bold"), logs)
+
+
+def playbook_runs_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(r.get("id")),
+            cell(r.get("playbook")),
+            status_text(r.get("status")),
+            cell(len(r.get("hosts") or [])),
+            cell(r.get("purpose")),
+            cell(r.get("created_at")),
+            cell(r.get("error")),
+        ]
+        for r in data
+    ]
+    return table(
+        "playbook runs (newest first)", ["id", "playbook", "status", "hosts", "purpose", "created", "error"], rows
+    )
+
+
+def playbook_run_view(data: Any) -> RenderableType:
+    main = record(
+        f"playbook run {data.get('id')}",
+        data,
+        ["id", "playbook", "status", "purpose", "selector", "extra_vars", "created_at", "started_at", "finished_at",
+         "rc", "error"],
+    )  # fmt: skip
+    rows: list[list[RenderableType]] = [
+        [cell(h.get("host")), status_text(h.get("status")), cell(h.get("message")), cell(_result_summary(h))]
+        for h in data.get("hosts") or []
+    ]
+    return Group(main, table("hosts", ["host", "status", "message", "result"], rows))
+
+
+def _result_summary(host: dict[str, Any]) -> str | None:
+    result = host.get("result")
+    if not isinstance(result, dict):
+        return None
+    parts = [f"{k}={result[k]}" for k in ("ok", "changed", "generation", "reason") if k in result]
+    if "reported" in result:
+        parts.append("reported state")
+    if "hardware" in result:
+        parts.append("hardware facts")
+    return ", ".join(parts) or None

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum
 
+from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.telemetry import ModelWindow
 from edge_agent.protocol import (
     DesiredState,
@@ -25,6 +26,16 @@ class Presence(str, Enum):
 
 
 @dataclass(frozen=True)
+class DeliveryFailure:
+    """A push (the Ansible channel) that did not reach the agent: unreachable host, failed copy, cancelled run.
+    The device reported nothing for that generation; the rollout counts it failed with this reason."""
+
+    generation: int
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Device:
     id: str
     created_at: datetime
@@ -38,6 +49,8 @@ class Device:
     desired_generation: int = 0
     desired: SignedDesiredState | None = None
     telemetry: Telemetry | None = None
+    ansible: AnsibleConnection | None = None  # set by enrollment; devices on the Ansible channel need it
+    delivery_failure: DeliveryFailure | None = None  # the latest push that did not reach the agent
 
     @property
     def desired_document(self) -> DesiredState | None:
@@ -59,10 +72,12 @@ class DeviceEventRecord:
 
 def presence(device: Device, now: datetime, offline_after: timedelta) -> Presence:
     """The status topic wins when the device (or its broker last will) ever published one; otherwise a device
-    is online while it keeps talking, offline once silent for `offline_after`, unknown if never heard from."""
+    is online while it keeps talking, offline once silent for `offline_after`, unknown if never heard from.
+    A device on the Ansible channel is online just after a playbook reached it, unknown otherwise."""
     if device.status is not None:
         return Presence.ONLINE if device.status is PresenceStatus.ONLINE else Presence.OFFLINE
-    if device.last_seen is None:
+    if device.last_seen is None or (device.channel == "ansible" and now - device.last_seen > offline_after):
+        # An Ansible device talks only when a playbook reaches it: silence says nothing about it.
         return Presence.UNKNOWN
     return Presence.ONLINE if now - device.last_seen <= offline_after else Presence.OFFLINE
 

@@ -160,6 +160,9 @@ class DeviceView:
     reported: ReportedState | None
     new_telemetry: TelemetryWindow | None = None
     old_telemetry: TelemetryWindow | None = None
+    # A push (the Ansible channel) that failed before the agent answered: (generation, reason). The agent reports
+    # nothing for that generation, so the failure is known only from the channel.
+    undelivered: tuple[int, str] | None = None
 
 
 FleetView = Mapping[str, DeviceView]
@@ -347,7 +350,7 @@ def _device_status(
     if track.status in (DeviceStatus.IN_PROGRESS, DeviceStatus.TIMED_OUT):
         if _serving(reported, track.generation, state.model, state.version):
             return replace(track, status=DeviceStatus.ACTIVATED, reason=None)
-        failure = _failed_apply(reported, track.generation)
+        failure = _failed_apply(reported, track.generation) or _undelivered(view, track.generation)
         if failure is not None:
             return replace(track, status=DeviceStatus.FAILED, reason=failure)
         if track.status is DeviceStatus.IN_PROGRESS and late:
@@ -356,7 +359,7 @@ def _device_status(
     elif track.status is DeviceStatus.RESTORING:
         if _restored(reported, track.generation, state.model, track.previous):
             return replace(track, status=DeviceStatus.RESTORED, reason=None)
-        failure = _failed_apply(reported, track.generation)
+        failure = _failed_apply(reported, track.generation) or _undelivered(view, track.generation)
         if failure is not None:
             return replace(track, status=DeviceStatus.RESTORE_FAILED, reason=failure)
         if late:
@@ -385,6 +388,12 @@ def _failed_apply(reported: ReportedState | None, generation: int) -> str | None
     last = reported.last_apply if reported is not None else None
     if last is not None and last.generation == generation and last.phase is ApplyPhase.FAILED:
         return last.reason or "the device reported a failed apply"
+    return None
+
+
+def _undelivered(view: DeviceView | None, generation: int) -> str | None:
+    if view is not None and view.undelivered is not None and view.undelivered[0] == generation:
+        return view.undelivered[1]
     return None
 
 

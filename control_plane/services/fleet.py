@@ -7,15 +7,17 @@ logged and dropped; it never raises out of `handle_message` and never stops late
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-from control_plane.domain.errors import InvalidInput, NotFound
+from control_plane.domain.errors import Conflict, InvalidInput, NotFound
 from control_plane.domain.fleet import DeviceEventRecord, DeviceView, presence
+from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.selectors import SelectorError, parse_selector
-from control_plane.services.ports import Clock, FleetStore
+from control_plane.services.ports import Clock, FleetStore, RolloutStore
 from edge_agent.protocol import (
     DeviceEvent,
+    HardwareFacts,
     MessageKind,
     Presence,
     ProtocolError,
@@ -24,6 +26,7 @@ from edge_agent.protocol import (
     Topics,
     open_envelope,
 )
+from edge_agent.protocol.topics import validate_device_id
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,16 @@ DeviceListener = Callable[[str], None]
 
 
 class FleetService:
-    def __init__(self, store: FleetStore, topics: Topics, clock: Clock, offline_after: timedelta) -> None:
+    def __init__(
+        self,
+        store: FleetStore,
+        topics: Topics,
+        clock: Clock,
+        offline_after: timedelta,
+        rollouts: RolloutStore | None = None,
+    ) -> None:
         self._store = store
+        self._rollouts = rollouts
         self._topics = topics
         self._clock = clock
         self._offline_after = offline_after
@@ -65,6 +76,39 @@ class FleetService:
     def list_events(self, device_id: str, limit: int) -> list[DeviceEventRecord]:
         self.get_device(device_id)
         return self._store.list_events(device_id, limit)
+
+    # -- enrollment ---------------------------------------------------------------------------------------------
+    def enroll(
+        self,
+        device_id: str,
+        channel: str = "ansible",
+        labels: Mapping[str, str] | None = None,
+        gpu_class: str | None = None,
+        hardware: HardwareFacts | None = None,
+        ansible: AnsibleConnection | None = None,
+    ) -> DeviceView:
+        """Create or update a device. On the Ansible channel it always has a connection (default: ssh to the
+        device id as host name); its GPU class comes from `hardware` when not given."""
+        try:
+            validate_device_id(device_id)
+        except ValueError as exc:
+            raise InvalidInput(f"device_id: {exc}") from exc
+        if channel not in ("mqtt", "ansible"):
+            raise InvalidInput(f"channel: must be mqtt or ansible, not {channel!r}")
+        if ansible is None and channel == "ansible":
+            ansible = AnsibleConnection()
+        self._store.enroll(device_id, channel, dict(labels or {}), gpu_class, hardware, ansible, self._clock())
+        return self.get_device(device_id)
+
+    def forget(self, device_id: str) -> None:
+        """Remove a device with its events and telemetry; refused while an unfinished rollout holds it."""
+        self.get_device(device_id)
+        if self._rollouts is not None:
+            open_ones = self._rollouts.list_rollouts(only_open=True, only_device=device_id)
+            if open_ones:
+                names = ", ".join(f"{r.id} ({r.phase.value})" for r in open_ones)
+                raise Conflict(f"device {device_id!r} is in unfinished rollout {names}: finish or abort it first")
+        self._store.remove_device(device_id)
 
     # -- incoming messages ------------------------------------------------------------------------------------
     def handle_message(self, topic: str, payload: bytes) -> None:

@@ -8,6 +8,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from control_plane.domain.fleet import Device, DeviceEventRecord
+from control_plane.domain.playbooks import (
+    AnsibleConnection,
+    PlaybookJob,
+    PlaybookOutcome,
+    PlaybookRun,
+    RunEvent,
+    RunStatus,
+)
 from control_plane.domain.registry import (
     Build,
     BuilderRecord,
@@ -22,7 +30,7 @@ from control_plane.domain.rollout_plan import RolloutState
 from control_plane.domain.rollouts import DesiredUpdate
 from control_plane.domain.telemetry import ModelWindow
 from control_plane.domain.training import TrainingJob
-from edge_agent.protocol import PresenceStatus, ReportedState, SignedDesiredState, Telemetry
+from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 
 Clock = Callable[[], datetime]
 
@@ -65,6 +73,20 @@ class FleetStore(Protocol):
     def add_event(self, event: DeviceEventRecord, now: datetime) -> None: ...
     def list_events(self, device_id: str, limit: int) -> list[DeviceEventRecord]: ...
     def telemetry_windows(self, device_id: str, model: str | None = None) -> list[ModelWindow]: ...
+    def enroll(
+        self,
+        device_id: str,
+        channel: str,
+        labels: Mapping[str, str],
+        gpu_class: str | None,
+        hardware: HardwareFacts | None,
+        ansible: AnsibleConnection | None,
+        now: datetime,
+    ) -> Device: ...
+    def remove_device(self, device_id: str) -> None: ...
+    def record_delivery_failure(self, device_id: str, generation: int, reason: str, now: datetime) -> None: ...
+    def apply_hardware(self, device_id: str, hardware: HardwareFacts, now: datetime) -> Device | None: ...
+    def mark_seen(self, device_id: str, now: datetime) -> None: ...
 
 
 class RolloutStore(Protocol):
@@ -74,6 +96,21 @@ class RolloutStore(Protocol):
     def get(self, rollout_id: str) -> RolloutState | None: ...
     def list_rollouts(self, only_open: bool = False, only_device: str | None = None) -> list[RolloutState]: ...
     def events_since(self, rollout_id: str, after_id: int, limit: int = 1000) -> list[RolloutEventRecord]: ...
+
+
+class PlaybookRunStore(Protocol):
+    def save_run(self, run: PlaybookRun) -> PlaybookRun: ...
+    def get_run(self, run_id: str) -> PlaybookRun | None: ...
+    def list_runs(self, limit: int, statuses: Iterable[RunStatus] | None = None) -> list[PlaybookRun]: ...
+    def add_events(self, events: Sequence[RunEvent]) -> None: ...
+    def events_since(self, run_id: str, after_id: int, limit: int = 1000) -> list[RunEvent]: ...
+
+
+class PlaybookRunner(Protocol):
+    def check_available(self) -> None: ...
+    def run(
+        self, job: PlaybookJob, on_event: Callable[[RunEvent], None], cancelled: Callable[[], bool]
+    ) -> PlaybookOutcome: ...
 
 
 class Artifacts(Protocol):

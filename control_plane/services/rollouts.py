@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from control_plane.domain.artifacts import ArtifactWish
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError
@@ -62,6 +63,14 @@ from model_builds.catalog import Catalog
 
 log = logging.getLogger(__name__)
 
+ANSIBLE = "ansible"
+
+
+class PushChannel(Protocol):
+    """Delivers desired states to devices on the Ansible channel (services.ansible_push); returns at once."""
+
+    def deploy(self, rollout_id: str, updates: Sequence[DesiredUpdate]) -> None: ...
+
 
 class RolloutService:
     def __init__(
@@ -78,6 +87,7 @@ class RolloutService:
         clock: Clock,
         base_url: str,
         offline_after: timedelta = timedelta(seconds=60),
+        push: PushChannel | None = None,
     ) -> None:
         self._fleet = fleet
         self._store = store
@@ -89,6 +99,7 @@ class RolloutService:
         self._topics = topics
         self._clock = clock
         self._offline_after = offline_after
+        self._push = push
         self._assignments = AssignmentFactory(artifacts, catalog, base_url)
         self._lock = threading.RLock()  # one decision at a time: generations and states change in order
 
@@ -157,7 +168,10 @@ class RolloutService:
     def republish_all(self) -> int:
         """Publish every device's stored desired state again (after the broker link comes up)."""
         count = 0
+        pushed = {d.id for d in self._fleet.list_devices() if d.channel == ANSIBLE}
         for device_id, signed in self._fleet.list_desired():
+            if device_id in pushed:
+                continue  # the Ansible channel delivered (or failed to deliver) it; MQTT never carries it
             if self._publisher.publish(
                 self._topics.desired(device_id), seal(MessageKind.DESIRED, device_id, signed, self._clock())
             ):
@@ -176,8 +190,12 @@ class RolloutService:
         new = with_generations(new, {u.device_id: u.generation for u in updates})
         events = [NewEvent.of(a, now) for a in actions if isinstance(a, Note)]
         self._store.save(new, updates, events)
+        pushed = [u for u in updates if devices[u.device_id].channel == ANSIBLE]
         for update in updates:
-            self._publish(update)
+            if devices[update.device_id].channel != ANSIBLE:
+                self._publish(update)
+        if pushed:
+            self._deploy(new.id, pushed)
         return new
 
     def _fleet_view(self, state: RolloutState, now: datetime) -> dict[str, DeviceView]:
@@ -196,6 +214,7 @@ class RolloutService:
                 reported=device.reported,
                 new_telemetry=new_version_window(windows, state.version, track.published_at),
                 old_telemetry=old,
+                undelivered=_undelivered(device),
             )
         return view
 
@@ -279,12 +298,26 @@ class RolloutService:
                     f"rollout {other.id}"
                 )
 
+    def _deploy(self, rollout_id: str, updates: Sequence[DesiredUpdate]) -> None:
+        if self._push is None:
+            names = ", ".join(u.device_id for u in updates)
+            log.error(
+                "rollout %s: %s are on the Ansible channel, which this control plane cannot reach", rollout_id, names
+            )
+            return
+        self._push.deploy(rollout_id, updates)
+
     def _publish(self, update: DesiredUpdate) -> None:
         payload = seal(MessageKind.DESIRED, update.device_id, update.signed, self._clock())
         if not self._publisher.publish(self._topics.desired(update.device_id), payload):
             log.warning(
                 "desired state for %s queued: the broker link is down; it goes out on reconnect", update.device_id
             )
+
+
+def _undelivered(device: Device) -> tuple[int, str] | None:
+    failure = device.delivery_failure
+    return None if failure is None else (failure.generation, failure.reason)
 
 
 def _selector(request: RolloutRequest) -> Selector:

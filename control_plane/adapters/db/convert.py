@@ -11,7 +11,8 @@ from control_plane.adapters.db.tables import (
     TrainingJobRow,
     VersionRow,
 )
-from control_plane.domain.fleet import Device
+from control_plane.domain.fleet import DeliveryFailure, Device
+from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.registry import Build, BuildStatus, ModelVersion, TensorInfo
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
@@ -98,6 +99,44 @@ def device_from_row(row: DeviceRow) -> Device:
         desired_generation=row.desired_generation,
         desired=SignedDesiredState.model_validate(row.desired) if row.desired else None,
         telemetry=Telemetry.model_validate(row.telemetry) if row.telemetry else None,
+        ansible=ansible_from_json(row.ansible),
+        delivery_failure=delivery_from_json(row.delivery),
+    )
+
+
+def ansible_to_json(connection: AnsibleConnection | None) -> dict[str, Any] | None:
+    if connection is None:
+        return None
+    return {
+        "host": connection.host,
+        "port": connection.port,
+        "user": connection.user,
+        "connection": connection.connection,
+        "python": connection.python,
+    }
+
+
+def ansible_from_json(data: dict[str, Any] | None) -> AnsibleConnection | None:
+    if not data:
+        return None
+    return AnsibleConnection(
+        host=data.get("host"),
+        port=data.get("port"),
+        user=data.get("user"),
+        connection=str(data.get("connection") or "ssh"),
+        python=data.get("python"),
+    )
+
+
+def delivery_to_json(failure: DeliveryFailure) -> dict[str, Any]:
+    return {"generation": failure.generation, "reason": failure.reason, "at": utc(failure.at).isoformat()}
+
+
+def delivery_from_json(data: dict[str, Any] | None) -> DeliveryFailure | None:
+    if not data:
+        return None
+    return DeliveryFailure(
+        generation=int(data["generation"]), reason=str(data["reason"]), at=utc(datetime.fromisoformat(data["at"]))
     )
 
 

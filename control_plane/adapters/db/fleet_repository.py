@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import Engine, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.adapters.db.convert import device_from_row, utc
+from control_plane.adapters.db.convert import (
+    ansible_to_json,
+    delivery_from_json,
+    delivery_to_json,
+    device_from_row,
+    utc,
+)
 from control_plane.adapters.db.tables import DeviceRow, EventRow, TelemetryRow
-from control_plane.domain.fleet import Device, DeviceEventRecord
+from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord
+from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.telemetry import HISTORY_PER_VERSION, ModelWindow
-from edge_agent.protocol import PresenceStatus, ReportedState, SignedDesiredState, Telemetry
+from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 
 MAX_EVENTS_PER_DEVICE = 1000
 
@@ -41,7 +49,70 @@ class FleetRepository:
             row.reported = reported.model_dump(mode="json")
             row.channel = reported.channel
             row.last_seen = now
+            failure = delivery_from_json(row.delivery)
+            if failure is not None and reported.applied_generation >= failure.generation:
+                row.delivery = None  # the agent has answered for that generation since
             return device_from_row(row)
+
+    def enroll(
+        self,
+        device_id: str,
+        channel: str,
+        labels: Mapping[str, str],
+        gpu_class: str | None,
+        hardware: HardwareFacts | None,
+        ansible: AnsibleConnection | None,
+        now: datetime,
+    ) -> Device:
+        """Create or update an enrolled device. Hardware and GPU class already known stay unless given."""
+        with self._sessions.begin() as session:
+            row = session.get(DeviceRow, device_id)
+            if row is None:
+                row = DeviceRow(id=device_id, created_at=now, labels={}, channel=channel, desired_generation=0)
+                session.add(row)
+            row.channel = channel
+            row.labels = dict(labels)
+            row.ansible = ansible_to_json(ansible)
+            if hardware is not None:
+                row.hardware = hardware.model_dump(mode="json")
+            if gpu_class is not None:
+                row.gpu_class = gpu_class
+            elif hardware is not None:
+                row.gpu_class = hardware.gpu_class
+            session.flush()
+            return device_from_row(row)
+
+    def remove_device(self, device_id: str) -> None:
+        """Delete the device with its events and telemetry (rollout history keeps naming it)."""
+        with self._sessions.begin() as session:
+            session.execute(delete(EventRow).where(EventRow.device_id == device_id))
+            session.execute(delete(TelemetryRow).where(TelemetryRow.device_id == device_id))
+            session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
+
+    def record_delivery_failure(self, device_id: str, generation: int, reason: str, now: datetime) -> None:
+        """Keep the latest push that did not reach the device's agent (unknown devices are ignored)."""
+        with self._sessions.begin() as session:
+            row = session.get(DeviceRow, device_id)
+            if row is not None:
+                row.delivery = delivery_to_json(DeliveryFailure(generation, reason[:2000], now))
+
+    def apply_hardware(self, device_id: str, hardware: HardwareFacts, now: datetime) -> Device | None:
+        """Facts a playbook gathered: the device's hardware and GPU class; it was reached just now."""
+        with self._sessions.begin() as session:
+            row = session.get(DeviceRow, device_id)
+            if row is None:
+                return None
+            row.hardware = hardware.model_dump(mode="json")
+            row.gpu_class = hardware.gpu_class
+            row.last_seen = now
+            return device_from_row(row)
+
+    def mark_seen(self, device_id: str, now: datetime) -> None:
+        """A playbook reached the device."""
+        with self._sessions.begin() as session:
+            row = session.get(DeviceRow, device_id)
+            if row is not None:
+                row.last_seen = now
 
     def apply_status(self, device_id: str, status: PresenceStatus, now: datetime) -> Device:
         with self._sessions.begin() as session:

@@ -118,6 +118,9 @@ class DeviceRow(Base):
     desired_generation: Mapped[int]
     desired: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     telemetry: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # 0004: how Ansible reaches the device (enrollment), and the latest push that did not reach its agent.
+    ansible: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    delivery: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class EventRow(Base):
@@ -159,7 +162,8 @@ class RolloutDeviceRow(Base):
     __tablename__ = "rollout_devices"
 
     rollout_id: Mapped[str] = mapped_column(String(32), ForeignKey("rollouts.id"), primary_key=True)
-    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"), primary_key=True)
+    # No foreign key to devices since 0004: a forgotten device's rollout history stays.
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     target: Mapped[str] = mapped_column(String(128))
     build_id: Mapped[str] = mapped_column(String(32), ForeignKey("builds.id"))
     generation: Mapped[int]
@@ -217,3 +221,37 @@ class TrainingJobRow(Base):
     log_path: Mapped[str] = mapped_column(Text)
     model_name: Mapped[str | None] = mapped_column(String(128))
     version: Mapped[int | None]
+
+
+class PlaybookRunRow(Base):
+    __tablename__ = "playbook_runs"
+    __table_args__ = (Index("ix_playbook_runs_status", "status"), Index("ix_playbook_runs_created", "created_at"))
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    playbook: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    purpose: Mapped[str | None] = mapped_column(String(128))
+    selector: Mapped[str | None] = mapped_column(Text)
+    hosts: Mapped[list[dict[str, Any]]]
+    extra_vars: Mapped[dict[str, Any]]  # redacted
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    rc: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class PlaybookRunEventRow(Base):
+    __tablename__ = "playbook_run_events"
+    __table_args__ = (Index("ix_playbook_run_events_run", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(32), ForeignKey("playbook_runs.id"))
+    seq: Mapped[int]
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str | None] = mapped_column(String(128))
+    task: Mapped[str | None] = mapped_column(Text)
+    changed: Mapped[bool]
+    failed: Mapped[bool]
+    message: Mapped[str] = mapped_column(Text)

@@ -1,13 +1,13 @@
-"""The fleet as last reported: devices (filtered by selector) and their events."""
+"""The fleet as last reported: devices (filtered by selector) and their events; enrollment and forgetting."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from control_plane.api.deps import FleetDep
-from control_plane.api.schemas import DeviceEventOut, DeviceOut
+from control_plane.api.schemas import DeviceEventOut, DeviceOut, EnrollmentIn
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -30,3 +30,24 @@ def list_events(
     device_id: str, fleet: FleetDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> list[DeviceEventOut]:
     return [DeviceEventOut.of(e) for e in fleet.list_events(device_id, limit)]
+
+
+@router.put("/{device_id}/enrollment")
+def enroll(device_id: str, body: EnrollmentIn, fleet: FleetDep) -> DeviceOut:
+    """Enroll a device (or update its enrollment): channel, labels, GPU class, hardware, Ansible connection."""
+    view = fleet.enroll(
+        device_id,
+        channel=body.channel,
+        labels=body.labels,
+        gpu_class=body.gpu_class,
+        hardware=body.hardware,
+        ansible=body.ansible.to_domain() if body.ansible is not None else None,
+    )
+    return DeviceOut.of(view)
+
+
+@router.delete("/{device_id}", status_code=204)
+def forget(device_id: str, fleet: FleetDep) -> Response:
+    """Forget a device with its events and telemetry; 409 while an unfinished rollout holds it."""
+    fleet.forget(device_id)
+    return Response(status_code=204)

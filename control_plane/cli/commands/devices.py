@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,6 +49,50 @@ def events(
     state = state_of(ctx)
     with state.client() as api:
         state.output.emit(api.device_events(device_id, limit), views.events_view)
+
+
+@devices_app.command("enroll")
+def enroll(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="Device id (also the Ansible host name unless --host).")],
+    channel: Annotated[str, typer.Option(help="mqtt or ansible.")] = "ansible",
+    host: Annotated[str | None, typer.Option(help="Address Ansible connects to (ansible_host).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="SSH port (ansible_port).")] = None,
+    user: Annotated[str | None, typer.Option(help="SSH user (ansible_user).")] = None,
+    connection: Annotated[str, typer.Option(help="ssh, or local for the control plane's own host.")] = "ssh",
+    python: Annotated[str | None, typer.Option(help="Interpreter on the device (ansible_python_interpreter).")] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", "-l", help="KEY=VALUE (repeatable).")] = None,
+    gpu_class: Annotated[str | None, typer.Option(help="GPU class, until the device reports its own.")] = None,
+) -> None:
+    """Enroll a device (or update its enrollment), e.g. one reached over SSH for the Ansible channel."""
+    if channel not in ("mqtt", "ansible"):
+        raise typer.BadParameter("must be mqtt or ansible", param_hint="--channel")
+    if connection not in ("ssh", "local"):
+        raise typer.BadParameter("must be ssh or local", param_hint="--connection")
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--label")
+        labels[key] = value
+    body: dict[str, Any] = {"channel": channel, "labels": labels}
+    if gpu_class:
+        body["gpu_class"] = gpu_class
+    conn = {"host": host, "port": port, "user": user, "python": python}
+    if channel == "ansible" or any(v is not None for v in conn.values()) or connection != "ssh":
+        body["ansible"] = {k: v for k, v in conn.items() if v is not None} | {"connection": connection}
+    state = state_of(ctx)
+    with state.client() as api:
+        state.output.emit(api.enroll_device(device_id, body), views.device_view)
+
+
+@devices_app.command("forget")
+def forget(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="Device id.")]) -> None:
+    """Forget a device with its events and telemetry (refused while it is in an unfinished rollout)."""
+    state = state_of(ctx)
+    with state.client() as api:
+        api.forget_device(device_id)
+    state.output.note(f"forgot device {device_id}")
 
 
 def register(app: typer.Typer) -> None:

@@ -65,8 +65,10 @@ class EventFollower:
         done: Callable[[], bool],
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        collection: str = "rollouts",
     ) -> None:
-        self._url = f"{base_url.rstrip('/')}/v1/rollouts/{rollout_id}/events"
+        # `collection`: the resource whose /{id}/events stream to follow (rollouts, playbook-runs).
+        self._url = f"{base_url.rstrip('/')}/v1/{collection}/{rollout_id}/events"
         self._deadline = deadline
         self._done = done
         self._clock = clock

@@ -134,7 +134,9 @@ def test_apply_refuses_with_a_reason(tmp_path, signer):
     assert refused.exit_code == 1 and "pins key" in refused.output
     assert unusable.exit_code == 2 and "cannot use desired-state file" in unusable.output
     assert failed.exit_code == 1 and "self-test failed" in failed.output
-    again = json.loads(runner.invoke(app, ["apply", "--desired", str(bad_model), "--config", str(config), "--json"]).output)
+    again = json.loads(
+        runner.invoke(app, ["apply", "--desired", str(bad_model), "--config", str(config), "--json"]).output
+    )
     last = again["reported"]["last_apply"]
     assert again["ok"] is False and last["generation"] == 2 and last["phase"] == "failed"
 

@@ -49,7 +49,7 @@ CANARY = {"type": "canary", "canary": {"count": 1}, "waves": [{"percent": 50}, {
 @dataclass
 class Tick:
     at_s: float
-    reports: Mapping[str, str] = field(default_factory=dict)  # ok | fail | back | gone
+    reports: Mapping[str, str] = field(default_factory=dict)  # ok | fail | back | gone | unreachable
     command: Operator | None = None
     telemetry: Mapping[str, tuple[int, int, float]] = field(default_factory=dict)  # requests, errors, p99
     online: bool = True
@@ -91,11 +91,14 @@ class Driver:
         view = {}
         for t in self.state.devices:
             outcome = self.outcomes.get(t.device_id)
-            rep = reported(t.device_id, outcome, t.generation or 0) if outcome and t.generation else None
+            pushed = outcome != "unreachable"
+            rep = reported(t.device_id, outcome, t.generation or 0) if outcome and t.generation and pushed else None
+            lost = (t.generation, "host unreachable over SSH") if not pushed and t.generation else None
             tel = self.telemetry.get(t.device_id)
             view[t.device_id] = DeviceView(
                 online=online,
                 reported=rep,
+                undelivered=lost,
                 new_telemetry=TelemetryWindow(tel[0], tel[1], tel[2]) if tel else None,
                 old_telemetry=TelemetryWindow(100, 0, 10.0),
             )
@@ -169,6 +172,22 @@ BACK = {f"d{i}": "back" for i in range(4)}
             [RS, W, W, W],
             "gate of canary failed",
             id="canary-fails-abort",
+        ),
+        pytest.param(
+            {"strategy": CANARY, "gates": {"on_fail": "pause"}},
+            [Tick(1, {"d0": "unreachable"})],
+            "paused",
+            [F, W, W, W],
+            "gate of canary failed",
+            id="canary-undelivered-push-fails-the-gate",
+        ),
+        pytest.param(
+            {"strategy": CANARY},
+            [Tick(1, {"d0": "fail"}), Tick(2, {"d0": "unreachable"})],
+            "aborted",
+            [RF, W, W, W],
+            "could not restore d0: host unreachable over SSH",
+            id="restore-undelivered-is-restore-failed",
         ),
         pytest.param(
             {"strategy": CANARY},

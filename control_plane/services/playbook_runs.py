@@ -1,0 +1,292 @@
+"""Playbook runs: validate a request against the fleet, queue it, run it on a worker pool, store its events and
+per-host results, and feed what the hosts handed back (`edge_result`) into the fleet.
+
+A host's `edge_result.reported` becomes the device's reported state (as if its agent had published it: the
+rollout executor is woken the same way), `edge_result.hardware` its hardware facts. Results are untrusted: bad
+data is logged and ignored, never raised. The run itself (ansible-runner) is behind the `PlaybookRunner` port.
+Every run reaches a final status exactly once; `on_finished` is then called once, whatever the status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pydantic import ValidationError
+
+from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError
+from control_plane.domain.fleet import Device
+from control_plane.domain.playbooks import (
+    HostResult,
+    HostStatus,
+    PlaybookJob,
+    PlaybookOutcome,
+    PlaybookRun,
+    PlaybookRunRequest,
+    RunEvent,
+    RunStatus,
+    redact,
+)
+from control_plane.domain.selectors import SelectorError, parse_selector
+from control_plane.services.ports import Clock, FleetStore, PlaybookRunner, PlaybookRunStore
+from edge_agent.protocol import HardwareFacts, ReportedState
+from edge_agent.protocol.topics import validate_device_id
+
+log = logging.getLogger(__name__)
+
+ReportListener = Callable[[str], None]
+RunFinished = Callable[[PlaybookRun], None]
+RESTARTED_REASON = "the control plane restarted during the run"
+STOPPED_REASON = "the control plane stopped before the run started"
+MAX_HOSTS = 10_000
+
+
+@dataclass
+class _Pending:
+    """A submitted run this process owns: what only lives in memory (unredacted vars, host vars, the hook)."""
+
+    job: PlaybookJob
+    on_finished: RunFinished | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    started: bool = False
+
+
+class PlaybookRunService:
+    def __init__(
+        self,
+        store: PlaybookRunStore,
+        fleet_store: FleetStore,
+        runner: PlaybookRunner,
+        clock: Clock,
+        workers: int = 2,
+        report_listeners: Sequence[ReportListener] = (),
+    ) -> None:
+        self._store = store
+        self._fleet = fleet_store
+        self._runner = runner
+        self._clock = clock
+        self._listeners = list(report_listeners)
+        self._pending: dict[str, _Pending] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="playbook-run")
+
+    def on_report(self, listener: ReportListener) -> None:
+        """Call `listener(device_id)` after a run stored a device's reported state (rollouts move on)."""
+        self._listeners.append(listener)
+
+    # -- commands ---------------------------------------------------------------------------------------------
+    def submit(
+        self,
+        request: PlaybookRunRequest,
+        purpose: str | None = None,
+        host_vars: Mapping[str, Mapping[str, Any]] | None = None,
+        on_finished: RunFinished | None = None,
+    ) -> PlaybookRun:
+        """Queue a run on the request's hosts (or the Ansible devices its selector matches); 202-style: returns
+        the queued run at once. `host_vars` adds inventory variables per device id (e.g. the bundle to push)."""
+        devices = self._resolve_hosts(request)
+        extra = dict(host_vars or {})
+        unknown = sorted(set(extra) - {d.id for d in devices})
+        if unknown:
+            raise InvalidInput(f"host_vars name devices that are not in the run: {', '.join(unknown)}")
+        self._runner.check_available()
+        run = PlaybookRun(
+            id=uuid.uuid4().hex[:16],
+            playbook=request.playbook,
+            status=RunStatus.QUEUED,
+            hosts=tuple(HostResult(d.id, HostStatus.PENDING) for d in devices),
+            extra_vars=redact(request.extra_vars),
+            created_at=self._clock(),
+            purpose=purpose,
+            selector=request.selector if not request.hosts else None,
+        )
+        inventory = {d.id: {**_connection_vars(d), **dict(extra.get(d.id, {}))} for d in devices}
+        job = PlaybookJob(run.id, request.playbook, inventory, dict(request.extra_vars))
+        self._store.save_run(run)
+        with self._lock:
+            self._pending[run.id] = _Pending(job, on_finished)
+        self._executor.submit(self._work, run.id)
+        return run
+
+    def cancel(self, run_id: str) -> PlaybookRun:
+        """A queued run is cancelled at once; a running one is asked to stop (it ends `cancelled` shortly)."""
+        run = self.get(run_id)
+        with self._lock:
+            pending = self._pending.get(run_id)
+            if pending is not None and pending.started:
+                pending.cancel.set()
+                return run
+            if pending is not None:
+                del self._pending[run_id]  # the worker finds nothing to do
+        if pending is None:
+            raise Conflict(f"playbook run {run_id} is {run.status.value}: only a queued or running run stops")
+        cancelled = replace(run, status=RunStatus.CANCELLED, finished_at=self._clock())
+        self._store.save_run(cancelled)
+        _call_finished(pending.on_finished, cancelled)
+        return cancelled
+
+    def recover(self) -> list[PlaybookRun]:
+        """At startup: runs a previous process left queued or running are failed (their hosts unknown)."""
+        now = self._clock()
+        failed = []
+        for run in self._store.list_runs(1_000_000, (RunStatus.QUEUED, RunStatus.RUNNING)):
+            with self._lock:
+                if run.id in self._pending:
+                    continue
+            done = replace(run, status=RunStatus.FAILED, finished_at=now, error=RESTARTED_REASON)
+            failed.append(self._store.save_run(done))
+        return failed
+
+    def shutdown(self) -> None:
+        """Stop running playbooks (they end cancelled), drop the queue, fail what never started."""
+        with self._lock:
+            for pending in self._pending.values():
+                pending.cancel.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        now = self._clock()
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+        for run_id in left:
+            run = self._store.get_run(run_id)
+            if run is not None and not run.status.final:
+                self._store.save_run(replace(run, status=RunStatus.FAILED, finished_at=now, error=STOPPED_REASON))
+
+    # -- queries ----------------------------------------------------------------------------------------------
+    def get(self, run_id: str) -> PlaybookRun:
+        run = self._store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"playbook run {run_id!r} is not known")
+        return run
+
+    def list_runs(self, limit: int = 50) -> list[PlaybookRun]:
+        return self._store.list_runs(limit)
+
+    def events_since(self, run_id: str, after_id: int, limit: int = 1000) -> list[RunEvent]:
+        return self._store.events_since(run_id, after_id, limit)
+
+    # -- validation -------------------------------------------------------------------------------------------
+    def _resolve_hosts(self, request: PlaybookRunRequest) -> list[Device]:
+        if (request.selector is None) == (not request.hosts):
+            raise InvalidInput("give either a selector or hosts (device ids), exactly one of them")
+        if request.hosts:
+            return self._named_hosts(request.hosts)
+        try:
+            selector = parse_selector(request.selector)
+        except SelectorError as exc:
+            raise InvalidInput(f"selector: {exc}") from exc
+        chosen = [
+            d
+            for d in self._fleet.list_devices()
+            if d.channel == "ansible" and d.ansible is not None and selector.matches(d.labels, d.gpu_class)
+        ]
+        if not chosen:
+            raise InvalidInput(f"selector {request.selector!r} matches no device on the Ansible channel")
+        return chosen
+
+    def _named_hosts(self, hosts: Sequence[str]) -> list[Device]:
+        if len(hosts) > MAX_HOSTS:
+            raise InvalidInput(f"hosts: at most {MAX_HOSTS} devices per run")
+        for host in hosts:
+            try:
+                validate_device_id(host)
+            except ValueError as exc:
+                raise InvalidInput(f"hosts: {exc}") from exc
+        ids = list(dict.fromkeys(hosts))
+        found = {d.id: d for d in (self._fleet.get_device(i) for i in ids) if d is not None}
+        unknown = [i for i in ids if i not in found]
+        if unknown:
+            raise InvalidInput(f"hosts: unknown devices: {', '.join(unknown)}")
+        unreachable = [i for i in ids if found[i].ansible is None]
+        if unreachable:
+            raise Conflict(
+                f"devices without an Ansible connection (enroll them with channel ansible): {', '.join(unreachable)}"
+            )
+        return [found[i] for i in ids]
+
+    # -- the worker -------------------------------------------------------------------------------------------
+    def _work(self, run_id: str) -> None:
+        with self._lock:
+            pending = self._pending.get(run_id)
+            if pending is None:
+                return  # cancelled while queued
+            pending.started = True
+        try:
+            self._execute(run_id, pending)
+        except Exception:
+            log.exception("playbook run %s failed in the control plane", run_id)
+        finally:
+            with self._lock:
+                self._pending.pop(run_id, None)
+
+    def _execute(self, run_id: str, pending: _Pending) -> None:
+        running = replace(self.get(run_id), status=RunStatus.RUNNING, started_at=self._clock())
+        self._store.save_run(running)
+        try:
+            outcome = self._runner.run(pending.job, self._store_event, pending.cancel.is_set)
+        except ServiceError as exc:
+            outcome = PlaybookOutcome(RunStatus.FAILED, running.hosts, error=str(exc))
+        except Exception as exc:  # a bug in the runner: the run still ends, with the reason
+            log.exception("the runner failed on playbook run %s", run_id)
+            outcome = PlaybookOutcome(RunStatus.FAILED, running.hosts, error=f"internal error: {exc}")
+        if pending.cancel.is_set() and outcome.status is RunStatus.FAILED and outcome.error is None:
+            outcome = replace(outcome, status=RunStatus.CANCELLED)
+        for host in outcome.hosts:
+            self._take_result(host)
+        final = replace(
+            running,
+            status=outcome.status,
+            hosts=outcome.hosts,
+            finished_at=self._clock(),
+            rc=outcome.rc,
+            error=outcome.error,
+        )
+        self._store.save_run(final)
+        _call_finished(pending.on_finished, final)
+
+    def _store_event(self, event: RunEvent) -> None:
+        self._store.add_events([event])
+
+    def _take_result(self, host: HostResult) -> None:
+        """Feed one host's `edge_result` into the fleet; bad data is logged and dropped."""
+        now = self._clock()
+        try:
+            if host.status not in (HostStatus.PENDING, HostStatus.UNREACHABLE):
+                self._fleet.mark_seen(host.host, now)
+            result = host.result or {}
+            if result.get("hardware") is not None:
+                self._fleet.apply_hardware(host.host, HardwareFacts.model_validate(result["hardware"]), now)
+            if result.get("reported") is not None:
+                reported = ReportedState.model_validate(result["reported"])
+                if reported.device_id != host.host:
+                    log.warning("host %s handed back the reported state of %s: ignored", host.host, reported.device_id)
+                    return
+                self._fleet.apply_report(reported, now)
+                self._notify(host.host)
+        except (ValidationError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignored the malformed result of host %s: %s", host.host, exc)
+
+    def _notify(self, device_id: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(device_id)
+            except Exception:
+                log.exception("a listener failed on the report of %s", device_id)
+
+
+def _connection_vars(device: Device) -> dict[str, Any]:
+    return device.ansible.inventory_vars() if device.ansible is not None else {}
+
+
+def _call_finished(hook: RunFinished | None, run: PlaybookRun) -> None:
+    if hook is None:
+        return
+    try:
+        hook(run)
+    except Exception:
+        log.exception("the on_finished hook of playbook run %s failed", run.id)
