@@ -36,13 +36,17 @@ def control_plane(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory
 
 def report_over_mqtt(broker: Mosquitto, device_id: str, labels: dict[str, str], gpu_class: str) -> None:
     """Publish a device's retained ReportedState as its agent would (logged in as the device)."""
+    state = reported(device_id, applied=1, labels=labels, gpu_class=gpu_class, models=(("lin", 3),))
+    publish_reported(broker, device_id, seal(MessageKind.REPORTED, device_id, state, datetime.now(UTC)))
+
+
+def publish_reported(broker: Mosquitto, device_id: str, payload: bytes) -> None:
+    """Retained, as the agent publishes it; an empty payload clears it (the broker is shared by the session)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"inv-{device_id}-{uuid.uuid4().hex[:6]}")
     client.username_pw_set(device_id, password_for(device_id))
     client.connect(broker.host, broker.port)
     client.loop_start()
     try:
-        state = reported(device_id, applied=1, labels=labels, gpu_class=gpu_class, models=(("lin", 3),))
-        payload = seal(MessageKind.REPORTED, device_id, state, datetime.now(UTC))
         client.publish(f"edge/devices/{device_id}/reported", payload, qos=1, retain=True).wait_for_publish(10)
     finally:
         client.disconnect()
@@ -64,6 +68,7 @@ def fleet(control_plane: ControlPlaneProcess, mosquitto: Mosquitto) -> ControlPl
         )
         assert enrolled.status_code == 200, enrolled.text
         wait_for(lambda: "dev-7" in {d["id"] for d in api.get("/v1/devices").json()}, what="dev-7 known")
+    publish_reported(mosquitto, "dev-7", b"")  # stored; later tests' control planes must not see it
     return control_plane
 
 

@@ -82,8 +82,10 @@ def node_settings(nodes: dict[str, LocalNode], wheel: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def push_fleet(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[PushFleet]:
+@pytest.fixture(scope="module")
+def push_fleet(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PushFleet]:
+    """Provisioned once for the module (the tests run in order, as an operator would): two nodes serving nothing."""
+    tmp_path = tmp_path_factory.mktemp("push-fleet")
     nodes = {name: LocalNode(name, tmp_path / name) for name in ("push-1", "push-2")}
     # push-gone is enrolled by one test behind a closed SSH port: it has directories but is never reached
     known = nodes | {"push-gone": LocalNode("push-gone", tmp_path / "push-gone")}
@@ -153,8 +155,8 @@ def test_an_unreachable_host_fails_its_step_at_once(push_fleet: PushFleet) -> No
     api = push_fleet.api
     closed = free_port()
     enroll(api, "push-gone", {"host": "127.0.0.1", "port": closed, "user": "root"})
-    push_and_build(api, MODEL, linear(1), inputs_only())
-    rollout_id = push_fleet.create(1, SITE, gates={"on_fail": "pause"}, device_deadline_s=600)
+    version = push_and_build(api, MODEL, linear(3), inputs_only())["version"]
+    rollout_id = push_fleet.create(version, SITE, gates={"on_fail": "pause"}, device_deadline_s=600)
     ended = wait_phase(api, rollout_id, ("paused",), 180, push_fleet.why)
     body = rollout(api, rollout_id)
     gone = next(d for d in body["devices"] if d["device_id"] == "push-gone")
@@ -162,3 +164,17 @@ def test_an_unreachable_host_fails_its_step_at_once(push_fleet: PushFleet) -> No
     assert ended["phase"] == "paused"
     device = api.get("/v1/devices/push-gone").json()
     assert device["delivery_failure"]["generation"] == device["desired_generation"]
+    assert api.post(f"/v1/rollouts/{rollout_id}/abort").status_code in (200, 202)
+    wait_phase(api, rollout_id, ("rolled_back", "aborted"), 180, push_fleet.why)
+    assert api.delete("/v1/devices/push-gone").status_code == 204
+
+
+def test_decommission_stops_the_agent_and_forgets_the_device(push_fleet: PushFleet) -> None:
+    api, node = push_fleet.api, push_fleet.nodes["push-2"]
+    assert node.supervisor_pid() is not None
+    run = push_fleet.run({"playbook": "decommission", "hosts": ["push-2"]})
+    assert run["status"] == "succeeded", push_fleet.why()
+    wait_for(lambda: node.supervisor_pid() is None, timeout=20, what="push-2's agent to stop")
+    assert not node.prefix.exists() and not node.data_dir.exists()
+    assert api.get("/v1/devices/push-2").status_code == 404, "the run's own result must not bring the device back"
+    assert api.get("/v1/devices/push-1").status_code == 200
