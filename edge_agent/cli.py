@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from edge_agent.config import DEFAULT_CONFIG_PATH, AgentConfig, ConfigError, load_config, settings_help
+from edge_agent.protocol import DesiredState, SignedDesiredState
 
 app = typer.Typer(
     help="Edge agent: keeps this device serving the model versions the control plane assigns.",
@@ -72,6 +73,13 @@ def apply(
     artifact_dir: Annotated[
         Path | None, typer.Option(help="Directory of artifacts named by sha256; used instead of downloading.")
     ] = None,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            help="After the apply, delete the files of --artifact-dir the document does not name (the push "
+            "directory then holds one generation's artifacts, not every one ever pushed)."
+        ),
+    ] = False,
     lock_timeout_s: Annotated[float, typer.Option(help="Wait this long for a running apply.")] = 600,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
@@ -101,6 +109,8 @@ def apply(
     except AgentError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from exc
+    if prune and artifact_dir is not None:
+        _prune(artifact_dir, signed)
     # A generation that failed before is skipped by the agent (ok, nothing to do) but is still not applied: for
     # a push it is a failure, so that re-running a playbook with a refused document fails the host again.
     ok = result.ok and core.state.applied_generation >= result.generation
@@ -114,6 +124,22 @@ def apply(
     else:
         typer.echo(f"generation {result.generation} not applied: {result.reason}", err=True)
     raise typer.Exit(0 if ok else EXIT_FAILED)
+
+
+def _prune(artifact_dir: Path, signed: SignedDesiredState) -> None:
+    """Keep only the artifacts the document names (by sha256 file name); never fails the apply."""
+    try:
+        document = DesiredState.model_validate_json(signed.document)
+    except ValueError:
+        return  # an unusable document was refused by the apply; nothing is known to be stale
+    named = set()
+    for model in document.models:
+        named |= {model.artifact.sha256, model.selftest.artifact.sha256}
+        if model.fallback is not None:
+            named.add(model.fallback.artifact.sha256)
+    for path in artifact_dir.iterdir() if artifact_dir.is_dir() else ():
+        if path.is_file() and path.name not in named:
+            path.unlink(missing_ok=True)
 
 
 @app.command()

@@ -109,11 +109,16 @@ def test_apply_uses_the_artifact_dir_instead_of_downloading(tmp_path, signer):
     )
     desired = tmp_path / "desired.json"
     desired.write_text(signed(signer, 1, [unreachable]).model_dump_json())
+    (artifacts / ("0" * 64)).write_bytes(b"an artifact an older push left")
     result = runner.invoke(
-        app, ["apply", "--desired", str(desired), "--config", str(config), "--artifact-dir", str(artifacts)]
+        app, ["apply", "--desired", str(desired), "--config", str(config), "--artifact-dir", str(artifacts), "--prune"]
     )
     assert result.exit_code == 0, result.output
     assert "generation 1: applied" in result.output
+    # --prune keeps what the document names (a re-run finds them: nothing to copy again) and drops the rest
+    assert sorted(p.name for p in artifacts.iterdir()) == sorted(
+        [model.artifact.sha256, model.selftest.artifact.sha256]
+    )
 
 
 def test_apply_refuses_with_a_reason(tmp_path, signer):
