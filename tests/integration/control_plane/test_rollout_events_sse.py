@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from control_plane.api import deps
+from control_plane.api import deps, sse
 from control_plane.api.errors import install_error_handlers
 from control_plane.api.routes import rollout_events
 from control_plane.domain.errors import NotFound
@@ -89,7 +89,7 @@ def rollouts() -> RecordedRollouts:
 
 @pytest.fixture
 def url(rollouts: RecordedRollouts, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setattr(rollout_events, "POLL_INTERVAL_S", 0.05)
+    monkeypatch.setattr(sse, "POLL_INTERVAL_S", 0.05)
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(rollout_events.router)
@@ -207,7 +207,7 @@ def test_unknown_rollout_is_404_and_a_bad_last_event_id_is_422(url):
 
 
 def test_an_idle_stream_sends_comment_heartbeats(url, rollouts, monkeypatch):
-    monkeypatch.setattr(rollout_events, "HEARTBEAT_INTERVAL_S", 0.2)
+    monkeypatch.setattr(sse, "HEARTBEAT_INTERVAL_S", 0.2)
     rollouts.add("created", "created")
     blocks: list[dict[str, str]] = []
     reader = stream(url, blocks)
