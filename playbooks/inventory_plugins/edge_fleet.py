@@ -57,7 +57,7 @@ options:
 EXAMPLES = r"""
 # fleet.yml
 plugin: edge_fleet
-url: http://127.0.0.1:8000
+url: http://127.0.0.1:8080
 selector: site=factory-a
 channel: ansible
 """
