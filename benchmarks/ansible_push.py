@@ -12,6 +12,8 @@ once with provision.yml (the agent from the project's wheel, Ansible channel, su
   deploy no-op   deploy_model.yml again with the same bundle: checksummed copies, the agent says "already applied"
   deploy full    deploy_model.yml, new generation, a new artifact of about --size-mb MB (an ONNX model padded with an
                  unused initializer, as tests/unit/agent/builders.py pads them)
+  deploy full cp the same with ControlPersist on (Ansible's default outside these runs: one ssh master per host,
+                 reused by every module run); the masters are ended by PID right after
 and prints medians with ratios against the baselines of the same run. Every deploy is checked: exit code 0, every
 host changed (none for the no-op), the agent's answer ok.
 
@@ -53,7 +55,16 @@ from tests.unit.agent.builders import build_version, signed
 
 MAX_BENCH_HOSTS = min(10, MAX_HOSTS)
 RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+(?P<counts>(?:\w+=\d+\s*)+)$")
-FIGURES = ("ping", "bare copy", "bare push", "bare apply", "deploy tiny", "deploy no-op", "deploy full")
+FIGURES = (
+    "ping",
+    "bare copy",
+    "bare push",
+    "bare apply",
+    "deploy tiny",
+    "deploy no-op",
+    "deploy full",
+    "deploy full cp",
+)
 
 
 def parse_recap(output: str) -> dict[str, dict[str, int]]:
@@ -108,12 +119,24 @@ class Bench:
             raise RuntimeError(f"{playbook} on {names} exited with {rc}:\n{output[-4000:]}")
         return wall, recap
 
-    def deploy(self, hosts: list[NetnsHost], expect_changed: bool) -> float:
-        wall, recap = self.playbook("deploy_model.yml", hosts, "-e", f"edge_bundles_root={self.root / 'bundles'}")
+    def deploy(self, hosts: list[NetnsHost], expect_changed: bool, *extra: str) -> float:
+        bundles = f"edge_bundles_root={self.root / 'bundles'}"
+        wall, recap = self.playbook("deploy_model.yml", hosts, "-e", bundles, *extra)
         changed = {name: counts["changed"] > 0 for name, counts in recap.items()}
         if set(changed.values()) != {expect_changed}:
             raise RuntimeError(f"deploy_model.yml: expected changed={expect_changed} on every host, got {changed}")
         return wall
+
+    def deploy_control_persist(self, hosts: list[NetnsHost]) -> float:
+        """A full deploy with Ansible's default ControlPersist (one ssh master per host, reused by every module run
+        of the run), as outside these benchmarks; the masters are ended by PID right after."""
+        control_path = self.root / "cp"
+        control_path.mkdir(exist_ok=True)
+        ssh_args = f"-o ControlMaster=auto -o ControlPersist=60s -o ControlPath={control_path}/%C"
+        try:
+            return self.deploy(hosts, True, "-e", json.dumps({"ansible_ssh_args": ssh_args}))
+        finally:
+            self.hosts.kill(self.hosts.ssh_clients())
 
     def ping(self, hosts: list[NetnsHost]) -> float:
         names = ",".join(h.name for h in hosts)
@@ -191,6 +214,8 @@ def measure(bench: Bench, hosts: list[NetnsHost], runs: int) -> dict[str, list[f
         times["deploy no-op"].append(bench.deploy(hosts, expect_changed=False))
         bench.bundles(hosts, bench.model(padding))
         times["deploy full"].append(bench.deploy(hosts, expect_changed=True))
+        bench.bundles(hosts, bench.model(padding + 1))
+        times["deploy full cp"].append(bench.deploy_control_persist(hosts))
         figures = ", ".join(f"{name} {values[-1]:.2f}" for name, values in times.items())
         print(f"{len(hosts)} host(s), run {run + 1}: {figures} s", flush=True)
     return times
@@ -203,18 +228,20 @@ def report(results: dict[int, dict[str, list[float]]], size_mb: float, runs: int
     print(
         "| hosts | "
         + " | ".join(FIGURES)
-        + " | full / bare push | full - tiny | (full - tiny) / bare copy | no-op / ping |"
+        + " | full / bare push | full - tiny | (full - tiny) / bare copy | no-op / ping | full cp / full |"
     )
-    print("|---" * (len(FIGURES) + 5) + "|")
+    print("|---" * (len(FIGURES) + 6) + "|")
     for n, m in med.items():
         cells = " | ".join(f"{m[name]:.2f}" for name in FIGURES)
         transfer = m["deploy full"] - m["deploy tiny"]
         print(
             f"| {n} | {cells} | {m['deploy full'] / m['bare push']:.2f}x | {transfer:.2f} | "
-            f"{transfer / m['bare copy']:.2f}x | {m['deploy no-op'] / m['ping']:.2f}x |"
+            f"{transfer / m['bare copy']:.2f}x | {m['deploy no-op'] / m['ping']:.2f}x | "
+            f"{m['deploy full cp'] / m['deploy full']:.2f}x |"
         )
     print("\nReading it: `full - tiny` is what the artifact's bytes add to a deploy; compare it with `bare copy`.")
     print("`no-op / ping` is a deploy that changes nothing against Ansible's fixed per-run cost.")
+    print("`full cp` is the full deploy with ControlPersist on (Ansible's default outside these runs).")
 
 
 def main() -> int:
