@@ -132,11 +132,7 @@ def _prune(artifact_dir: Path, signed: SignedDesiredState) -> None:
         document = DesiredState.model_validate_json(signed.document)
     except ValueError:
         return  # an unusable document was refused by the apply; nothing is known to be stale
-    named = set()
-    for model in document.models:
-        named |= {model.artifact.sha256, model.selftest.artifact.sha256}
-        if model.fallback is not None:
-            named.add(model.fallback.artifact.sha256)
+    named = {ref.sha256 for ref in document.artifact_refs()}
     for path in artifact_dir.iterdir() if artifact_dir.is_dir() else ():
         if path.is_file() and path.name not in named:
             path.unlink(missing_ok=True)

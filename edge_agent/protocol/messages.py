@@ -117,6 +117,11 @@ class ModelAssignment(_Wire):
     # Used, with an `artifact_fallback` event saying why, when the primary artifact does not fit this device.
     fallback: ArtifactChoice | None = None
 
+    def artifact_refs(self) -> list[ArtifactRef]:
+        """Every artifact the assignment names: the primary, the self-test samples, the fallback if any."""
+        refs = [self.artifact, self.selftest.artifact]
+        return refs if self.fallback is None else [*refs, self.fallback.artifact]
+
 
 class DesiredState(_Wire):
     """What one device must run. Generations are monotonic per device; a replayed or older one is ignored."""
@@ -134,6 +139,10 @@ class DesiredState(_Wire):
         if len(names) != len(set(names)):
             raise ValueError("each model name may appear once")
         return models
+
+    def artifact_refs(self) -> list[ArtifactRef]:
+        """Every artifact the document names, model by model (what a push must carry to the device)."""
+        return [ref for model in self.models for ref in model.artifact_refs()]
 
 
 class SignedDesiredState(_Wire):

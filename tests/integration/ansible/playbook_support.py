@@ -170,6 +170,15 @@ def run_playbook(
         return PlaybookRun(runner.status, runner.rc, stdout, runner.stats or {}, list(runner.events))
 
 
+def install_dirs(root: Path) -> dict[str, str]:
+    """The role variables that put one node's agent under `root`: opt/ (prefix), etc/ (config), data/."""
+    return {
+        "edge_agent_prefix": str(root / "opt"),
+        "edge_agent_config_dir": str(root / "etc"),
+        "edge_agent_data_dir": str(root / "data"),
+    }
+
+
 @dataclass
 class LocalNode:
     """An "edge node" reached with ansible_connection=local: its own directories under `root` and its own port."""
@@ -212,9 +221,7 @@ class LocalNode:
 
     def hostvars(self) -> dict[str, Any]:
         return {
-            "edge_agent_prefix": str(self.prefix),
-            "edge_agent_config_dir": str(self.config_dir),
-            "edge_agent_data_dir": str(self.data_dir),
+            **install_dirs(self.root),
             "edge_agent_fact_path": str(self.fact_path),
             "edge_agent_serving_port": self.port,
         }
@@ -298,10 +305,8 @@ def write_bundle(bundle_dir: Path, signed: SignedDesiredState, files: Iterable[P
     (bundle_dir / "desired.json").write_text(signed.model_dump_json())
     document = DesiredState.model_validate_json(signed.document)
     sources = list(files)
-    for model in document.models:
-        refs = [model.artifact, model.selftest.artifact if model.selftest else None]
-        refs.append(model.fallback.artifact if model.fallback else None)
-        sources += [Path(ref.url.removeprefix("file://")) for ref in refs if ref and ref.url.startswith("file://")]
+    refs = document.artifact_refs()
+    sources += [Path(ref.url.removeprefix("file://")) for ref in refs if ref.url.startswith("file://")]
     for source in sources:
         data = source.read_bytes()
         (artifacts / hashlib.sha256(data).hexdigest()).write_bytes(data)
