@@ -112,6 +112,7 @@ def start_runtime(
         fleet_repo,
         PlaybookRunner(_ansible_settings(settings, signer), settings.playbook_runs_dir, clock),
         clock,
+        fleet.accept_report,
         settings.ansible.workers,
     )
     # Devices on the Ansible channel get their desired states by deploy_model.yml; the push wakes the executor
@@ -135,10 +136,10 @@ def start_runtime(
         push,
     )
     link.set_connected_hook(rollouts.republish_all)
-    # The executor runs rollouts on (and only on) its own thread; reports, telemetry and push results wake it.
+    # The executor runs rollouts on (and only on) its own thread; reports (over MQTT or handed back by a playbook),
+    # telemetry and push results wake it.
     executor = RolloutExecutor(rollouts)
     fleet.on_report(executor.wake)
-    playbook_runs.on_report(executor.wake)
     interrupted = playbook_runs.recover()
     if interrupted:
         log.warning("marked %d playbook run(s) failed: %s", len(interrupted), "control plane restarted during the run")

@@ -110,6 +110,13 @@ class FleetService:
                 raise Conflict(f"device {device_id!r} is in unfinished rollout {names}: finish or abort it first")
         self._store.remove_device(device_id)
 
+    # -- reports --------------------------------------------------------------------------------------------------
+    def accept_report(self, reported: ReportedState) -> None:
+        """Store a device's reported state and wake the listeners: one path for an MQTT report and for one a
+        playbook handed back (the Ansible channel)."""
+        self._store.apply_report(reported, self._clock())
+        self._notify(reported.device_id)
+
     # -- incoming messages ------------------------------------------------------------------------------------
     def handle_message(self, topic: str, payload: bytes) -> None:
         parsed = self._topics.parse(topic)
@@ -129,8 +136,7 @@ class FleetService:
         if leaf == "reported":
             envelope, reported = open_envelope(payload, MessageKind.REPORTED, ReportedState)
             _same_device(device_id, envelope.device_id, reported.device_id)
-            self._store.apply_report(reported, now)
-            self._notify(device_id)
+            self.accept_report(reported)
         elif leaf == "events":
             envelope, event = open_envelope(payload, MessageKind.EVENT, DeviceEvent)
             _same_device(device_id, envelope.device_id)

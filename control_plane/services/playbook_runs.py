@@ -1,10 +1,11 @@
 """Playbook runs: validate a request against the fleet, queue it, run it on a worker pool, store its events and
 per-host results, and feed what the hosts handed back (`edge_result`) into the fleet.
 
-A host's `edge_result.reported` becomes the device's reported state (as if its agent had published it: the
-rollout executor is woken the same way), `edge_result.hardware` its hardware facts. Results are untrusted: bad
-data is logged and ignored, never raised. The run itself (ansible-runner) is behind the `PlaybookRunner` port.
-Every run reaches a final status exactly once; `on_finished` is then called once, whatever the status.
+A host's `edge_result.reported` goes to the fleet's `accept_report`, the same path as a report its agent published
+over MQTT (so the rollout executor is woken the same way); `edge_result.hardware` becomes its hardware facts.
+Results are untrusted: bad data is logged and ignored, never raised. The run itself (ansible-runner) is behind
+the `PlaybookRunner` port. Every run reaches a final status exactly once; `on_finished` is then called once,
+whatever the status.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from edge_agent.protocol.topics import validate_device_id
 
 log = logging.getLogger(__name__)
 
-ReportListener = Callable[[str], None]
+AcceptReport = Callable[[ReportedState], None]
 RunFinished = Callable[[PlaybookRun], None]
 RESTARTED_REASON = "the control plane restarted during the run"
 STOPPED_REASON = "the control plane stopped before the run started"
@@ -63,21 +64,17 @@ class PlaybookRunService:
         fleet_store: FleetStore,
         runner: PlaybookRunner,
         clock: Clock,
+        accept_report: AcceptReport,
         workers: int = 2,
-        report_listeners: Sequence[ReportListener] = (),
     ) -> None:
         self._store = store
         self._fleet = fleet_store
         self._runner = runner
         self._clock = clock
-        self._listeners = list(report_listeners)
+        self._accept_report = accept_report
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="playbook-run")
-
-    def on_report(self, listener: ReportListener) -> None:
-        """Call `listener(device_id)` after a run stored a device's reported state (rollouts move on)."""
-        self._listeners.append(listener)
 
     # -- commands ---------------------------------------------------------------------------------------------
     def submit(
@@ -266,17 +263,9 @@ class PlaybookRunService:
                 if reported.device_id != host.host:
                     log.warning("host %s handed back the reported state of %s: ignored", host.host, reported.device_id)
                     return
-                self._fleet.apply_report(reported, now)
-                self._notify(host.host)
+                self._accept_report(reported)
         except (ValidationError, ValueError, TypeError, AttributeError) as exc:
             log.warning("ignored the malformed result of host %s: %s", host.host, exc)
-
-    def _notify(self, device_id: str) -> None:
-        for listener in self._listeners:
-            try:
-                listener(device_id)
-            except Exception:
-                log.exception("a listener failed on the report of %s", device_id)
 
 
 def _connection_vars(device: Device) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,8 +27,9 @@ from control_plane.domain.playbooks import (
     RunEvent,
     RunStatus,
 )
+from control_plane.services.fleet import FleetService
 from control_plane.services.playbook_runs import RESTARTED_REASON, PlaybookRunService
-from edge_agent.protocol import HardwareFacts, ReportedState
+from edge_agent.protocol import HardwareFacts, ReportedState, Topics
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LOCAL = AnsibleConnection(connection="local")
@@ -74,10 +75,18 @@ def stores(tmp_path: Path) -> Iterator[tuple[FleetRepository, PlaybookRunReposit
 
 
 def service(
-    stores: tuple[FleetRepository, PlaybookRunRepository], runner: ScriptedRunner, workers: int = 1
+    stores: tuple[FleetRepository, PlaybookRunRepository],
+    runner: ScriptedRunner,
+    workers: int = 1,
+    woken: list[str] | None = None,
 ) -> PlaybookRunService:
+    """The service over a real FleetService (reports go through its accept_report); `woken` lists the devices
+    whose report woke the fleet's listeners."""
     fleet, runs = stores
-    return PlaybookRunService(runs, fleet, runner, lambda: NOW, workers)
+    fleet_service = FleetService(fleet, Topics(), lambda: NOW, timedelta(seconds=60))
+    if woken is not None:
+        fleet_service.on_report(woken.append)
+    return PlaybookRunService(runs, fleet, runner, lambda: NOW, fleet_service.accept_report, workers)
 
 
 def wait_final(svc: PlaybookRunService, run_id: str) -> PlaybookRun:
@@ -150,8 +159,7 @@ def test_host_results_feed_the_fleet_and_bad_ones_are_ignored(
     fleet, _ = stores
     woken: list[str] = []
     finished: list[PlaybookRun] = []
-    svc = service(stores, ScriptedRunner(answer))
-    svc.on_report(woken.append)
+    svc = service(stores, ScriptedRunner(answer), woken=woken)
     run = svc.submit(
         PlaybookRunRequest(PlaybookName.DEPLOY_MODEL, hosts=("dev-1", "dev-2")), on_finished=finished.append
     )
