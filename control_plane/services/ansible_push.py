@@ -103,7 +103,8 @@ class AnsiblePush:
         artifacts = directory / "artifacts"
         artifacts.mkdir(parents=True)
         (directory / "desired.json").write_text(update.signed.model_dump_json())
-        for sha256 in _artifacts_named(DesiredState.model_validate_json(update.signed.document)):
+        document = DesiredState.model_validate_json(update.signed.document)
+        for sha256 in sorted({ref.sha256 for ref in document.artifact_refs()}):
             source = self._artifacts.path_for(sha256)
             if source is None:
                 raise ServiceError(f"artifact {sha256} is missing from the artifact store")
@@ -112,14 +113,11 @@ class AnsiblePush:
 
     def _finished(self, run: PlaybookRun, generations: Mapping[str, int], root: Path) -> None:
         try:
-            lost = {
-                device: generation
-                for device, generation in generations.items()
-                if _undelivered(run.host(device), generation) is not None
-            }
-            for device, generation in lost.items():
-                reason = _undelivered(run.host(device), generation) or ""
-                self._fail({device: generation}, _why(run, reason))
+            now = self._clock()
+            for device, generation in generations.items():
+                reason = _undelivered(run.host(device), generation)
+                if reason is not None:
+                    self._fleet.record_delivery_failure(device, generation, _why(run, reason), now)
         finally:
             shutil.rmtree(root, ignore_errors=True)
             self._wake()
@@ -130,15 +128,6 @@ class AnsiblePush:
             self._fleet.record_delivery_failure(device, generation, reason, now)
         if generations:
             self._wake()
-
-
-def _artifacts_named(desired: DesiredState) -> list[str]:
-    names: list[str] = []
-    for model in desired.models:
-        names += [model.artifact.sha256, model.selftest.artifact.sha256]
-        if model.fallback is not None:
-            names.append(model.fallback.artifact.sha256)
-    return sorted(set(names))
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
