@@ -46,6 +46,7 @@ from edge_agent.protocol import ModelAssignment, Signer
 from tests.integration.ansible.playbook_support import (
     BIN,
     PLAYBOOKS,
+    install_dirs,
     offline_install_vars,
     project_wheel,
     write_bundle,
@@ -262,14 +263,7 @@ def main() -> int:
             return 0
         try:
             signer = Signer.generate()
-            dirs = {
-                h.name: {
-                    "edge_agent_prefix": str(root / "nodes" / h.name / "opt"),
-                    "edge_agent_config_dir": str(root / "nodes" / h.name / "etc"),
-                    "edge_agent_data_dir": str(root / "nodes" / h.name / "data"),
-                }
-                for h in hosts.hosts
-            }
+            dirs = {h.name: install_dirs(root / "nodes" / h.name) for h in hosts.hosts}
             common = {
                 "edge_control_plane_public_key": signer.public_key_b64,
                 "edge_agent_channel": "ansible",

@@ -26,6 +26,7 @@ from tests.integration.ansible.playbook_support import (
     PlaybookRun,
     alive,
     children_of,
+    install_dirs,
     offline_install_vars,
     project_wheel,
     run_playbook,
@@ -88,14 +89,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshFleet]:
         pytest.skip(str(exc))
     try:
         signer = Signer.generate()
-        dirs = {
-            host.name: {
-                "edge_agent_prefix": str(root / "nodes" / host.name / "opt"),
-                "edge_agent_config_dir": str(root / "nodes" / host.name / "etc"),
-                "edge_agent_data_dir": str(root / "nodes" / host.name / "data"),
-            }
-            for host in hosts.hosts
-        }
+        dirs = {host.name: install_dirs(root / "nodes" / host.name) for host in hosts.hosts}
         common = {
             "edge_control_plane_public_key": signer.public_key_b64,
             "edge_agent_channel": "ansible",
