@@ -1,0 +1,81 @@
+"""Persistence of bearer tokens. Lookups are by the secret's digest (a unique index): one indexed read a request."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from control_plane.adapters.db.convert import utc, utc_or_none
+from control_plane.adapters.db.tables import ApiTokenRow
+from control_plane.domain.identity import ApiToken, Role
+
+
+class TokenRepository:
+    def __init__(self, engine: Engine) -> None:
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def add(self, token: ApiToken) -> ApiToken:
+        with self._sessions.begin() as session:
+            session.add(
+                ApiTokenRow(
+                    id=token.id,
+                    name=token.name,
+                    role=token.role.value,
+                    digest=token.digest,
+                    device_id=token.device_id,
+                    created_at=token.created_at,
+                    created_by=token.created_by,
+                    expires_at=token.expires_at,
+                    revoked_at=token.revoked_at,
+                    last_used_at=token.last_used_at,
+                )
+            )
+        return token
+
+    def by_digest(self, digest: str) -> ApiToken | None:
+        with self._sessions() as session:
+            row = session.scalars(select(ApiTokenRow).where(ApiTokenRow.digest == digest)).one_or_none()
+            return _token_of(row) if row is not None else None
+
+    def get(self, token_id: str) -> ApiToken | None:
+        with self._sessions() as session:
+            row = session.get(ApiTokenRow, token_id)
+            return _token_of(row) if row is not None else None
+
+    def list(self) -> list[ApiToken]:
+        with self._sessions() as session:
+            rows = session.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at, ApiTokenRow.id))
+            return [_token_of(r) for r in rows]
+
+    def count(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(ApiTokenRow)) or 0)
+
+    def revoke(self, token_id: str, at: datetime) -> None:
+        with self._sessions.begin() as session:
+            session.execute(
+                update(ApiTokenRow)
+                .where(ApiTokenRow.id == token_id, ApiTokenRow.revoked_at.is_(None))
+                .values(revoked_at=at)
+            )
+
+    def touch(self, token_id: str, at: datetime) -> None:
+        with self._sessions.begin() as session:
+            session.execute(update(ApiTokenRow).where(ApiTokenRow.id == token_id).values(last_used_at=at))
+
+
+def _token_of(row: ApiTokenRow) -> ApiToken:
+    return ApiToken(
+        id=row.id,
+        name=row.name,
+        role=Role(row.role),
+        digest=row.digest,
+        created_at=utc(row.created_at),
+        created_by=row.created_by,
+        expires_at=utc_or_none(row.expires_at),
+        revoked_at=utc_or_none(row.revoked_at),
+        last_used_at=utc_or_none(row.last_used_at),
+        device_id=row.device_id,
+    )
