@@ -3,6 +3,10 @@
 A job's record is stored before it runs and updated at each state change, so a control plane that dies mid-job
 finds it at startup and marks it failed instead of showing it running forever. It never trusts the output: the
 registry validates the produced model and samples exactly as it validates an upload.
+
+It never runs what the API sent: the spec's entrypoint and data path are looked up under the roots the operator
+registered (`training.code_dirs`, `training.data_dirs`; `services.training_paths`), and the job keeps the spec
+as given (relative paths), so no answer shows where the roots are on the host.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ import json
 import logging
 import platform
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from control_plane.domain.errors import InvalidInput, NotFound, ServiceError
 from control_plane.domain.registry import LineageSource
 from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
+from control_plane.domain.training_paths import DATA, ENTRYPOINT
 from control_plane.services.ports import Clock, RegistryStore, TrainingBackend
 from control_plane.services.registry import RegistryService
+from control_plane.services.training_paths import locate
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,14 @@ def read_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
         return fh.read().decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class JobPaths:
+    """A spec's entrypoint and data path as found under the registered roots (absolute, symlinks resolved)."""
+
+    entrypoint: Path
+    data: Path | None
+
+
 class TrainingService:
     def __init__(
         self,
@@ -63,12 +78,17 @@ class TrainingService:
         clock: Clock,
         jobs_dir: Path,
         workers: int = 2,
+        *,
+        code_dirs: Sequence[Path] = (),
+        data_dirs: Sequence[Path] = (),
     ) -> None:
         self._store = store
         self._registry = registry
         self._backend = backend
         self._clock = clock
         self._jobs_dir = jobs_dir
+        self._code_dirs = tuple(code_dirs)
+        self._data_dirs = tuple(data_dirs)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="training")
 
     def recover(self) -> int:
@@ -93,7 +113,7 @@ class TrainingService:
         return read_tail(Path(job.log_path))
 
     def submit(self, spec: TrainingJobSpec) -> TrainingJob:
-        spec = _resolved(spec)
+        self.paths_of(spec)  # refuse at once what would be refused when the job starts
         job_id = uuid.uuid4().hex[:16]
         folder = self._jobs_dir / job_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -113,6 +133,12 @@ class TrainingService:
         self._executor.submit(self._run_guarded, job)
         return job
 
+    def paths_of(self, spec: TrainingJobSpec) -> JobPaths:
+        """Where the spec's entrypoint and data are under the registered roots; InvalidInput if they are not."""
+        entrypoint = locate(ENTRYPOINT, spec.entrypoint, self._code_dirs)
+        data = None if spec.data.path is None else locate(DATA, spec.data.path, self._data_dirs)
+        return JobPaths(entrypoint=entrypoint, data=data)
+
     def _run_guarded(self, job: TrainingJob) -> None:
         try:
             self._run(job)
@@ -122,27 +148,34 @@ class TrainingService:
 
     def _run(self, job: TrainingJob) -> None:
         job = self._store.save_job(replace(job, status=TrainingStatus.RUNNING, started_at=self._clock()))
-        entrypoint = Path(job.spec.entrypoint)
-        output = Path(job.log_path).parent / "output"
+        try:  # looked up again when it starts: the roots may have changed while the job was queued
+            paths = self.paths_of(job.spec)
+            code_revision = file_digest(paths.entrypoint)  # the bytes about to run, not those found after the run
+        except (ServiceError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, ServiceError) else "the entrypoint could not be read"
+            self._finish(job, TrainingStatus.FAILED, error=f"not started: {reason}")
+            return
+        folder = Path(job.log_path).parent
+        output = folder / "output"
         output.mkdir(exist_ok=True)
         outcome = self._backend.run(
-            job.id, entrypoint, job.spec.parameters, output, Path(job.log_path), cwd=entrypoint.parent
+            job.id, paths.entrypoint, job.spec.parameters, output, Path(job.log_path), cwd=folder
         )
         if outcome.cancelled:
             self._finish(job, TrainingStatus.FAILED, error="cancelled: the control plane shut down during the job")
         elif outcome.returncode != 0:
             self._finish(job, TrainingStatus.FAILED, error=f"the entrypoint exited with code {outcome.returncode}")
         else:
-            self._register_output(job, output)
+            self._register_output(job, output, paths.data, code_revision)
 
-    def _register_output(self, job: TrainingJob, output: Path) -> None:
+    def _register_output(self, job: TrainingJob, output: Path, data: Path | None, code_revision: str) -> None:
         model = output / "model.onnx"
         samples = output / "samples.npz"
         try:
             if not model.is_file():
                 raise InvalidInput("the entrypoint succeeded but wrote no model.onnx")
             metrics = _read_metrics(output / "metrics.json")
-            lineage = self._lineage(job, metrics.pop("tool_versions", None))
+            lineage = self._lineage(job, metrics.pop("tool_versions", None), data, code_revision)
             version = self._registry.register_files(
                 job.spec.model_name, model, samples if samples.is_file() else None, lineage, metrics
             )
@@ -151,16 +184,15 @@ class TrainingService:
             return
         self._finish(job, TrainingStatus.SUCCEEDED, model=version.model, version=version.version)
 
-    def _lineage(self, job: TrainingJob, reported_tools: Any) -> dict[str, Any]:
+    def _lineage(self, job: TrainingJob, reported_tools: Any, data: Path | None, code_revision: str) -> dict[str, Any]:
         tools = {"python": platform.python_version()}
         if isinstance(reported_tools, dict):
             tools |= {str(k): str(v) for k, v in reported_tools.items()}
-        data_path = job.spec.data.path
         return {
             "source": LineageSource.TRAINING.value,
             "training_job_id": job.id,
-            "data_digest": data_digest(Path(data_path)) if data_path else None,
-            "code_revision": file_digest(Path(job.spec.entrypoint)),
+            "data_digest": data_digest(data) if data is not None else None,
+            "code_revision": code_revision,
             "parameters": dict(job.spec.parameters),
             "tool_versions": tools,
         }
@@ -178,20 +210,6 @@ class TrainingService:
             replace(current, status=status, error=error, model=model, version=version, finished_at=self._clock())
         )
         log.info("training job %s %s%s", job.id, status.value, f": {error}" if error else "")
-
-
-def _resolved(spec: TrainingJobSpec) -> TrainingJobSpec:
-    """The spec with absolute paths, checked to exist (relative paths are taken from the server's cwd)."""
-    entrypoint = Path(spec.entrypoint).expanduser().resolve()
-    if not entrypoint.is_file():
-        raise InvalidInput(f"entrypoint {spec.entrypoint!r} is not a file on the control plane host")
-    data = spec.data
-    if data.path is not None:
-        data_path = Path(data.path).expanduser().resolve()
-        if not data_path.exists():
-            raise InvalidInput(f"data.path {data.path!r} does not exist on the control plane host")
-        data = data.model_copy(update={"path": str(data_path)})
-    return spec.model_copy(update={"entrypoint": str(entrypoint), "data": data})
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:

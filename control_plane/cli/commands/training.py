@@ -44,7 +44,9 @@ def wait_for_job(api: ApiClient, job_id: str, timeout: float, on_update: Any | N
 
 def train(
     ctx: typer.Context,
-    spec: Annotated[Path, typer.Argument(help="TrainingJobSpec YAML (relative paths are from its folder).")],
+    spec: Annotated[
+        Path, typer.Argument(help="TrainingJobSpec YAML (entrypoint: relative to a server training code root).")
+    ],
     wait: Annotated[
         bool, typer.Option("--wait", help="Show progress until the job ends, then the registered version.")
     ] = False,

@@ -35,10 +35,10 @@ def _spec(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_good_spec_resolves_relative_paths_against_its_folder(tmp_path: Path) -> None:
+def test_good_spec_sends_paths_relative_to_the_servers_roots(tmp_path: Path) -> None:
     body = load_training_spec(_spec(tmp_path, GOOD_SPEC))
-    assert body["entrypoint"] == str((tmp_path / "train.py").resolve())
-    assert body["data"]["path"] == str((tmp_path / "data").resolve())
+    assert body["entrypoint"] == "train.py"  # under a training code root of the server, not of this machine
+    assert body["data"]["path"] == "data"
     assert body["parameters"] == {"epochs": 3}
     assert body["model_name"] == "demo-classifier"
 
@@ -52,7 +52,18 @@ def test_good_spec_resolves_relative_paths_against_its_folder(tmp_path: Path) ->
         pytest.param(GOOD_SPEC.replace("blobs", "has space"), "field `name`", id="bad-name"),
         pytest.param("name: [unclosed\n", "not valid YAML", id="bad-yaml"),
         pytest.param("- a\n- b\n", "expected a mapping", id="not-a-mapping"),
-        pytest.param(GOOD_SPEC.replace("train.py", "missing.py"), "entrypoint: no such file", id="no-entrypoint"),
+        pytest.param(
+            GOOD_SPEC.replace("train.py", "/srv/code/train.py"),
+            "entrypoint must be a path relative to a training code root (training.code_dirs)",
+            id="absolute-entrypoint",
+        ),
+        pytest.param(GOOD_SPEC.replace("train.py", "../train.py"), "'..' is refused", id="dotdot-entrypoint"),
+        pytest.param(GOOD_SPEC.replace("train.py", "model.onnx"), "must name a .py file", id="not-py"),
+        pytest.param(
+            GOOD_SPEC.replace("{path: data}", "{path: /etc}"),
+            "data.path must be a path relative to a training data root (training.data_dirs)",
+            id="absolute-data",
+        ),
     ],
 )
 def test_bad_spec_names_file_and_field(tmp_path: Path, text: str, fragment: str) -> None:
