@@ -1,11 +1,19 @@
 """Runs one playbook of `playbooks/` with ansible-runner; the only module that imports `ansible_runner`.
 
-Several runs may go at once (one per worker thread): each has its own directory
-`{data_dir}/playbook-runs/{run_id}/` holding its inventory, ansible-runner's `env/` files (extra vars) and
-artifacts, so no two runs ever share a file. Only a playbook named by `PlaybookName` inside the configured
-playbooks directory is run, never an operator-given path. Runner events become `RunEvent`s (one line each) and
-the host results come from the events themselves: a host's `edge_result` fact, the failing task's message, and
-its status from the final stats. This module must never touch the database: the service stores what it returns.
+Several runs may go at once (one per worker thread): each has its own directory (mode 0700)
+`{data_dir}/playbook-runs/{run_id}/` holding its inventory, the extra vars file and ansible-runner's artifacts,
+so no two runs ever share a file. Only a playbook named by `PlaybookName` inside the configured playbooks
+directory is run, never an operator-given path.
+
+What came from outside the control plane is data, never a template: the extra vars and each host's variables (its
+enrolled connection) are written as YAML with every string tagged `!unsafe`, which Ansible never renders, so a
+`{{ lookup('pipe', ...) }}` that got past the API's checks still reaches the play as text. Only the operator's
+`ansible.vars` settings stay templates. The extra vars file (mode 0600: it may hold secrets) is removed when the
+run ends; ansible-runner gets only its path, never the values on a command line.
+
+Runner events become `RunEvent`s (one line each) and the host results come from the events themselves: a host's
+`edge_result` fact, the failing task's message, and its status from the final stats. This module must never
+touch the database: the service stores what it returns.
 
 The translation of runner events and stats is pure (module-level functions) and tested without ansible.
 """
@@ -26,11 +34,13 @@ from typing import Any
 import yaml
 
 from control_plane.domain.errors import Unavailable
+from control_plane.domain.playbook_vars import DeclarationError, VarSpec, parse_declarations
 from control_plane.domain.playbooks import (
     RESULT_FACT,
     HostResult,
     HostStatus,
     PlaybookJob,
+    PlaybookName,
     PlaybookOutcome,
     RunEvent,
     RunStatus,
@@ -42,6 +52,7 @@ log = logging.getLogger(__name__)
 EventCallback = Callable[[RunEvent], None]
 CancelCheck = Callable[[], bool]
 INSTALL_HINT = "ansible-runner is not installed: pip install 'edge-orchestrator[ansible]'"
+DECLARATIONS_FILE = "api_vars.yml"  # in the playbooks directory: the extra vars the API may set, per playbook
 MAX_MESSAGE = 500
 # ansible-runner polls the cancel callback (and its job timeout) once per pexpect timeout: keep cancel prompt.
 _POLL_S = 1
@@ -62,6 +73,36 @@ _SHOWN_EVENTS = {
 def build_inventory(hosts: Mapping[str, Mapping[str, Any]], common: Mapping[str, Any]) -> dict[str, Any]:
     """A YAML inventory: every device id a host with its own variables, `common` for all of them."""
     return {"all": {"hosts": {h: dict(v) for h, v in hosts.items()}, "vars": dict(common)}}
+
+
+class _Unsafe(str):
+    """A string written with the `!unsafe` tag: Ansible takes it as text and never renders it as a template."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(_Unsafe, lambda dumper, value: dumper.represent_scalar("!unsafe", str(value)))
+
+
+def as_unsafe(value: Any) -> Any:
+    """`value` with every string in it, map keys included, marked `!unsafe` for `unsafe_yaml`."""
+    if isinstance(value, Mapping):
+        return {_Unsafe(k) if isinstance(k, str) else k: as_unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_unsafe(v) for v in value]
+    return _Unsafe(value) if isinstance(value, str) else value
+
+
+def unsafe_vars(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Variables whose values are all `!unsafe` (the names themselves stay plain: Ansible checks them)."""
+    return {name: as_unsafe(value) for name, value in variables.items()}
+
+
+def unsafe_yaml(document: Any) -> str:
+    """YAML of `document` where the strings marked by `as_unsafe` carry the `!unsafe` tag."""
+    return yaml.dump(document, Dumper=_UnsafeDumper, sort_keys=True, allow_unicode=True)
 
 
 def one_line(text: object, limit: int = MAX_MESSAGE) -> str:
@@ -245,6 +286,23 @@ class PlaybookRunner:
         self._active: set[str] = set()
         self._lock = threading.Lock()
 
+    def declared_vars(self) -> dict[PlaybookName, dict[str, VarSpec]]:
+        """The extra vars each playbook takes from the API, from `api_vars.yml` in the playbooks directory
+        (none without that file). Raises DeclarationError when the file is malformed: a configuration mistake."""
+        path = self._settings.playbooks_dir / DECLARATIONS_FILE
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            log.warning("%s is missing: playbook runs take no extra vars from the API", path)
+            return {}
+        except OSError as exc:
+            raise DeclarationError(f"{path}: {exc}") from exc
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DeclarationError(f"{path}: not YAML: {exc}") from exc
+        return parse_declarations(document, str(path))
+
     def check_available(self) -> None:
         """Raise Unavailable (naming the install command) when ansible-runner is missing."""
         _ansible_runner()
@@ -285,7 +343,6 @@ class PlaybookRunner:
                     host_cwd=str(playbook.parent),
                     playbook=str(playbook),
                     inventory=str(inventory),
-                    extravars=dict(job.extra_vars),
                     envvars=self._envvars(run_dir),
                     forks=self._settings.forks,
                     timeout=self._settings.timeout_s,
@@ -300,17 +357,23 @@ class PlaybookRunner:
             status, error = run_status(str(runner.status), runner.rc, self._settings.timeout_s)
             return PlaybookOutcome(status, collector.host_results(), runner.rc, error)
         finally:
+            (run_dir / "env" / "extravars").unlink(missing_ok=True)  # the real values: gone with the run
             with self._lock:
                 self._active.discard(job.run_id)
             self.rotate()
 
     def _prepare(self, run_dir: Path, job: PlaybookJob) -> Path:
-        (run_dir / "inventory").mkdir(parents=True, exist_ok=True)
-        (run_dir / "tmp").mkdir(exist_ok=True)
+        """The run's inventory (host vars `!unsafe`, the operator's common vars as they are) and, when there are
+        extra vars, `env/extravars` (all `!unsafe`, mode 0600), which ansible-runner passes as `-e @file`."""
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        run_dir.chmod(0o700)
+        for sub in ("inventory", "env", "tmp"):
+            (run_dir / sub).mkdir(mode=0o700, exist_ok=True)
         inventory = run_dir / "inventory" / "hosts.yml"
-        text = yaml.safe_dump(build_inventory(job.hosts, self._settings.vars), sort_keys=True)
-        inventory.write_text(text)
-        inventory.chmod(0o600)  # host vars may carry credentials
+        hosts = {host: unsafe_vars(variables) for host, variables in job.hosts.items()}
+        _write_private(inventory, unsafe_yaml(build_inventory(hosts, self._settings.vars)))  # may carry credentials
+        if job.extra_vars:
+            _write_private(run_dir / "env" / "extravars", unsafe_yaml(unsafe_vars(job.extra_vars)))
         return inventory
 
     def _envvars(self, run_dir: Path) -> dict[str, str]:
@@ -341,3 +404,11 @@ class PlaybookRunner:
         for old in dirs[self._settings.keep_runs :]:
             if old.name not in active:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, created so from the start (no window at the umask's mode)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)

@@ -29,7 +29,12 @@ class PlaybookRunIn(BaseModel):
         default=None, min_length=1, max_length=1000, description="Devices on the Ansible channel: k=v,gpu_class=C."
     )
     hosts: list[Name] = Field(default_factory=list, max_length=10_000, description="Or these device ids.")
-    extra_vars: dict[str, Any] = Field(default_factory=dict, max_length=256)
+    extra_vars: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="Only the variables the playbook declares (playbooks/api_vars.yml), as data: no ansible_* "
+        "variable, no Jinja delimiter in any string.",
+    )
 
     @field_validator("playbook")
     @classmethod
@@ -72,7 +77,9 @@ class PlaybookRunOut(BaseModel):
     purpose: str | None
     selector: str | None
     hosts: list[HostResultOut]
-    extra_vars: dict[str, Any] = Field(description="As given, with secret-looking values replaced by ***.")
+    extra_vars: dict[str, Any] = Field(
+        description="As given, with what secret-looking keys hold (at any depth) replaced by ***."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

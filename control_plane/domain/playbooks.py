@@ -23,6 +23,11 @@ class PlaybookName(str, Enum):
     DECOMMISSION = "decommission"
 
     @property
+    def calls_control_plane(self) -> bool:
+        """Whether the playbook calls the control plane's REST API from the controller (enroll, forget)."""
+        return self in (PlaybookName.PROVISION, PlaybookName.DECOMMISSION)
+
+    @property
     def file_name(self) -> str:
         return f"{self.value}.yml"
 
@@ -135,7 +140,7 @@ class RunEvent:
 @dataclass(frozen=True)
 class PlaybookJob:
     """What the runner needs for one run: the playbook, each host's inventory variables, the extra vars
-    (unredacted: they live only in memory and in the run's own directory)."""
+    (unredacted: they live only in memory and, while the run goes, in a 0600 file the runner then removes)."""
 
     run_id: str
     playbook: PlaybookName
@@ -151,9 +156,3 @@ class PlaybookOutcome:
     hosts: tuple[HostResult, ...]
     rc: int | None = None
     error: str | None = None  # why the run failed as a whole (timeout, no playbook, runner error)
-
-
-def redact(extra_vars: Mapping[str, Any]) -> dict[str, Any]:
-    """Extra vars as shown and stored: values of keys that look secret are replaced."""
-    secret = ("password", "token", "secret", "private_key")
-    return {k: ("***" if any(s in k.lower() for s in secret) else v) for k, v in extra_vars.items()}

@@ -3,7 +3,10 @@ per-host results, and feed what the hosts handed back (`edge_result`) into the f
 
 A host's `edge_result.reported` goes to the fleet's `accept_report`, the same path as a report its agent published
 over MQTT (so the rollout executor is woken the same way); `edge_result.hardware` becomes its hardware facts.
-Results are untrusted: bad data is logged and ignored, never raised. The run itself (ansible-runner) is behind
+Results are untrusted: bad data is logged and ignored, never raised. Extra vars are checked against what the
+playbook declares (control_plane.domain.playbook_vars) before anything else; the run record, its host results and
+its events are stored redacted (secret-looking values as `***`, secret values scrubbed from messages), while the
+real values go to the runner in memory only. The run itself (ansible-runner) is behind
 the `PlaybookRunner` port. Every run reaches a final status exactly once; `on_finished` is then called once,
 whatever the status.
 """
@@ -16,12 +19,22 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError
 from control_plane.domain.fleet import Device
+from control_plane.domain.identity import ApiToken, Role
+from control_plane.domain.playbook_vars import (
+    Declarations,
+    check_extra_vars,
+    redact,
+    scrub,
+    scrub_data,
+    secret_values,
+)
 from control_plane.domain.playbooks import (
     HostResult,
     HostStatus,
@@ -31,7 +44,6 @@ from control_plane.domain.playbooks import (
     PlaybookRunRequest,
     RunEvent,
     RunStatus,
-    redact,
 )
 from control_plane.domain.selectors import SelectorError, parse_selector
 from control_plane.services.ports import Clock, FleetStore, PlaybookRunner, PlaybookRunStore
@@ -53,8 +65,23 @@ class _Pending:
 
     job: PlaybookJob
     on_finished: RunFinished | None
+    secrets: frozenset[str] = frozenset()  # the secret values of the extra vars, scrubbed from what is stored
     cancel: threading.Event = field(default_factory=threading.Event)
     started: bool = False
+
+
+class RunTokens(Protocol):
+    """Issues the short-lived token a run that calls the control plane back (provision enrolls, decommission
+    forgets) acts with, and revokes it when the run ends (IdentityService)."""
+
+    def create_token(
+        self, name: str, role: Role, created_by: str, expires_at: datetime | None = None, device_id: str | None = None
+    ) -> tuple[ApiToken, str]: ...
+    def revoke(self, token_id: str) -> ApiToken: ...
+
+
+# The token variable the edge_agent role sends to the control plane (playbooks/roles/edge_agent/vars/main.yml).
+RUN_TOKEN_VAR = "edge_control_plane_token"  # noqa: S105 (a variable's name)
 
 
 class PlaybookRunService:
@@ -66,12 +93,20 @@ class PlaybookRunService:
         clock: Clock,
         accept_report: AcceptReport,
         workers: int = 2,
+        declared_vars: Declarations | None = None,
+        run_tokens: RunTokens | None = None,
+        run_token_lifetime: timedelta = timedelta(hours=1),
     ) -> None:
+        """`declared_vars`: the extra vars each playbook takes from a request (playbooks/api_vars.yml); a playbook
+        not in it takes none."""
         self._store = store
         self._fleet = fleet_store
         self._runner = runner
         self._clock = clock
         self._accept_report = accept_report
+        self._declared: Declarations = declared_vars or {}
+        self._run_tokens = run_tokens
+        self._run_token_lifetime = run_token_lifetime
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="playbook-run")
@@ -85,7 +120,11 @@ class PlaybookRunService:
         on_finished: RunFinished | None = None,
     ) -> PlaybookRun:
         """Queue a run on the request's hosts (or the Ansible devices its selector matches); 202-style: returns
-        the queued run at once. `host_vars` adds inventory variables per device id (e.g. the bundle to push)."""
+        the queued run at once. `host_vars` adds inventory variables per device id (e.g. the bundle to push).
+        Extra vars the playbook does not declare, `ansible_*` ones and values holding a template are refused."""
+        problems = check_extra_vars(request.playbook, self._declared.get(request.playbook, {}), request.extra_vars)
+        if problems:
+            raise InvalidInput("; ".join(problems))
         devices = self._resolve_hosts(request)
         extra = dict(host_vars or {})
         unknown = sorted(set(extra) - {d.id for d in devices})
@@ -106,7 +145,7 @@ class PlaybookRunService:
         job = PlaybookJob(run.id, request.playbook, inventory, dict(request.extra_vars))
         self._store.save_run(run)
         with self._lock:
-            self._pending[run.id] = _Pending(job, on_finished)
+            self._pending[run.id] = _Pending(job, on_finished, secret_values(request.extra_vars))
         self._executor.submit(self._work, run.id)
         return run
 
@@ -224,13 +263,19 @@ class PlaybookRunService:
     def _execute(self, run_id: str, pending: _Pending) -> None:
         running = replace(self.get(run_id), status=RunStatus.RUNNING, started_at=self._clock())
         self._store.save_run(running)
+        token_id, pending = self._with_run_token(pending)
         try:
-            outcome = self._runner.run(pending.job, self._store_event, pending.cancel.is_set)
+            outcome = self._runner.run(
+                pending.job, lambda event: self._store_event(event, pending.secrets), pending.cancel.is_set
+            )
         except ServiceError as exc:
             outcome = PlaybookOutcome(RunStatus.FAILED, running.hosts, error=str(exc))
         except Exception as exc:  # a bug in the runner: the run still ends, with the reason
             log.exception("the runner failed on playbook run %s", run_id)
             outcome = PlaybookOutcome(RunStatus.FAILED, running.hosts, error=f"internal error: {exc}")
+        finally:
+            if token_id is not None and self._run_tokens is not None:
+                self._run_tokens.revoke(token_id)
         if pending.cancel.is_set() and outcome.status is RunStatus.FAILED and outcome.error is None:
             outcome = replace(outcome, status=RunStatus.CANCELLED)
         for host in outcome.hosts:
@@ -238,16 +283,32 @@ class PlaybookRunService:
         final = replace(
             running,
             status=outcome.status,
-            hosts=outcome.hosts,
+            hosts=tuple(_shown(h, pending.secrets) for h in outcome.hosts),
             finished_at=self._clock(),
             rc=outcome.rc,
-            error=outcome.error,
+            error=None if outcome.error is None else scrub(outcome.error, pending.secrets),
         )
         self._store.save_run(final)
         _call_finished(pending.on_finished, final)
 
-    def _store_event(self, event: RunEvent) -> None:
-        self._store.add_events([event])
+    def _with_run_token(self, pending: _Pending) -> tuple[str | None, _Pending]:
+        """A playbook that calls the control plane back gets an operator token of its own, for this run only:
+        it expires with the run's longest life and is revoked when the run ends; it is scrubbed like a secret."""
+        job = pending.job
+        if self._run_tokens is None or not job.playbook.calls_control_plane or RUN_TOKEN_VAR in job.extra_vars:
+            return None, pending
+        token, secret = self._run_tokens.create_token(
+            f"playbook-run-{job.run_id}",
+            Role.OPERATOR,
+            f"playbook-run:{job.run_id}",
+            expires_at=self._clock() + self._run_token_lifetime,
+        )
+        with_token = replace(job, extra_vars={**job.extra_vars, RUN_TOKEN_VAR: secret})
+        return token.id, replace(pending, job=with_token, secrets=pending.secrets | {secret})
+
+    def _store_event(self, event: RunEvent, secrets: frozenset[str]) -> None:
+        task = None if event.task is None else scrub(event.task, secrets)
+        self._store.add_events([replace(event, task=task, message=scrub(event.message, secrets))])
 
     def _take_result(self, host: HostResult) -> None:
         """Feed one host's `edge_result` into the fleet; bad data is logged and dropped."""
@@ -266,6 +327,15 @@ class PlaybookRunService:
                 self._accept_report(reported)
         except (ValidationError, ValueError, TypeError, AttributeError) as exc:
             log.warning("ignored the malformed result of host %s: %s", host.host, exc)
+
+
+def _shown(host: HostResult, secrets: frozenset[str]) -> HostResult:
+    """A host's result as stored and shown: redacted, and without the run's secret values in its message."""
+    return replace(
+        host,
+        result=None if host.result is None else scrub_data(redact(host.result), secrets),
+        message=None if host.message is None else scrub(host.message, secrets),
+    )
 
 
 def _connection_vars(device: Device) -> dict[str, Any]:

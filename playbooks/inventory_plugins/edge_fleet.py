@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.error import HTTPError
 from urllib.parse import urlencode, urlparse
 
 from ansible.errors import AnsibleParserError
@@ -144,6 +145,13 @@ class InventoryModule(BaseInventoryPlugin):
                 validate_certs=self.get_option("validate_certs"),
             )
             body = response.read()
+        except HTTPError as exc:
+            if exc.code in (401, 403):
+                raise AnsibleParserError(
+                    f"edge_fleet: the control plane refused to list the fleet ({exc.code}): set the `token` option "
+                    "or EDGE_FLEET_TOKEN to a token that may read it (a viewer's is enough)"
+                ) from exc
+            raise AnsibleParserError(f"edge_fleet: cannot read the fleet from {url}: {exc}") from exc
         except Exception as exc:  # urllib, socket and SSL errors alike: all mean "cannot read the fleet"
             raise AnsibleParserError(f"edge_fleet: cannot read the fleet from {url}: {exc}") from exc
         try:

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.protocol import MessageKind, seal
 from tests.integration.ansible.playbook_support import BIN, PLAYBOOKS, ansible_env
 from tests.integration.control_plane.helpers import reported
-from tests.support import ControlPlaneProcess, Mosquitto, free_port, password_for, wait_for
+from tests.support import ControlPlaneProcess, Mosquitto, free_port, mint_token, password_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +72,13 @@ def fleet(control_plane: ControlPlaneProcess, mosquitto: Mosquitto) -> ControlPl
     return control_plane
 
 
+@pytest.fixture(scope="module")
+def viewer_token(fleet: ControlPlaneProcess) -> str:
+    """The inventory reads the fleet with a viewer's token: it needs nothing more."""
+    with fleet.client() as api:
+        return mint_token(api, "viewer", "ansible-inventory")
+
+
 def inventory(tmp_path: Path, url: str, **options: str) -> Path:
     path = tmp_path / "fleet.yml"
     path.write_text(json.dumps({"plugin": "edge_fleet", "url": url, **options}))
@@ -101,13 +108,15 @@ def trusted(value: dict[str, Any]) -> Any:
     return value["__ansible_unsafe"] if set(value) == {"__ansible_unsafe"} else value
 
 
-def test_graph_groups_devices_by_gpu_class_site_label_and_channel(fleet: ControlPlaneProcess, tmp_path: Path) -> None:
-    done = ansible_inventory(inventory(tmp_path, fleet.url), "--graph")
+def test_graph_groups_devices_by_gpu_class_site_label_and_channel(
+    fleet: ControlPlaneProcess, tmp_path: Path, viewer_token: str
+) -> None:
+    done = ansible_inventory(inventory(tmp_path, fleet.url, token=viewer_token), "--graph")
     assert done.returncode == 0, done.stderr
     graph = done.stdout
     for group in ("@gpu_jetson_orin", "@site_factory_a", "@label_line_2", "@channel_mqtt", "@site_site_b"):
         assert group in graph, graph
-    data = listed(inventory(tmp_path, fleet.url))
+    data = listed(inventory(tmp_path, fleet.url, token=viewer_token))
     assert data["gpu_jetson_orin"]["hosts"] == ["dev-7"]
     assert data["label_site_factory_a"]["hosts"] == ["dev-7"]
     assert data["channel_ansible"]["hosts"] == ["edge-push-1"]
@@ -115,9 +124,9 @@ def test_graph_groups_devices_by_gpu_class_site_label_and_channel(fleet: Control
 
 
 def test_host_variables_carry_the_enrolled_connection_and_the_reported_state(
-    fleet: ControlPlaneProcess, tmp_path: Path
+    fleet: ControlPlaneProcess, tmp_path: Path, viewer_token: str
 ) -> None:
-    hostvars = listed(inventory(tmp_path, fleet.url))["_meta"]["hostvars"]
+    hostvars = listed(inventory(tmp_path, fleet.url, token=viewer_token))["_meta"]["hostvars"]
     pushed = hostvars["edge-push-1"]
     assert pushed["ansible_host"] == "10.0.0.5"
     assert pushed["ansible_port"] == 2222
@@ -142,9 +151,9 @@ def test_host_variables_carry_the_enrolled_connection_and_the_reported_state(
     ],
 )
 def test_selector_and_channel_narrow_the_fleet(
-    fleet: ControlPlaneProcess, tmp_path: Path, options: dict[str, str], expected: set[str]
+    fleet: ControlPlaneProcess, tmp_path: Path, viewer_token: str, options: dict[str, str], expected: set[str]
 ) -> None:
-    hosts = set(listed(inventory(tmp_path, fleet.url, **options))["_meta"]["hostvars"])
+    hosts = set(listed(inventory(tmp_path, fleet.url, token=viewer_token, **options))["_meta"]["hostvars"])
     assert hosts == expected
 
 
@@ -159,3 +168,12 @@ def test_a_wrong_url_is_a_clear_error(tmp_path: Path, url: str, message: str) ->
     done = ansible_inventory(inventory(tmp_path, url), "--list")
     assert done.returncode != 0
     assert message in done.stderr, done.stderr
+
+
+def test_without_a_token_the_inventory_says_the_control_plane_wants_one(
+    fleet: ControlPlaneProcess, tmp_path: Path
+) -> None:
+    done = ansible_inventory(inventory(tmp_path, fleet.url), "--list")
+    assert done.returncode != 0
+    assert "401" in done.stderr and "token" in done.stderr, done.stderr
+    assert "edge-push-1" not in done.stdout

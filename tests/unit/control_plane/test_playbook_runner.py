@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from control_plane.adapters.playbook_runner import (
     HostCollector,
@@ -17,9 +18,12 @@ from control_plane.adapters.playbook_runner import (
     host_statuses,
     run_status,
     translate_event,
+    unsafe_vars,
+    unsafe_yaml,
 )
 from control_plane.domain.errors import Unavailable
-from control_plane.domain.playbooks import AnsibleConnection, HostStatus, RunStatus, redact
+from control_plane.domain.playbook_vars import DeclarationError, redact
+from control_plane.domain.playbooks import AnsibleConnection, HostStatus, PlaybookName, RunStatus
 from control_plane.settings import AnsibleSettings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -166,3 +170,41 @@ def test_the_default_playbooks_dir_is_the_repositorys() -> None:
 def test_secret_looking_extra_vars_are_redacted() -> None:
     shown = redact({"edge_control_plane_token": "t", "MQTT_PASSWORD": "p", "ssh_private_key": "k", "site": "a"})
     assert shown == {"edge_control_plane_token": "***", "MQTT_PASSWORD": "***", "ssh_private_key": "***", "site": "a"}
+
+
+def test_every_string_of_the_vars_is_written_unsafe_and_round_trips() -> None:
+    given = {"payload": "{{ lookup('pipe', 'id') }}", "nested": {"k": ["a", {"{{ x }}": "b"}], "n": 1, "ok": True}}
+    text = unsafe_yaml({"all": {"vars": {"operator": "{{ inventory_hostname }}"}, "hosts": unsafe_vars(given)}})
+
+    def scalars(node: yaml.Node) -> list[yaml.ScalarNode]:
+        if isinstance(node, yaml.ScalarNode):
+            return [node]
+        children = node.value if isinstance(node, yaml.SequenceNode) else [x for kv in node.value for x in kv]
+        return [s for child in children for s in scalars(child)]
+
+    root = yaml.compose(text)
+    assert root is not None
+    nodes = scalars(root)
+    tagged = {n.value for n in nodes if n.tag == "!unsafe"}
+    assert tagged == {"{{ lookup('pipe', 'id') }}", "k", "a", "{{ x }}", "b", "n", "ok"}  # keys below the names too
+    plain = {n.value for n in nodes if n.tag == "tag:yaml.org,2002:str"}
+    assert plain == {"all", "vars", "operator", "{{ inventory_hostname }}", "hosts", "payload", "nested"}
+
+    class UnsafeAsText(yaml.SafeLoader):
+        pass
+
+    UnsafeAsText.add_constructor("!unsafe", lambda loader, node: loader.construct_scalar(node))  # type: ignore[arg-type]
+    assert yaml.load(text, Loader=UnsafeAsText)["all"] == {
+        "vars": {"operator": "{{ inventory_hostname }}"},
+        "hosts": given,
+    }
+
+
+def test_declarations_are_read_from_the_playbooks_directory(tmp_path: Path) -> None:
+    runner = PlaybookRunner(AnsibleSettings(playbooks_dir=tmp_path), tmp_path / "runs", lambda: NOW)
+    assert runner.declared_vars() == {}  # no file: nothing may be set
+    (tmp_path / "api_vars.yml").write_text("facts:\n  n: {type: int}\n")
+    assert list(runner.declared_vars()[PlaybookName.FACTS]) == ["n"]
+    (tmp_path / "api_vars.yml").write_text("facts:\n  ansible_user: {type: str}\n")
+    with pytest.raises(DeclarationError, match="ansible_user is reserved"):
+        runner.declared_vars()

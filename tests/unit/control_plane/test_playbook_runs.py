@@ -4,6 +4,7 @@ queued, on_finished once), what host results do to the fleet, and restart recove
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.playbook_run_repository import PlaybookRunRepository
 from control_plane.domain.errors import Conflict, InvalidInput
+from control_plane.domain.playbook_vars import Declarations, VarSpec, VarType
 from control_plane.domain.playbooks import (
     AnsibleConnection,
     HostResult,
@@ -79,6 +81,7 @@ def service(
     runner: ScriptedRunner,
     workers: int = 1,
     woken: list[str] | None = None,
+    declared: Declarations | None = None,
 ) -> PlaybookRunService:
     """The service over a real FleetService (reports go through its accept_report); `woken` lists the devices
     whose report woke the fleet's listeners."""
@@ -86,7 +89,7 @@ def service(
     fleet_service = FleetService(fleet, Topics(), lambda: NOW, timedelta(seconds=60))
     if woken is not None:
         fleet_service.on_report(woken.append)
-    return PlaybookRunService(runs, fleet, runner, lambda: NOW, fleet_service.accept_report, workers)
+    return PlaybookRunService(runs, fleet, runner, lambda: NOW, fleet_service.accept_report, workers, declared)
 
 
 def wait_final(svc: PlaybookRunService, run_id: str) -> PlaybookRun:
@@ -120,6 +123,64 @@ def test_requests_are_checked_against_the_fleet(
         svc.submit(request_)
     assert svc.list_runs() == []
     svc.shutdown()
+
+
+FACTS_VARS: Declarations = {
+    PlaybookName.FACTS: {"mqtt": VarSpec("mqtt", VarType.MAP), "n": VarSpec("n", VarType.INT)},
+}
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.mark.parametrize(
+    ("extra_vars", "text"),
+    [
+        pytest.param({"ansible_become_pass": "x"}, "extra_vars.ansible_become_pass", id="ansible"),
+        pytest.param({"zz": 1}, "does not declare zz; it allows: mqtt, n", id="undeclared"),
+        pytest.param({"mqtt": {"host": "{{ lookup('pipe', 'id') }}"}}, "extra_vars.mqtt.host", id="template"),
+    ],
+)
+def test_bad_extra_vars_are_refused_before_anything_is_queued(
+    stores: tuple[FleetRepository, PlaybookRunRepository], extra_vars: dict[str, object], text: str
+) -> None:
+    runner = ScriptedRunner(all_ok)
+    svc = service(stores, runner, declared=FACTS_VARS)
+    with pytest.raises(InvalidInput, match=re.escape(text)):
+        svc.submit(PlaybookRunRequest(PlaybookName.FACTS, hosts=("ghost",), extra_vars=extra_vars))
+    svc.shutdown()
+    assert svc.list_runs() == [] and runner.jobs == []
+
+
+def test_the_runner_gets_the_real_values_and_only_redacted_ones_are_stored(
+    stores: tuple[FleetRepository, PlaybookRunRepository],
+) -> None:
+    class LeakyRunner(ScriptedRunner):
+        """A playbook that prints the password everywhere it can."""
+
+        def run(
+            self, job: PlaybookJob, on_event: Callable[[RunEvent], None], cancelled: Callable[[], bool]
+        ) -> PlaybookOutcome:
+            self.jobs.append(job)
+            leak = f"login with {PASSWORD} refused"
+            on_event(RunEvent(job.run_id, 1, NOW, "runner_on_failed", "dev-1", f"Log in ({PASSWORD})", False, True,
+                              f"dev-1: failed: Log in: {leak}"))  # fmt: skip
+            result = {"echo": {"mqtt": {"password": PASSWORD}}, "said": leak}
+            return PlaybookOutcome(RunStatus.FAILED, (HostResult("dev-1", HostStatus.FAILED, result, leak),), 2, leak)
+
+    runner = LeakyRunner(all_ok)
+    svc = service(stores, runner, declared=FACTS_VARS)
+    given = {"mqtt": {"host": "broker", "password": PASSWORD}, "n": 1}
+    run = svc.submit(PlaybookRunRequest(PlaybookName.FACTS, hosts=("dev-1",), extra_vars=given))
+    done = wait_final(svc, run.id)
+    svc.shutdown()
+
+    assert runner.jobs[0].extra_vars == given
+    assert done.extra_vars == {"mqtt": {"host": "broker", "password": "***"}, "n": 1}
+    host = done.hosts[0]
+    assert host.result == {"echo": {"mqtt": {"password": "***"}}, "said": "login with *** refused"}
+    assert (host.message, done.error) == ("login with *** refused", "login with *** refused")
+    [event] = svc.events_since(run.id, 0)
+    assert (event.task, event.message) == ("Log in (***)", "dev-1: failed: Log in: login with *** refused")
+    assert PASSWORD not in repr(svc.list_runs())
 
 
 def test_a_selector_takes_only_ansible_devices_and_host_vars_reach_the_inventory(
