@@ -2,7 +2,9 @@
 
 `execute.py` proves what these steps make; the steps themselves only make it. Each kind wraps one library made
 for the job (onnxruntime's optimiser, onnxconverter-common, onnxruntime.quantization, TensorRT). A step must
-never swallow a library's failure: it raises BuildError with the library's reason.
+never swallow a library's failure: it raises BuildError with the library's reason. The ONNX kinds run their
+library in `ort_sandbox`'s killable child (a hostile graph can fold into gigabytes or calibrate forever); the
+TensorRT plan is built in-process, only on a GPU host of its own class.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from model_builds import fp16, onnx_build, ort_quantize, ort_runtime, tensorrt_plan
+from model_builds import fp16, onnx_build, ort_quantize, ort_runtime, ort_sandbox, tensorrt_plan
 from model_builds.capabilities import tensorrt_importable
 from model_builds.errors import BuildError
 from model_builds.hardware import HostHardware
@@ -67,19 +69,25 @@ def build_artifact(
     workdir: Path,
     host: HostHardware,
     progress: Callable[[str, float | None], None],
+    limits: ort_sandbox.EvalLimits = ort_sandbox.EvalLimits(),
 ) -> Built:
     artifact = workdir / ARTIFACT_NAME
     kind = task.spec.kind
+    timeout_s, memory_bytes = limits.long_timeout_s, limits.memory_bytes
     try:
         if kind is ArtifactKind.ONNX:
             progress(f"optimising the graph (ORT_ENABLE_{onnx_build.PORTABLE_LEVEL.name}: standard ONNX ops only)", 0.2)
-            onnx_build.build_portable(source, artifact)
+            ort_sandbox.optimise_bounded(
+                source, artifact, onnx_build.PORTABLE_LEVEL.value, timeout_s=timeout_s, memory_bytes=memory_bytes
+            )
+            onnx.checker.check_model(str(artifact))
         elif kind is ArtifactKind.ONNX_FP16:
             progress("converting to float16 (IO kept float32)", 0.2)
-            fp16.convert_fp16(source, artifact)
+            ort_sandbox.fp16_bounded(source, artifact, timeout_s=timeout_s, memory_bytes=memory_bytes)
         elif kind is ArtifactKind.ONNX_INT8_QDQ:
             progress("calibrating and quantising to int8 QDQ", 0.2)
-            ort_quantize.quantize_qdq(source, artifact, calibration_feeds(calibration, dynamic_batch(signature)))
+            feeds = calibration_feeds(calibration, dynamic_batch(signature))
+            ort_sandbox.quantize_bounded(source, artifact, feeds, timeout_s=timeout_s, memory_bytes=memory_bytes)
         else:
             return _build_plan(task, source, signature, inputs, calibration, workdir, host, progress)
     except (

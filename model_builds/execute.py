@@ -3,14 +3,15 @@
 Every builder (the control plane's own worker, `edgectl build-worker`, an agent with `builder: true`) runs
 builds through `execute`, so an artifact is made and proved one way wherever it is built. It must never store,
 sign or judge for the record (the control plane re-judges the figures), and never return a product for an
-artifact it did not build: what cannot be built raises `BuildError` with the reason.
+artifact it did not build: what cannot be built raises `BuildError` with the reason. Every ONNX Runtime call on
+the version's model runs in `ort_sandbox`'s child, within `EvalLimits`: a model that loops forever or asks for
+unbounded memory fails its build with the reason, it never holds the builder (or the control plane) hostage.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -25,11 +26,18 @@ from model_builds.build_steps import build_artifact, candidate_providers
 from model_builds.errors import BuildError
 from model_builds.hardware import HostHardware, detect_host
 from model_builds.kinds import ArtifactKind, Precision
-from model_builds.onnx_model import Arrays, InvalidModel, ModelSignature, inspect_model, load_npz, split_samples
+from model_builds.onnx_model import Arrays, InvalidModel, ModelSignature, load_npz, split_samples
+from model_builds.ort_sandbox import (
+    EvalLimits,
+    SandboxError,
+    inspect_bounded,
+    run_and_time_bounded,
+    run_bounded,
+)
 from model_builds.planner import BuildOptions, BuildSpec, Tolerances
 from model_builds.reports import LatencyReport, ParityReport, batch_latency, parity
 
-__all__ = ["BuildError", "BuildProduct", "BuildTask", "RemoteFile", "execute"]
+__all__ = ["BuildError", "BuildProduct", "BuildTask", "EvalLimits", "RemoteFile", "execute"]
 
 Progress = Callable[[str, float | None], None]
 
@@ -183,11 +191,11 @@ def _load_samples(signature: ModelSignature, samples: Path) -> Arrays:
     return inputs
 
 
-def _signature(source: Path) -> ModelSignature:
+def _signature(source: Path, limits: EvalLimits) -> ModelSignature:
     try:
-        return inspect_model(source)
-    except InvalidModel as exc:
-        raise BuildError(f"the version's source is unusable: {exc}") from exc
+        return inspect_bounded(source, timeout_s=limits.timeout_s, memory_bytes=limits.memory_bytes)
+    except SandboxError as exc:
+        raise BuildError(f"the version's source is unusable: {exc.reason}") from exc
 
 
 def execute(
@@ -199,26 +207,37 @@ def execute(
     progress: Progress,
     *,
     latency_runs: int = 50,
-    clock: Callable[[], float] = time.perf_counter,
     host: HostHardware | None = None,
+    limits: EvalLimits = EvalLimits(),
 ) -> BuildProduct:
-    """Build `task` in `workdir` and prove it: parity against the fp32 source, latency on this builder."""
+    """Build `task` in `workdir` and prove it: parity against the fp32 source, latency on this builder.
+
+    The fp32 reference run gets `limits.timeout_s` (the same bound an upload's reference outputs had); the build
+    step and the proof's timed runs get `limits.long_timeout_s` each."""
     host = host or this_host()
-    signature = _signature(source)
+    signature = _signature(source, limits)
     inputs = _load_samples(signature, samples)
     calibration_inputs = _load_samples(signature, calibration) if calibration is not None else inputs
     progress("running the fp32 source on the samples for reference outputs", 0.05)
     try:
-        reference = ort_runtime.run(source, inputs)
-        built = build_artifact(task, source, signature, inputs, calibration_inputs, workdir, host, progress)
-        progress(f"checking parity against the fp32 source; latency over {latency_runs} runs", 0.8)
-        feeds = {batch: batch_feeds(inputs, batch) for batch in built.batches}
-        providers = candidate_providers(task.spec.kind)
-        candidate, provider, durations = ort_runtime.run_and_time(
-            built.artifact, inputs, feeds, latency_runs, clock, providers
+        reference = run_bounded(source, inputs, timeout_s=limits.timeout_s, memory_bytes=limits.memory_bytes)
+    except SandboxError as exc:
+        raise BuildError(f"the fp32 source on the samples: {exc.reason}") from exc
+    built = build_artifact(task, source, signature, inputs, calibration_inputs, workdir, host, progress, limits)
+    progress(f"checking parity against the fp32 source; latency over {latency_runs} runs", 0.8)
+    feeds = {batch: batch_feeds(inputs, batch) for batch in built.batches}
+    try:
+        candidate, provider, durations = run_and_time_bounded(
+            built.artifact,
+            inputs,
+            feeds,
+            latency_runs,
+            timeout_s=limits.long_timeout_s,
+            memory_bytes=limits.memory_bytes,
+            providers=candidate_providers(task.spec.kind),
         )
-    except ort_runtime.RuntimeFailure as exc:
-        raise BuildError(str(exc)) from exc
+    except SandboxError as exc:
+        raise BuildError(f"the built artifact on the samples: {exc.reason}") from exc
     report = parity(candidate, reference, task.tolerances)
     latency = LatencyReport(provider, tuple(batch_latency(b, durations[b]) for b in built.batches))
     progress("parity " + ("passed" if report.passed else "FAILED: " + "; ".join(report.reasons)), 1.0)

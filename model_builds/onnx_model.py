@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
+from model_builds.npz import NpzError, NpzLimits, read_npz
+
 Dim = int | str
 Arrays = dict[str, npt.NDArray[np.generic]]
 
@@ -54,29 +56,42 @@ def _tensor_spec(value: onnx.ValueInfoProto) -> TensorSpec:
 
 
 def inspect_model(path: Path) -> ModelSignature:
-    """Parse and check the model at `path`; its signature, or InvalidModel with the reason."""
-    data = path.read_bytes()
-    if not data:
+    """Parse and check the model at `path`; its signature, or InvalidModel with the reason.
+
+    About twice the file's size in memory at the peak (the file's bytes and their parse; the checker parses the
+    file again only once those are gone): run it through `ort_sandbox.inspect_bounded` for a file from outside."""
+    if path.stat().st_size == 0:
         raise InvalidModel("the model file is empty")
     try:
-        model = onnx.load_from_string(data)
+        model = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError (and others) on arbitrary bytes
-        raise InvalidModel(f"not an ONNX model (protobuf parse failed: {exc})") from exc
-    del data
+        raise InvalidModel(f"not an ONNX model (protobuf parse failed: {_first_line(exc)})") from exc
+    signature = _signature(model)
+    del model  # nothing else may hold a part of it (a loop variable would keep the whole parse alive)
+    try:
+        # By path: the checker parses the file itself rather than a re-serialised copy of the model.
+        onnx.checker.check_model(str(path))
+    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
+        raise InvalidModel(f"not a valid ONNX model: {_first_line(exc)}") from exc
+    if not signature.inputs or not signature.outputs:
+        raise InvalidModel("the model must have at least one input and one output")
+    return signature
+
+
+def _signature(model: onnx.ModelProto) -> ModelSignature:
     for init in model.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
             raise InvalidModel(f"initializer {init.name!r} uses external data; upload a self-contained model")
-    try:
-        onnx.checker.check_model(model)
-    except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        raise InvalidModel(f"not a valid ONNX model: {str(exc).strip().splitlines()[0]}") from exc
     initializers = {i.name for i in model.graph.initializer}
     inputs = tuple(_tensor_spec(v) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_tensor_spec(v) for v in model.graph.output)
-    if not inputs or not outputs:
-        raise InvalidModel("the model must have at least one input and one output")
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     return ModelSignature(inputs=inputs, outputs=outputs, opset=opset)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def split_samples(arrays: Arrays, signature: ModelSignature) -> tuple[Arrays, Arrays]:
@@ -161,22 +176,13 @@ def sample_count(inputs: Arrays) -> int:
     return int(first.shape[0]) if first.ndim >= 1 else 1
 
 
-def load_npz(path: Path) -> Arrays:
-    """The arrays of an .npz file, refusing pickled objects and anything that is not an .npz."""
+def load_npz(path: Path, limits: NpzLimits = NpzLimits()) -> Arrays:
+    """The arrays of an .npz file within `limits` (sizes checked before inflating), refusing pickled objects and
+    anything that is not an .npz. The text of the InvalidModel names no path: callers prefix the upload's field."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except Exception as exc:  # numpy raises many kinds for a bad archive
-        raise InvalidModel(f"samples are not a readable .npz archive: {exc}") from exc
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise InvalidModel("samples must be an .npz archive of named arrays, not a single .npy array")
-    try:
-        with loaded:
-            arrays = {key: np.asarray(loaded[key]) for key in loaded.files}
-    except Exception as exc:
-        raise InvalidModel(f"samples archive cannot be read: {exc}") from exc
-    if not arrays:
-        raise InvalidModel("samples archive holds no arrays")
-    return arrays
+        return read_npz(path, limits)
+    except NpzError as exc:
+        raise InvalidModel(str(exc)) from exc
 
 
 def save_npz(path: Path, inputs: Arrays, outputs: Arrays) -> None:

@@ -101,12 +101,20 @@ def build_task(queue: BuildQueue, task: BuildTask, workdir: Path, executor: Exec
     except LeaseLost:
         log.warning("lease on build %s lost: abandoned without reporting", task.build_id)
     except BuildError as exc:
-        queue.fail(task.build_id, str(exc))
+        queue.fail(task.build_id, without_paths(str(exc), workdir))
     except Exception as exc:  # a bug or an I/O failure: report it, keep the loop alive
         log.exception("build %s failed unexpectedly", task.build_id)
-        queue.fail(task.build_id, f"the builder failed: {type(exc).__name__}: {exc}")
+        queue.fail(task.build_id, without_paths(f"the builder failed: {type(exc).__name__}: {exc}", workdir))
     finally:
         shutil.rmtree(taskdir, ignore_errors=True)
+
+
+def without_paths(reason: str, workdir: Path) -> str:
+    """A failure's reason is shown to operators through the API: the builder's folders are none of their business
+    (on the control plane's own builder they would reveal its data directory)."""
+    for folder in {str(workdir.resolve()), str(workdir)}:
+        reason = reason.replace(folder + "/", "").replace(folder, "the build folder")
+    return reason
 
 
 def run_once(queue: BuildQueue, info: BuilderInfo, workdir: Path, executor: Executor = execute) -> bool:

@@ -18,6 +18,7 @@ from typing import Protocol, TypeVar
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.domain.bounds import INT64_MAX
 from control_plane.domain.errors import InvalidInput
 
 POLL_INTERVAL_S = 0.5
@@ -42,8 +43,8 @@ def resume_point(last_event_id: str | None, after: int | None) -> int:
         value = int(last_event_id)
     except ValueError:
         raise InvalidInput(f"Last-Event-ID must be an event id (an integer), not {last_event_id!r}") from None
-    if value < 0:
-        raise InvalidInput(f"Last-Event-ID must not be negative, got {value}")
+    if not 0 <= value <= INT64_MAX:
+        raise InvalidInput(f"Last-Event-ID must be an event id from 0 to {INT64_MAX}, got {value}")
     return value
 
 

@@ -1,7 +1,9 @@
 """What an operator asks of a rollout: the body of `POST /v1/rollouts`, validated once, stored with the rollout.
 
 It is public (the API's request schema) and persisted (the planner reads it on every tick, also after a restart),
-so it only grows compatible fields. Every validation error names the field it is about.
+so it only grows compatible fields. Every validation error names the field it is about. Every number is bounded
+(`domain/bounds.py`: durations to 30 days, counts to 64 bits, no inf or NaN): a request past a bound is refused
+before anything is stored, never turned into a rollout whose first tick overflows.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from control_plane.domain.bounds import INT64_MAX, MAX_DURATION_S, MAX_RATIO
+
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 Percent = Annotated[float, Field(gt=0, le=100)]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StrategyType(str, Enum):
@@ -34,7 +38,7 @@ class OnFail(str, Enum):
 class Amount(_Spec):
     """A number of devices, or a percent of the selected fleet (exactly one)."""
 
-    count: int | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=0, le=INT64_MAX)
     percent: Percent | None = None
 
     @model_validator(mode="after")
@@ -91,10 +95,10 @@ class MaintenanceWindow(_Spec):
 
 class GateSpec(_Spec):
     max_failed: Amount = Field(default_factory=lambda: Amount(count=0))
-    min_requests: int = Field(default=0, ge=0)
+    min_requests: int = Field(default=0, ge=0, le=INT64_MAX)
     max_error_rate: float | None = Field(default=None, ge=0, le=1)
-    max_p99_ms: float | None = Field(default=None, gt=0)
-    max_p99_ratio: float | None = Field(default=None, gt=0)
+    max_p99_ms: float | None = Field(default=None, gt=0, le=MAX_DURATION_S * 1000)
+    max_p99_ratio: float | None = Field(default=None, gt=0, le=MAX_RATIO)
     on_fail: OnFail = OnFail.ABORT
 
     @property
@@ -123,17 +127,17 @@ class StrategySpec(_Spec):
 
 class RolloutRequest(_Spec):
     model: Name
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=INT64_MAX)
     selector: SelectorIn = Field(default_factory=SelectorIn)
     kind: str | None = Field(
         default=None, pattern=r"^(onnx|onnx-fp16|onnx-int8-qdq|tensorrt-plan)$", description="Only this artifact kind."
     )
     precision: str | None = Field(default=None, pattern=r"^(fp32|fp16|int8)$", description="Only this precision.")
     strategy: StrategySpec = Field(default_factory=StrategySpec)
-    bake_s: float = Field(default=0, ge=0)
+    bake_s: float = Field(default=0, ge=0, le=MAX_DURATION_S)
     max_unavailable: Amount | None = None
     maintenance_window: MaintenanceWindow | None = None
-    device_deadline_s: float = Field(default=300, gt=0)
+    device_deadline_s: float = Field(default=300, gt=0, le=MAX_DURATION_S)
     gates: GateSpec = Field(default_factory=GateSpec)
     step_gates: dict[str, GateSpec] = Field(default_factory=dict)
 

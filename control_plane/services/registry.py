@@ -1,7 +1,10 @@
 """The model registry: validate an upload for real and store it as an immutable, numbered version.
 
-Validation happens before anything is stored: a bad upload is an `InvalidInput` naming what is wrong and leaves
-no version behind. Files are streamed to disk with a size limit, never held in memory twice.
+Validation happens before anything is stored: a bad upload is an `InvalidInput` naming the upload's field and
+what is wrong, and leaves no version behind. Every step costs bounded work whatever the input: files are streamed
+to disk with a size limit (`TooLarge` past it), `.npz` archives are read within size limits checked before
+anything is inflated, and the model is parsed, checked and run only in a child process with a wall-clock timeout
+and a memory limit (`model_builds.ort_sandbox`). An error text must never name a host path.
 """
 
 from __future__ import annotations
@@ -15,23 +18,23 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from control_plane.domain.errors import InvalidInput, NotFound
+from control_plane.domain.errors import InvalidInput, NotFound, TooLarge
 from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
 from control_plane.services.ports import Artifacts, Clock, RegistryStore
 from edge_agent.protocol.messages import Name
-from model_builds import ort_runtime
 from model_builds.kinds import Precision
+from model_builds.npz import NpzLimits
 from model_builds.onnx_model import (
     Arrays,
     InvalidModel,
     ModelSignature,
-    inspect_model,
     load_npz,
     sample_count,
     save_npz,
     split_samples,
     synthesise_inputs,
 )
+from model_builds.ort_sandbox import EvalLimits, SandboxError, inspect_bounded, run_bounded
 from model_builds.planner import Tolerances
 
 _NAME = TypeAdapter(Name)
@@ -98,11 +101,22 @@ def parse_metadata(text: str | None) -> UploadMetadata:
 
 
 class RegistryService:
-    def __init__(self, store: RegistryStore, artifacts: Artifacts, clock: Clock, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        store: RegistryStore,
+        artifacts: Artifacts,
+        clock: Clock,
+        max_upload_bytes: int,
+        *,
+        npz_limits: NpzLimits = NpzLimits(),
+        evaluation: EvalLimits = EvalLimits(),
+    ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._clock = clock
         self._max_upload_bytes = max_upload_bytes
+        self._npz_limits = npz_limits
+        self._evaluation = evaluation
 
     # -- queries ----------------------------------------------------------------------------------------------
     def list_models(self) -> list[Model]:
@@ -150,8 +164,8 @@ class RegistryService:
             raise NotFound(f"the source of {name} v{version} is missing from the artifact store")
         upload, _, _ = self._receive(stream, ".npz", "calibration")
         try:
-            signature = inspect_model(source)
-            inputs, _ = split_samples(load_npz(upload), signature)
+            signature = self._inspect(source, f"the source of {name} v{version}")
+            inputs, _ = split_samples(self._load_npz(upload), signature)
         except InvalidModel as exc:
             raise InvalidInput(f"calibration: {exc}") from exc
         finally:
@@ -195,8 +209,8 @@ class RegistryService:
     def _receive(self, stream: BinaryIO, suffix: str, what: str) -> tuple[Path, str, int]:
         try:
             path, sha, size = self._artifacts.receive(stream, self._max_upload_bytes, suffix)
-        except ValueError as exc:  # ArtifactTooLarge
-            raise InvalidInput(f"{what}: {exc}") from exc
+        except ValueError as exc:  # ArtifactTooLarge: the partial copy is already gone
+            raise TooLarge(f"{what}: {exc}") from exc
         if size == 0:
             path.unlink(missing_ok=True)
             raise InvalidInput(f"{what}: the uploaded file is empty")
@@ -211,14 +225,14 @@ class RegistryService:
         samples_path: Path | None,
         metadata: UploadMetadata,
     ) -> ModelVersion:
+        signature = self._inspect(model_path, "model")
         try:
-            signature = inspect_model(model_path)
             inputs, outputs, synthesised = self._sample_arrays(signature, samples_path, model_sha)
-            computed = not outputs
-            if computed:
-                outputs = self._reference_outputs(model_path, inputs)
         except InvalidModel as exc:
             raise InvalidInput(str(exc)) from exc
+        computed = not outputs
+        if computed:
+            outputs = self._reference_outputs(model_path, inputs)
         samples_sha = self._store_samples(inputs, outputs)
         self._artifacts.adopt(model_path, model_sha)
         return self._store.add_version(
@@ -239,19 +253,35 @@ class RegistryService:
             )
         )
 
-    @staticmethod
-    def _sample_arrays(signature: ModelSignature, samples_path: Path | None, seed: str) -> tuple[Arrays, Arrays, bool]:
+    def _sample_arrays(
+        self, signature: ModelSignature, samples_path: Path | None, seed: str
+    ) -> tuple[Arrays, Arrays, bool]:
         if samples_path is None:
             return synthesise_inputs(signature, seed), {}, True
-        inputs, outputs = split_samples(load_npz(samples_path), signature)
+        try:
+            arrays = self._load_npz(samples_path)
+        except InvalidModel as exc:
+            raise InvalidModel(f"samples: {exc}") from exc
+        inputs, outputs = split_samples(arrays, signature)
         return inputs, outputs, False
 
-    @staticmethod
-    def _reference_outputs(model_path: Path, inputs: Arrays) -> Arrays:
+    def _load_npz(self, path: Path) -> Arrays:
+        return load_npz(path, self._npz_limits)
+
+    def _inspect(self, model_path: Path, what: str) -> ModelSignature:
+        """Parse and check the model in the sandbox: a huge or hostile file costs the child, not this process."""
+        limits = self._evaluation
         try:
-            return ort_runtime.run(model_path, inputs)
-        except ort_runtime.RuntimeFailure as exc:
-            raise InvalidModel(str(exc)) from exc
+            return inspect_bounded(model_path, timeout_s=limits.timeout_s, memory_bytes=limits.memory_bytes)
+        except SandboxError as exc:
+            raise InvalidInput(f"{what}: {exc.reason}") from exc
+
+    def _reference_outputs(self, model_path: Path, inputs: Arrays) -> Arrays:
+        limits = self._evaluation
+        try:
+            return run_bounded(model_path, inputs, timeout_s=limits.timeout_s, memory_bytes=limits.memory_bytes)
+        except SandboxError as exc:
+            raise InvalidInput(f"model: computing reference outputs on the samples failed: {exc.reason}") from exc
 
     def _store_samples(self, inputs: Arrays, outputs: Arrays) -> str:
         temp = self._artifacts.temp_path(".npz")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import FileResponse
 
 from control_plane.api.deps import RegistryDep
+from control_plane.api.params import Version
 from control_plane.api.schemas import ModelOut, VersionOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -41,11 +42,11 @@ def list_versions(name: str, registry: RegistryDep) -> list[VersionOut]:
 
 
 @router.get("/{name}/versions/{version}")
-def get_version(name: str, version: int, registry: RegistryDep) -> VersionOut:
+def get_version(name: str, version: Version, registry: RegistryDep) -> VersionOut:
     return VersionOut.of(registry.get_version(name, version))
 
 
 @router.get("/{name}/versions/{version}/samples", response_class=FileResponse)
-def get_samples(name: str, version: int, registry: RegistryDep) -> FileResponse:
+def get_samples(name: str, version: Version, registry: RegistryDep) -> FileResponse:
     path = registry.samples_file(name, version)
     return FileResponse(path, media_type="application/octet-stream", filename=f"{name}-v{version}-samples.npz")

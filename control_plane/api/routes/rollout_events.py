@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import RolloutsDep
+from control_plane.api.params import AfterId
 from control_plane.api.sse import event_stream, resume_point
 from control_plane.domain.rollout_events import RolloutEventRecord
 from control_plane.domain.rollout_plan import FINAL_PHASES
@@ -24,7 +25,7 @@ _FINAL = frozenset(phase.value for phase in FINAL_PHASES)
 async def rollout_events(
     rollout_id: str,
     rollouts: RolloutsDep,
-    after: Annotated[int | None, Query(ge=0, description="Send only records with a larger id.")] = None,
+    after: AfterId = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """The rollout's events as `text/event-stream`; 404 for an unknown rollout."""

@@ -10,6 +10,7 @@ import pytest
 
 from edge_agent.protocol import Verifier, canonical_json
 from tests.integration.control_plane.helpers import wait_build
+from tests.support import mint_token
 from tests.unit.control_plane.onnx_models import W, linear_model, linear_samples, npz_bytes
 
 pytestmark = pytest.mark.integration
@@ -191,25 +192,27 @@ def test_system_endpoints(api: httpx.Client) -> None:
 
 
 def test_builder_protocol_refusals(api: httpx.Client) -> None:
-    idle = api.post("/v1/builders/claim", json={"builder_id": "idle-1", "kinds": [], "hostname": "h"})
+    builder = {"Authorization": f"Bearer {mint_token(api, 'builder', 'reg-proto-builder')}"}
+    idle = api.post("/v1/builders/claim", json={"builder_id": "idle-1", "kinds": [], "hostname": "h"}, headers=builder)
     assert idle.status_code == 204
     assert "idle-1" in [b["builder_id"] for b in api.get("/v1/builders").json()]
-    bad_kind = api.post("/v1/builders/claim", json={"builder_id": "x", "kinds": ["onnx-fp64"]})
+    bad_kind = api.post("/v1/builders/claim", json={"builder_id": "x", "kinds": ["onnx-fp64"]}, headers=builder)
     assert bad_kind.status_code == 422 and "onnx-fp64" in bad_kind.json()["detail"]
 
     assert upload(api, "reg-proto", linear_model(), linear_samples()).status_code == 201
     (queued,) = api.post("/v1/models/reg-proto/versions/1/builds", json={"targets": ["cpu-x86_64"]}).json()["builds"]
     done = wait_build(api, queued["id"])
-    beat = api.post(f"/v1/builds/{done['id']}/heartbeat", json={"builder_id": "late-builder"})
+    beat = api.post(f"/v1/builds/{done['id']}/heartbeat", json={"builder_id": "late-builder"}, headers=builder)
     assert beat.status_code == 409 and "does not hold" in beat.json()["detail"]
-    fail = api.post(f"/v1/builds/{done['id']}/fail", json={"builder_id": "late-builder", "error": "x"})
+    fail = api.post(f"/v1/builds/{done['id']}/fail", json={"builder_id": "late-builder", "error": "x"}, headers=builder)
     assert fail.status_code == 409
     complete = api.post(
         f"/v1/builds/{done['id']}/complete",
         data={"builder_id": "late-builder", "report": "{}"},
         files={"artifact": ("a.onnx", b"x")},
+        headers=builder,
     )
     assert complete.status_code == 409
-    assert api.post("/v1/builds/nope/heartbeat", json={"builder_id": "b"}).status_code == 404
+    assert api.post("/v1/builds/nope/heartbeat", json={"builder_id": "b"}, headers=builder).status_code == 404
     assert api.get("/v1/builds/nope/logs").status_code == 404
     assert api.get(f"/v1/builds/{done['id']}").json()["status"] == "succeeded"

@@ -86,7 +86,7 @@ def test_a_failing_task_is_reported_and_the_loop_goes_on(tmp_path: Path) -> None
     queue.tasks[0] = replace(queue.tasks[0], samples=remote("/junk", queue.files["/junk"]))
     stop = threading.Event()
     run_builder(queue, INFO, tmp_path / "work", stop, idle_wait=lambda s: stop.set() or True, poll_s=0)
-    assert "samples are not a readable .npz" in queue.failed["b0"]
+    assert "samples are unusable: not a readable .npz" in queue.failed["b0"]
     assert list(queue.completed) == ["b1"] and "b1" not in queue.failed
 
 
