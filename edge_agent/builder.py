@@ -1,8 +1,10 @@
 """`builder: true`: this agent volunteers as a build worker for its own GPU class, in a background thread.
 
 A TensorRT plan can only be built on the GPU and TensorRT release it is for, so one device of a class can build
-for the rest of it. The thread runs model_builds' builder loop against the control plane's REST builder routes,
-as `agent:{device_id}`, claiming only builds of this device's GPU class. The build toolchain is imported here,
+for the rest of it. The thread runs model_builds' builder loop against the control plane's REST builder routes
+with the device's `control_plane_token` (a `builder` token: the control plane leases builds to that identity, and
+accepts this device's TensorRT plans only if an admin registered it for its hardware), labelled `agent:{device_id}`,
+claiming only builds of this device's GPU class. The build toolchain is imported here,
 lazily, when the thread starts: an agent that is not a builder never imports it. Must never let a build failure
 reach the agent: the loop reports failed builds to the control plane and goes on; serving is unaffected.
 """
@@ -62,6 +64,9 @@ class BuilderThread:
             log.warning("builder thread still busy after %.0f s; leaving it (its lease will expire)", STOP_TIMEOUT_S)
 
     def _run(self) -> None:
+        if not self._token:
+            log.error("builder: true, but no control_plane_token: the control plane refuses builders without a token")
+            return
         try:
             from model_builds.capabilities import detect_builder
             from model_builds.remote_queue import HttpBuildQueue

@@ -1,6 +1,8 @@
 """The builder protocol's client: a `BuildQueue` over the control plane's REST builder routes (docs/builds.md).
 
-`edgectl build-worker` and agents with `builder: true` use this one implementation. Downloads are resumed with
+`edgectl build-worker` and agents with `builder: true` use this one implementation. Every call carries the
+builder's bearer token (role `builder`): the control plane leases a build to the identity of that token, and only
+it may renew, complete or fail the build; `builder_id` is sent as a label for people. Downloads are resumed with
 HTTP Range and checked against the task's sha256 and size before anything runs them; a corrupted file is
 deleted and refused. It must never decide build outcomes: it carries claims, heartbeats and reports.
 """
@@ -19,6 +21,9 @@ from model_builds.capabilities import BuilderInfo
 from model_builds.execute import BuildProduct, BuildTask, RemoteFile
 
 CHUNK = 1 << 20
+# Answers to a heartbeat that mean "stop working on this build": not found, not yours (lease lost, cancelled),
+# or this builder's token is no longer accepted.
+STOP = frozenset({401, 403, 404, 409})
 
 
 class QueueError(RuntimeError):
@@ -103,7 +108,7 @@ class HttpBuildQueue:
             response = self._post(f"v1/builds/{build_id}/heartbeat", json=body)
         except QueueError:
             return True  # unreachable for now: keep building; if the lease expires, complete is refused
-        return response.status_code not in (404, 409)
+        return response.status_code not in STOP
 
     def complete(self, build_id: str, product: BuildProduct) -> None:
         data = {"report": json.dumps(product.report()), "builder_id": self.builder_id}
@@ -118,5 +123,10 @@ class HttpBuildQueue:
 
 
 def _expect(response: httpx.Response, what: str) -> None:
+    if response.status_code in (401, 403):
+        raise QueueError(
+            f"{what}: HTTP {response.status_code}: {response.text[:500]} (a builder needs a token of role builder: "
+            "`edgectl tokens create NAME --role builder` or `edgectl builders register`)"
+        )
     if response.status_code != 200:
         raise QueueError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")

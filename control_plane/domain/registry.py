@@ -26,10 +26,11 @@ class BuildStatus(str, Enum):
     SUCCEEDED = "succeeded"
     REJECTED = "rejected"  # built, but outside the parity tolerances: never rolled out
     FAILED = "failed"  # could not be built; `error` says why
+    CANCELLED = "cancelled"  # an operator cancelled it; never requeued by a restart, only by a new request
 
     @property
     def finished(self) -> bool:
-        return self in (BuildStatus.SUCCEEDED, BuildStatus.REJECTED, BuildStatus.FAILED)
+        return self in (BuildStatus.SUCCEEDED, BuildStatus.REJECTED, BuildStatus.FAILED, BuildStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,15 @@ class Build:
     tensorrt_version: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     calibration_sha256: str | None = None
-    builder_id: str | None = None
+    builder_id: str | None = None  # the builder's own label (display only: it proves nothing)
+    # The lease holder: the authenticated identity (`Principal.subject`) that claimed the build. Only it may
+    # heartbeat, complete or fail the build.
+    builder_subject: str | None = None
     lease_expires_at: datetime | None = None
     progress: float | None = None
     message: str | None = None
-    parity: Mapping[str, Any] | None = None
+    parity: Mapping[str, Any] | None = None  # the figures that decided: the control plane's own where it re-proved
+    reported_parity: Mapping[str, Any] | None = None  # what the builder claimed (recorded, never deciding)
     latency: Mapping[str, Any] | None = None
     hardware_key: Mapping[str, Any] | None = None
     started_at: datetime | None = None
@@ -112,9 +117,11 @@ class BuildLogLine:
 
 @dataclass(frozen=True)
 class BuilderRecord:
-    """A builder as last seen: what it said it can build (`BuilderInfo.as_dict()`), and when."""
+    """A builder as last seen: what it said it can build (`BuilderInfo.as_dict()`), and when. `builder_id` is the
+    label it gave itself; `subject` the identity it authenticated as (one identity may run several builders)."""
 
     builder_id: str
     hostname: str
     info: Mapping[str, Any]
     last_seen: datetime
+    subject: str | None = None

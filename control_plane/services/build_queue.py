@@ -1,10 +1,13 @@
 """The builder side of the build queue (docs/builds.md "Builders"): claim, heartbeat, complete, fail.
 
-Builders (the in-process worker, `edgectl build-worker`, agents with `builder: true`) all go through here. The
-decisions (which build a builder may take, whether a lease lapsed, what a build waits for) are the pure
-functions of `control_plane.domain.builds`; this service loads their inputs and applies them with one atomic
-store update each. It never trusts a builder's verdict: parity figures are re-judged against the model's
-tolerances here, and only then is the manifest composed and signed with the control-plane key.
+Builders (the in-process worker, `edgectl build-worker`, agents with `builder: true`) all go through here, each as
+the authenticated identity (`Principal`) it proved: a lease belongs to the identity that claimed the build, and
+only that identity may renew, complete or fail it; the `builder_id` a builder sends is a label for people. The
+decisions (which build a builder may take, whether a lease lapsed, what a build waits for, whose word a kind needs)
+are the pure functions of `control_plane.domain.builds` and `control_plane.domain.build_trust`; this service loads
+their inputs and applies them with one atomic store update each. It never trusts a builder's verdict: an artifact
+of a kind the control plane can run is re-proved here (`ReProver`), a TensorRT plan is accepted only from a builder
+registered for its hardware, and only a build that passes is signed with the control-plane key.
 """
 
 from __future__ import annotations
@@ -13,10 +16,28 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from control_plane.domain.build_manifest import (
+    BuilderSignature,
+    build_identity,
+    checked_parity,
+    compose_manifest,
+    hardware_key_of,
+    hardware_mismatch,
+    report_mapping,
+)
+from control_plane.domain.build_trust import (
+    BuilderRegistration,
+    MeasuredBy,
+    cancel_refusal,
+    disagreement,
+    lost_reason,
+    plan_refusal,
+    reproved,
+)
 from control_plane.domain.builds import (
     BuildView,
     claim_choice,
@@ -26,14 +47,16 @@ from control_plane.domain.builds import (
     requeue_reason,
     view,
 )
-from control_plane.domain.errors import Conflict, InvalidInput, NotFound
+from control_plane.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from control_plane.domain.identity import Permission, Principal
 from control_plane.domain.registry import Build, BuilderRecord, BuildStatus, ModelVersion
 from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
+from control_plane.services.reproof import ReProver
 from edge_agent.protocol import Signer, canonical_json
 from model_builds.capabilities import BuilderInfo
 from model_builds.kinds import ArtifactKind, Precision
 from model_builds.planner import BuildSpec, Tolerances
-from model_builds.reports import judge
+from model_builds.reports import ParityReport, judge
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +64,8 @@ MAX_LOG_LINE = 2000
 
 
 class LeaseLost(Conflict):
-    """The builder no longer holds this build (its lease lapsed, or the build finished): it must stop."""
+    """The builder does not hold this build (another identity does, its lease lapsed, the build finished or was
+    cancelled): it must stop."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,7 @@ class QueueSettings:
     lease_s: float = 60.0  # a builder must renew within this; otherwise the build goes back to the queue
     builder_window_s: float = 60.0  # builders heard from within this count as present
     max_artifact_bytes: int = 2 * 1024**3
+    reproof_timeout_s: float = 120.0  # the lease is extended by this while the control plane re-proves an artifact
 
 
 def spec_of(build: Build) -> BuildSpec:
@@ -80,6 +105,7 @@ class BuildQueueService:
         signer: Signer,
         clock: Clock,
         settings: QueueSettings,
+        prover: ReProver,
     ) -> None:
         self._store = store
         self._registry = registry
@@ -87,8 +113,15 @@ class BuildQueueService:
         self._signer = signer
         self._clock = clock
         self._settings = settings
+        self._prover = prover
         self._wakeups: list[Callable[[], None]] = []
+        self._builtin: dict[str, BuilderRegistration] = {}
         self._lock = threading.Lock()
+
+    def trust_builtin(self, registration: BuilderRegistration) -> None:
+        """The control plane's own builder vouches for the plans it builds on this host's GPU (nobody registers it:
+        it is the control plane)."""
+        self._builtin[registration.subject] = registration
 
     # -- notifications ----------------------------------------------------------------------------------------
     def on_queued(self, hook: Callable[[], None]) -> None:
@@ -108,8 +141,12 @@ class BuildQueueService:
             builds = [self._store.get_build(b.id) or b for b in builds]
         if not any(b.status is BuildStatus.QUEUED for b in builds):
             return [view(b, []) for b in builds]
-        infos = [(r, _info(r)) for r in self.present_builders()]
-        return [view(b, [r for r, i in infos if i is not None and can_build(i, b)]) for b in builds]
+        registrations = {r.subject: r for r in self._store.list_registrations()} | self._builtin
+        infos = [(r, _info(r), registrations.get(r.subject or "")) for r in self.present_builders()]
+        return [
+            view(b, [r for r, i, reg in infos if i is not None and can_build(i, b) and plan_refusal(b, reg) is None])
+            for b in builds
+        ]
 
     def present_builders(self) -> list[BuilderRecord]:
         window = timedelta(seconds=self._settings.builder_window_s)
@@ -119,16 +156,21 @@ class BuildQueueService:
         return self.present_builders()
 
     # -- the builder protocol ---------------------------------------------------------------------------------
-    def claim(self, info: BuilderInfo) -> dict[str, Any] | None:
-        """Take the oldest queued build this builder can build, under a lease; its BuildTask dict, or None."""
+    def claim(self, builder: Principal, info: BuilderInfo) -> dict[str, Any] | None:
+        """Take the oldest queued build this builder can build (and, for a plan, is registered to deliver) under a
+        lease held by `builder`'s identity; its BuildTask dict, or None."""
+        _require_builder(builder)
         now = self._clock()
-        self._store.see_builder(BuilderRecord(info.builder_id, info.hostname, info.as_dict(), now))
+        self._store.see_builder(BuilderRecord(info.builder_id, info.hostname, info.as_dict(), now, builder.subject))
         self.expire_leases()
+        registration = self.registration(builder.subject)
         queued = self._store.list_by_status([BuildStatus.QUEUED])
-        for candidate in claim_choice(queued, lambda b: can_build(info, b)):
+        able = claim_choice(queued, lambda b: can_build(info, b) and plan_refusal(b, registration) is None)
+        for candidate in able:
             changes = {
                 "status": BuildStatus.RUNNING,
                 "builder_id": info.builder_id,
+                "builder_subject": builder.subject,
                 "lease_expires_at": lease_until(now, self._settings.lease_s),
                 "started_at": now,
                 "progress": 0.0,
@@ -137,72 +179,157 @@ class BuildQueueService:
             won = self._store.transition(candidate.id, BuildStatus.QUEUED, None, changes)
             if won is None:
                 continue  # another builder was faster; try the next one
-            self._log(won.id, f"claimed by builder {info.builder_id} ({info.hostname})")
+            self._log(won.id, f"claimed by builder {info.builder_id} ({info.hostname}) as {builder.name}")
             try:
                 return self._task(won)
             except (NotFound, Conflict) as exc:
-                self._finish_failed(won, info.builder_id, str(exc))
+                self._finish_failed(won, builder.subject, str(exc))
         return None
 
-    def heartbeat(self, build_id: str, builder_id: str, message: str | None, progress: float | None) -> Build:
-        """Renew the lease (and record progress); LeaseLost when the builder no longer holds the build."""
+    def heartbeat(self, build_id: str, builder: Principal, message: str | None, progress: float | None) -> Build:
+        """Renew the lease (and record progress); LeaseLost unless `builder` holds the build."""
+        _require_builder(builder)
         now = self._clock()
-        self._store.touch_builder(builder_id, now)
         changes: dict[str, Any] = {"lease_expires_at": lease_until(now, self._settings.lease_s)}
         if progress is not None:
             changes["progress"] = max(0.0, min(1.0, progress))
         if message:
             changes["message"] = message[:MAX_LOG_LINE]
-        renewed = self._store.transition(build_id, BuildStatus.RUNNING, builder_id, changes)
+        renewed = self._store.transition(build_id, BuildStatus.RUNNING, builder.subject, changes)
         if renewed is None:
-            raise self._lost(build_id, builder_id)
+            raise self._lost(build_id)
+        self._store.touch_builder(builder.subject, renewed.builder_id or "", now)
         if message:
             self._log(build_id, message)
         return renewed
 
-    def fail(self, build_id: str, builder_id: str, error: str) -> Build:
-        build = self._held(build_id, builder_id)
-        return self._finish_failed(build, builder_id, error or "the builder gave no reason")
+    def fail(self, build_id: str, builder: Principal, error: str) -> Build:
+        _require_builder(builder)
+        build = self._held(build_id, builder.subject)
+        return self._finish_failed(build, builder.subject, error or "the builder gave no reason")
 
-    def complete(self, build_id: str, builder_id: str, artifact: BinaryIO, report: Mapping[str, Any]) -> Build:
-        """Store the artifact, re-judge its parity, sign the manifest, and mark the build succeeded or rejected."""
-        build = self._held(build_id, builder_id)
+    def complete(self, build_id: str, builder: Principal, artifact: BinaryIO, report: Mapping[str, Any]) -> Build:
+        """Store the artifact; prove it (re-proved here for the ONNX kinds, a registered builder's figures for a plan,
+        re-judged against the model's tolerances); sign the manifest of a build that passes; mark it succeeded or
+        rejected."""
+        _require_builder(builder)
+        build = self._held(build_id, builder.subject)
         version = self._version(build)
-        _checked_parity(report)  # a malformed report is refused before anything is stored
-        mismatch = _hardware_mismatch(build, report)
+        reported_figures = checked_parity(report)  # a malformed report is refused before anything is stored
+        refusal = plan_refusal(build, self.registration(builder.subject))
+        if refusal is not None:
+            self._log(build_id, f"delivery refused: {refusal}")
+            raise Forbidden(refusal)
+        mismatch = hardware_mismatch(build, report)
         if mismatch is not None:
-            return self._finish_failed(build, builder_id, mismatch)
+            return self._finish_failed(build, builder.subject, mismatch)
         path, sha, size = self._receive_artifact(artifact)
-        self._artifacts.adopt(path, sha)
+        stored = self._artifacts.adopt(path, sha)
         tolerances = self._tolerances(version, build)
-        parity = judge(_checked_parity(report), tolerances)
+        reported = judge(reported_figures, tolerances)
+        if reproved(build.artifact_kind):
+            parity = self._reprove(build, builder, version, stored, tolerances, reported)
+            measured_by = MeasuredBy.CONTROL_PLANE
+        else:
+            parity, measured_by = reported, MeasuredBy.BUILDER
+        return self._finish_delivered(build, builder, version, sha, size, parity, measured_by, report)
+
+    def _reprove(
+        self,
+        build: Build,
+        builder: Principal,
+        version: ModelVersion,
+        artifact: Path,
+        tolerances: Tolerances,
+        reported: ParityReport,
+    ) -> ParityReport:
+        """The control plane's own parity measurement; the lease is stretched to outlast it."""
+        stretch = {
+            "lease_expires_at": lease_until(self._clock(), self._settings.lease_s + self._settings.reproof_timeout_s)
+        }
+        if self._store.transition(build.id, BuildStatus.RUNNING, builder.subject, stretch) is None:
+            raise self._lost(build.id)
+        self._log(build.id, "re-proving the artifact on the control plane's onnxruntime against the reference outputs")
+        measured = self._prover.prove(version, artifact, tolerances)
+        differs = disagreement(measured, reported)
+        if differs is not None:
+            self._log(build.id, f"builder report disregarded: {differs}")
+            log.warning("build %s: %s (builder %s)", build.id, differs, builder.subject)
+        return measured
+
+    def _finish_delivered(
+        self,
+        build: Build,
+        builder: Principal,
+        version: ModelVersion,
+        sha: str,
+        size: int,
+        parity: ParityReport,
+        measured_by: MeasuredBy,
+        report: Mapping[str, Any],
+    ) -> Build:
         now = self._clock()
         status = BuildStatus.SUCCEEDED if parity.passed else BuildStatus.REJECTED
-        hardware_key = _hardware_key(build, report)
-        manifest = self._manifest(build, version, sha, size, parity.as_dict(), report, hardware_key, now)
+        figures = parity.as_dict() | {"measured_by": measured_by.value}
+        hardware_key = hardware_key_of(build, report)
         changes: dict[str, Any] = {
             "status": status,
             "artifact_sha256": sha,
             "artifact_size": size,
-            "parity": parity.as_dict(),
-            "latency": _mapping(report.get("latency")),
+            "parity": figures,
+            "reported_parity": report_mapping(report.get("parity")),
+            "latency": report_mapping(report.get("latency")),
             "hardware_key": hardware_key,
-            "manifest": manifest,
-            "manifest_signature": self._signer.sign(canonical_json(manifest).encode()),
+            "manifest": {},
+            "manifest_signature": None,
             "error": None if parity.passed else "parity: " + "; ".join(parity.reasons),
             "finished_at": now,
             "lease_expires_at": None,
             "progress": 1.0,
             "message": "succeeded" if parity.passed else "rejected: outside the parity tolerances",
         }
-        done = self._store.transition(build_id, BuildStatus.RUNNING, builder_id, changes)
+        if parity.passed:  # the signature vouches for the bytes: only ever on a build that passed
+            seen = self._builder(builder.subject, build.builder_id)
+            signed_by = BuilderSignature(
+                builder.subject, builder.name, build.builder_id, seen.hostname if seen else None
+            )
+            manifest = compose_manifest(build, version, signed_by, sha, size, figures, report, hardware_key, now)
+            changes["manifest"] = manifest
+            changes["manifest_signature"] = self._signer.sign(canonical_json(manifest).encode())
+        done = self._store.transition(build.id, BuildStatus.RUNNING, builder.subject, changes)
         if done is None:
-            raise self._lost(build_id, builder_id)
-        self._log(build_id, f"{status.value}: parity {'within' if parity.passed else 'outside'} tolerance")
+            raise self._lost(build.id)
+        who = "the control plane measured" if measured_by is MeasuredBy.CONTROL_PLANE else "the builder reported"
+        self._log(build.id, f"{status.value}: {who} parity {'within' if parity.passed else 'outside'} tolerance")
         for reason in parity.reasons:
-            self._log(build_id, f"parity: {reason}")
-        log.info("build %s %s (%s %s %s)", build_id, status.value, build.target, build.artifact_kind, build.precision)
+            self._log(build.id, f"parity: {reason}")
+        log.info("build %s %s (%s %s %s)", build.id, status.value, build.target, build.artifact_kind, build.precision)
         return done
+
+    # -- operators --------------------------------------------------------------------------------------------
+    def cancel(self, build_id: str, by: Principal) -> Build:
+        """A queued (or waiting) or running build becomes `cancelled`; its builder's next call is told to stop."""
+        for _attempt in range(3):
+            build = self._store.get_build(build_id)
+            if build is None:
+                raise NotFound(f"build {build_id!r} does not exist")
+            refusal = cancel_refusal(build)
+            if refusal is not None:
+                raise Conflict(refusal)
+            changes = {
+                "status": BuildStatus.CANCELLED,
+                "lease_expires_at": None,
+                "finished_at": self._clock(),
+                "message": f"cancelled by {by.name}",
+            }
+            done = self._store.transition(build.id, build.status, build.builder_subject, changes)
+            if done is not None:
+                self._log(build.id, f"cancelled by {by.name} ({build.status.value} until then)")
+                return done
+        raise Conflict(f"build {build_id} kept changing while being cancelled; try again")
+
+    def registration(self, subject: str) -> BuilderRegistration | None:
+        return self._builtin.get(subject) or self._store.registration(subject)
 
     # -- recovery ---------------------------------------------------------------------------------------------
     def expire_leases(self) -> int:
@@ -216,32 +343,34 @@ class BuildQueueService:
             self.notify_queued()
         return count
 
-    def recover(self, builder_ids: set[str]) -> int:
-        """At startup: builds the given (in-process) builders were running when the process stopped are re-queued."""
+    def recover(self, subjects: set[str]) -> int:
+        """At startup: builds the given (in-process) builder identities were running when the process stopped are
+        re-queued. Only running ones: a cancelled or finished build never comes back."""
         count = 0
         for build in self._store.list_by_status([BuildStatus.RUNNING]):
-            if build.builder_id in builder_ids and self._requeue(
+            if build.builder_subject in subjects and self._requeue(
                 build, "the control plane restarted during the build; back in the queue"
             ):
                 count += 1
         return count
 
-    def requeue_failed(self, build: Build) -> Build | None:
+    def requeue_finished(self, build: Build) -> Build | None:
+        """A failed or cancelled build asked for again is queued again."""
         changes = _reset_changes() | {"created_at": self._clock()}
-        again = self._store.transition(build.id, BuildStatus.FAILED, build.builder_id, changes)
+        again = self._store.transition(build.id, build.status, build.builder_subject, changes)
         if again is not None:
-            self._log(build.id, "queued again (the previous attempt failed)")
+            self._log(build.id, f"queued again (the previous attempt {build.status.value})")
         return again
 
     # -- internals --------------------------------------------------------------------------------------------
     def _requeue(self, build: Build, reason: str) -> bool:
-        again = self._store.transition(build.id, BuildStatus.RUNNING, build.builder_id, _reset_changes())
+        again = self._store.transition(build.id, BuildStatus.RUNNING, build.builder_subject, _reset_changes())
         if again is not None:
             self._log(build.id, reason)
             log.warning("build %s: %s", build.id, reason)
         return again is not None
 
-    def _finish_failed(self, build: Build, builder_id: str, error: str) -> Build:
+    def _finish_failed(self, build: Build, holder: str, error: str) -> Build:
         changes = {
             "status": BuildStatus.FAILED,
             "error": error[: MAX_LOG_LINE * 4],
@@ -249,26 +378,25 @@ class BuildQueueService:
             "lease_expires_at": None,
             "message": "failed",
         }
-        done = self._store.transition(build.id, BuildStatus.RUNNING, builder_id, changes)
+        done = self._store.transition(build.id, BuildStatus.RUNNING, holder, changes)
         if done is None:
-            raise self._lost(build.id, builder_id)
+            raise self._lost(build.id)
         self._log(build.id, f"failed: {error}")
         return done
 
-    def _held(self, build_id: str, builder_id: str) -> Build:
+    def _held(self, build_id: str, holder: str) -> Build:
         build = self._store.get_build(build_id)
         if build is None:
             raise NotFound(f"build {build_id!r} does not exist")
-        if build.status is not BuildStatus.RUNNING or build.builder_id != builder_id:
-            raise self._lost(build_id, builder_id)
+        if build.status is not BuildStatus.RUNNING or build.builder_subject != holder:
+            raise self._lost(build_id)
         return build
 
-    def _lost(self, build_id: str, builder_id: str) -> LeaseLost | NotFound:
+    def _lost(self, build_id: str) -> LeaseLost | NotFound:
         build = self._store.get_build(build_id)
         if build is None:
             return NotFound(f"build {build_id!r} does not exist")
-        holder = f"held by {build.builder_id}" if build.builder_id else "not held by any builder"
-        return LeaseLost(f"builder {builder_id} does not hold build {build_id} ({build.status.value}, {holder})")
+        return LeaseLost(lost_reason(build))
 
     def _log(self, build_id: str, message: str) -> None:
         self._store.append_log(build_id, self._clock(), message[:MAX_LOG_LINE])
@@ -312,7 +440,7 @@ class BuildQueueService:
         version = self._version(build)
         options = {k: v for k, v in build.options.items() if k != "calibration_sha256"}
         return {
-            **_identity(build),
+            **build_identity(build),
             "compute_capability": build.compute_capability,
             "tensorrt_version": build.tensorrt_version,
             "options": options,
@@ -323,52 +451,21 @@ class BuildQueueService:
             "lease_s": self._settings.lease_s,
         }
 
-    def _manifest(
-        self,
-        build: Build,
-        version: ModelVersion,
-        sha: str,
-        size: int,
-        parity: Mapping[str, Any],
-        report: Mapping[str, Any],
-        hardware_key: Mapping[str, Any],
-        now: datetime,
-    ) -> dict[str, Any]:
-        builder = self._builder(build.builder_id)
-        return {
-            **_identity(build),
-            "artifact": {"sha256": sha, "size": size},
-            "hardware_key": dict(hardware_key),
-            "toolchain": {str(k): v for k, v in _mapping(report.get("toolchain")).items()},
-            "build_options": _mapping(report.get("build_options")) or dict(build.options),
-            "source": {"sha256": version.source_sha256, "lineage": dict(version.lineage)},
-            "parity": dict(parity),
-            "latency": _mapping(report.get("latency")),
-            "builder": {"id": build.builder_id, "hostname": builder.hostname if builder else None},
-            "built_at": now.isoformat(),
-        }
-
-    def _builder(self, builder_id: str | None) -> BuilderRecord | None:
-        return next((b for b in self._store.list_builders() if b.builder_id == builder_id), None)
+    def _builder(self, subject: str, label: str | None) -> BuilderRecord | None:
+        return next((b for b in self._store.list_builders() if (b.subject, b.builder_id) == (subject, label)), None)
 
 
-def _identity(build: Build) -> dict[str, Any]:
-    """What names a build, in its BuildTask and in its manifest alike."""
-    return {
-        "build_id": build.id,
-        "key": build.key,
-        "model": build.model,
-        "version": build.version,
-        "target": build.target,
-        "kind": build.artifact_kind,
-        "precision": build.precision,
-    }
+def _require_builder(builder: Principal) -> None:
+    """The route's permission table already refused others; the service does not rely on it alone."""
+    if not builder.may(Permission.BUILD_WORK):
+        raise Forbidden(f"{builder.name} ({builder.role.value}) is not a builder")
 
 
 def _reset_changes() -> dict[str, Any]:
     return {
         "status": BuildStatus.QUEUED,
         "builder_id": None,
+        "builder_subject": None,
         "lease_expires_at": None,
         "started_at": None,
         "finished_at": None,
@@ -383,43 +480,3 @@ def _info(record: BuilderRecord) -> BuilderInfo | None:
         return BuilderInfo.from_dict(record.info)
     except (KeyError, TypeError, ValueError):
         return None
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _checked_parity(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The report's parity figures, shape-checked: a malformed report is the builder's bug, refused with 422."""
-    parity = report.get("parity")
-    outputs = parity.get("outputs") if isinstance(parity, Mapping) else None
-    if not isinstance(outputs, list) or not all(isinstance(o, Mapping) for o in outputs):
-        raise InvalidInput("report: parity.outputs must be a list of per-output figures (docs/builds.md)")
-    return dict(parity) if isinstance(parity, Mapping) else {}
-
-
-def _hardware_key(build: Build, report: Mapping[str, Any]) -> dict[str, Any]:
-    """Plans are keyed by the hardware they were built on; portable kinds only by their class."""
-    hardware = _mapping(report.get("hardware"))
-    options = _mapping(report.get("build_options")) or dict(build.options)
-    if build.artifact_kind != ArtifactKind.TENSORRT_PLAN.value:
-        return {"gpu_class": build.target}
-    return {
-        "gpu_class": build.target,
-        "compute_capability": build.compute_capability,
-        "tensorrt_version": build.tensorrt_version,
-        "jetpack_version": hardware.get("jetpack_version"),
-        "hardware_compatibility_level": options.get("hardware_compatibility_level"),
-    }
-
-
-def _hardware_mismatch(build: Build, report: Mapping[str, Any]) -> str | None:
-    """A plan reported as built on other hardware than its key names is refused, never shipped."""
-    if build.artifact_kind != ArtifactKind.TENSORRT_PLAN.value:
-        return None
-    hardware = _mapping(report.get("hardware"))
-    for field, want in (("compute_capability", build.compute_capability), ("tensorrt_version", build.tensorrt_version)):
-        got = hardware.get(field)
-        if got is not None and want is not None and str(got) != want:
-            return f"the builder reports {field} {got}, the build's key needs {want}"
-    return None

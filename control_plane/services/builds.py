@@ -2,7 +2,9 @@
 
 A request never builds anything itself: each planned build is stored `queued` under its key (docs/builds.md) and
 a builder (the in-process worker or a remote one, through `BuildQueueService`) takes it. Same key in the same
-version, same build: an existing build is returned as it is, except a `failed` one, which is queued again.
+version, same build: an existing build is returned as it is, except a `failed` or `cancelled` one, which is queued
+again. Cancelling is the operator's way to stop a build (queued, waiting or running); its builder is told to stop
+at its next call.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from control_plane.domain.builds import BuildView
 from control_plane.domain.errors import InvalidInput, NotFound
+from control_plane.domain.identity import Principal
 from control_plane.domain.registry import Build, BuildStatus, ModelVersion
 from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
@@ -91,8 +94,8 @@ class BuildService:
         key = build_key(version.source_sha256, spec, options)
         existing = self._store.find_by_key(version.model, version.version, key)
         if existing is not None:
-            if existing.status is BuildStatus.FAILED:
-                return self._queue.requeue_failed(existing) or existing
+            if existing.status in (BuildStatus.FAILED, BuildStatus.CANCELLED):
+                return self._queue.requeue_finished(existing) or existing
             return existing
         return self._store.insert_build(self._new(version, spec, options, key))
 
@@ -128,6 +131,9 @@ class BuildService:
             return BuildOptions.from_dict({**raw, "calibration_sha256": calibration})
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"options: {exc}") from exc
+
+    def cancel(self, build_id: str, by: Principal) -> BuildView:
+        return self._queue.view(self._queue.cancel(build_id, by))
 
     # -- queries ----------------------------------------------------------------------------------------------
     def list_builds(self, name: str, version: int) -> list[BuildView]:

@@ -1,7 +1,8 @@
 """Persistence of the build queue: builds, their logs, and the builders seen. Returns domain values only.
 
-Every state change of a build is one conditional UPDATE (`WHERE status = expected AND builder_id = expected`), so
-two builders can never both win a claim and a builder that lost its lease can never complete a build. Deciding
+Every state change of a build is one conditional UPDATE (`WHERE status = expected AND builder_subject = expected`),
+so two builders can never both win a claim and a builder that does not hold the lease (another identity, or one
+whose lease lapsed or whose build was cancelled) can never complete it. Deciding
 which change to make is the domain's job; this module only applies it atomically.
 """
 
@@ -17,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from control_plane.adapters.db.convert import build_from_row, utc
-from control_plane.adapters.db.tables import BuilderRow, BuildLogRow, BuildRow, VersionRow
+from control_plane.adapters.db.tables import BuilderRegistrationRow, BuilderRow, BuildLogRow, BuildRow, VersionRow
+from control_plane.domain.build_trust import BuilderRegistration
 from control_plane.domain.errors import NotFound
 from control_plane.domain.registry import Build, BuilderRecord, BuildLogLine, BuildStatus
 
@@ -77,13 +79,16 @@ class BuildRepository:
             return [build_from_row(r) for r in session.scalars(stmt)]
 
     def transition(
-        self, build_id: str, expect: BuildStatus, builder_id: str | None, changes: Mapping[str, Any]
+        self, build_id: str, expect: BuildStatus, holder: str | None, changes: Mapping[str, Any]
     ) -> Build | None:
-        """Apply `changes` (Build field names) only if the build is in `expect` status and, unless `builder_id`
-        is ANY_BUILDER, held by that builder. The updated build, or None when the condition did not hold."""
+        """Apply `changes` (Build field names) only if the build is in `expect` status and, unless `holder` is
+        ANY_BUILDER, its lease is held by that identity (None: by nobody). The updated build, or None when the
+        condition did not hold."""
         conditions = [BuildRow.id == build_id, BuildRow.status == expect.value]
-        if builder_id != ANY_BUILDER:
-            conditions.append(BuildRow.builder_id == builder_id)
+        if holder != ANY_BUILDER:
+            conditions.append(
+                BuildRow.builder_subject.is_(None) if holder is None else BuildRow.builder_subject == holder
+            )
         values = {_RENAMED.get(k, k): _column_value(v) for k, v in changes.items()}
         with self._sessions.begin() as session:
             result = session.execute(update(BuildRow).where(*conditions).values(**values))
@@ -106,20 +111,68 @@ class BuildRepository:
         with self._sessions.begin() as session:
             session.merge(
                 BuilderRow(
-                    id=record.builder_id, hostname=record.hostname, info=dict(record.info), last_seen=record.last_seen
+                    id=_builder_key(record.subject, record.builder_id),
+                    label=record.builder_id,
+                    subject=record.subject,
+                    hostname=record.hostname,
+                    info=dict(record.info),
+                    last_seen=record.last_seen,
                 )
             )
 
-    def touch_builder(self, builder_id: str, now: datetime) -> None:
+    def touch_builder(self, subject: str, label: str, now: datetime) -> None:
         with self._sessions.begin() as session:
-            session.execute(update(BuilderRow).where(BuilderRow.id == builder_id).values(last_seen=now))
+            key = _builder_key(subject, label)
+            session.execute(update(BuilderRow).where(BuilderRow.id == key).values(last_seen=now))
 
     def list_builders(self) -> list[BuilderRecord]:
         with self._sessions() as session:
             return [
-                BuilderRecord(r.id, r.hostname, dict(r.info), utc(r.last_seen))
-                for r in session.scalars(select(BuilderRow).order_by(BuilderRow.id))
+                BuilderRecord(r.label or r.id, r.hostname, dict(r.info), utc(r.last_seen), r.subject)
+                for r in session.scalars(select(BuilderRow).order_by(BuilderRow.label, BuilderRow.id))
             ]
+
+    # -- registrations ----------------------------------------------------------------------------------------
+    def save_registration(self, registration: BuilderRegistration) -> BuilderRegistration:
+        with self._sessions.begin() as session:
+            session.merge(
+                BuilderRegistrationRow(
+                    subject=registration.subject,
+                    name=registration.name,
+                    compute_capability=registration.compute_capability,
+                    tensorrt=registration.tensorrt,
+                    gpu_class=registration.gpu_class,
+                    created_by=registration.created_by,
+                    created_at=registration.created_at,
+                )
+            )
+        return registration
+
+    def registration(self, subject: str) -> BuilderRegistration | None:
+        with self._sessions() as session:
+            row = session.get(BuilderRegistrationRow, subject)
+            return _registration(row) if row else None
+
+    def list_registrations(self) -> list[BuilderRegistration]:
+        stmt = select(BuilderRegistrationRow).order_by(BuilderRegistrationRow.name, BuilderRegistrationRow.subject)
+        with self._sessions() as session:
+            return [_registration(r) for r in session.scalars(stmt)]
+
+
+def _builder_key(subject: str | None, label: str) -> str:
+    return f"{subject or '-'} {label}"
+
+
+def _registration(row: BuilderRegistrationRow) -> BuilderRegistration:
+    return BuilderRegistration(
+        subject=row.subject,
+        name=row.name,
+        compute_capability=row.compute_capability,
+        tensorrt=row.tensorrt,
+        gpu_class=row.gpu_class,
+        created_by=row.created_by,
+        created_at=utc(row.created_at),
+    )
 
 
 def _column_value(value: Any) -> Any:
@@ -152,10 +205,12 @@ def _row(build: Build, version_id: int) -> BuildRow:
         options=dict(build.options),
         calibration_sha256=build.calibration_sha256,
         builder_id=build.builder_id,
+        builder_subject=build.builder_subject,
         lease_expires_at=build.lease_expires_at,
         progress=build.progress,
         message=build.message,
         parity=None if build.parity is None else dict(build.parity),
+        reported_parity=None if build.reported_parity is None else dict(build.reported_parity),
         latency=None if build.latency is None else dict(build.latency),
         hardware_key=None if build.hardware_key is None else dict(build.hardware_key),
         started_at=build.started_at,

@@ -1,7 +1,10 @@
-"""The REST builder protocol (docs/builds.md "Builders"): claim, heartbeat, complete, fail; and who is building.
+"""The REST builder protocol (docs/builds.md "Builders"): claim, heartbeat, complete, fail; who is building; and
+the registration of builders by an administrator.
 
-Remote build workers and agents acting as builders speak this (model_builds/remote_queue.py is the client).
-Routes parse and hand over to `BuildQueueService`; a lost lease is a 409 telling the builder to stop.
+Remote build workers and agents acting as builders speak this (model_builds/remote_queue.py is the client), each
+with its own `builder` token: the lease belongs to the token's identity (`PrincipalDep`), never to the
+`builder_id` label in a body. Routes parse and hand over to `BuildQueueService`; a lost lease is a 409 telling the
+builder to stop.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import ValidationError
 
-from control_plane.api.deps import BuildQueueDep, BuildsDep
+from control_plane.api.builder_schemas import BuilderRegistrationIn, RegisteredBuilderOut
+from control_plane.api.deps import BuilderRegistryDep, BuildQueueDep, BuildsDep, PrincipalDep
 from control_plane.api.schemas import BuilderOut, BuildOut, ClaimIn, FailIn, HeartbeatIn
 from control_plane.domain.errors import InvalidInput
 from model_builds.capabilities import BuilderInfo
@@ -21,43 +25,55 @@ router = APIRouter(tags=["builders"])
 
 
 @router.post("/v1/builders/claim", response_model=None)
-def claim(body: ClaimIn, queue: BuildQueueDep) -> dict[str, Any] | Response:
+def claim(body: ClaimIn, principal: PrincipalDep, queue: BuildQueueDep) -> dict[str, Any] | Response:
     try:
-        info = BuilderInfo.from_dict(body.model_dump())
+        info = BuilderInfo.from_dict(body.model_dump() | {"builder_id": body.builder_id or principal.name})
     except ValueError as exc:
         raise InvalidInput(f"kinds: {exc}") from exc
-    task = queue.claim(info)
+    task = queue.claim(principal, info)
     return Response(status_code=204) if task is None else task
 
 
 @router.post("/v1/builds/{build_id}/heartbeat")
-def heartbeat(build_id: str, body: HeartbeatIn, queue: BuildQueueDep, builds: BuildsDep) -> BuildOut:
-    queue.heartbeat(build_id, body.builder_id, body.message, body.progress)
+def heartbeat(
+    build_id: str, body: HeartbeatIn, principal: PrincipalDep, queue: BuildQueueDep, builds: BuildsDep
+) -> BuildOut:
+    queue.heartbeat(build_id, principal, body.message, body.progress)
     return BuildOut.of(builds.get_build(build_id))
 
 
 @router.post("/v1/builds/{build_id}/complete")
 def complete(
     build_id: str,
+    principal: PrincipalDep,
     queue: BuildQueueDep,
     builds: BuildsDep,
     artifact: Annotated[UploadFile, File(description="The built artifact.")],
     report: Annotated[str, Form(description="JSON: {parity, latency, toolchain, hardware, build_options}.")],
-    builder_id: Annotated[str, Form(min_length=1, max_length=128)],
+    builder_id: Annotated[str | None, Form(max_length=128, description="Ignored: the token says who calls.")] = None,
 ) -> BuildOut:
-    queue.complete(build_id, builder_id, artifact.file, _report(report))
+    queue.complete(build_id, principal, artifact.file, _report(report))
     return BuildOut.of(builds.get_build(build_id))
 
 
 @router.post("/v1/builds/{build_id}/fail")
-def fail(build_id: str, body: FailIn, queue: BuildQueueDep, builds: BuildsDep) -> BuildOut:
-    queue.fail(build_id, body.builder_id, body.error)
+def fail(build_id: str, body: FailIn, principal: PrincipalDep, queue: BuildQueueDep, builds: BuildsDep) -> BuildOut:
+    queue.fail(build_id, principal, body.error)
     return BuildOut.of(builds.get_build(build_id))
 
 
 @router.get("/v1/builders")
 def list_builders(queue: BuildQueueDep) -> list[BuilderOut]:
     return [BuilderOut.of(r) for r in queue.builders()]
+
+
+@router.post("/v1/builders", status_code=201)
+def register_builder(
+    body: BuilderRegistrationIn, principal: PrincipalDep, registry: BuilderRegistryDep
+) -> RegisteredBuilderOut:
+    """A builder identity for GPU hardware (its TensorRT plans are accepted); its token is in this answer only."""
+    registered = registry.register(body.name, body.compute_capability, body.tensorrt, body.gpu_class, principal)
+    return RegisteredBuilderOut.created(registered)
 
 
 def _report(text: str) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import PlainTextResponse
 
-from control_plane.api.deps import BuildsDep, RegistryDep
+from control_plane.api.deps import BuildsDep, PrincipalDep, RegistryDep
+from control_plane.api.params import Version
 from control_plane.api.schemas import BuildOut, BuildRequest, BuildsCreatedOut, CalibrationOut, SkippedOut
 from control_plane.services.builds import BuildRequestSpec
 
@@ -15,7 +16,7 @@ router = APIRouter(tags=["builds"])
 
 
 @router.post("/v1/models/{name}/versions/{version}/builds", status_code=202)
-def create_builds(name: str, version: int, request: BuildRequest, builds: BuildsDep) -> BuildsCreatedOut:
+def create_builds(name: str, version: Version, request: BuildRequest, builds: BuildsDep) -> BuildsCreatedOut:
     spec = BuildRequestSpec(
         targets=request.targets,
         kinds=request.kinds,
@@ -30,14 +31,14 @@ def create_builds(name: str, version: int, request: BuildRequest, builds: Builds
 
 
 @router.get("/v1/models/{name}/versions/{version}/builds")
-def list_builds(name: str, version: int, builds: BuildsDep) -> list[BuildOut]:
+def list_builds(name: str, version: Version, builds: BuildsDep) -> list[BuildOut]:
     return [BuildOut.of(b) for b in builds.list_builds(name, version)]
 
 
 @router.post("/v1/models/{name}/versions/{version}/calibration", status_code=201)
 def upload_calibration(
     name: str,
-    version: int,
+    version: Version,
     registry: RegistryDep,
     file: Annotated[UploadFile, File(description="Calibration inputs (.npz: `input:NAME` or NAME arrays).")],
 ) -> CalibrationOut:
@@ -48,6 +49,12 @@ def upload_calibration(
 @router.get("/v1/builds/{build_id}")
 def get_build(build_id: str, builds: BuildsDep) -> BuildOut:
     return BuildOut.of(builds.get_build(build_id))
+
+
+@router.post("/v1/builds/{build_id}/cancel")
+def cancel_build(build_id: str, principal: PrincipalDep, builds: BuildsDep) -> BuildOut:
+    """A queued, waiting or running build becomes `cancelled`; its builder is told to stop at its next call."""
+    return BuildOut.of(builds.cancel(build_id, principal))
 
 
 @router.get("/v1/builds/{build_id}/logs", response_class=PlainTextResponse)

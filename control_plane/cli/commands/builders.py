@@ -1,5 +1,7 @@
-"""`edgectl build-worker`, `builders`, `doctor`: build hosts. A build worker is a GPU (or any) host that takes
-builds from the control plane over the REST builder protocol; `doctor` says what this host could build.
+"""`edgectl build-worker`, `builders [register]`, `doctor`: build hosts. A build worker is a GPU (or any) host that
+takes builds from the control plane over the REST builder protocol, with its own `builder` token; `doctor` says
+what this host could build; `builders register` (admin) creates a builder identity for GPU hardware, whose TensorRT
+plans the control plane then accepts.
 
 The worker loop itself is `model_builds.worker.run_builder` over `model_builds.remote_queue.HttpBuildQueue`;
 this module only wires it up, prints what happens, and stops it cleanly on Ctrl-C or SIGTERM.
@@ -19,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli import views
+from control_plane.cli.client import ApiClient, CliError
 from control_plane.cli.output import Output
 from control_plane.cli.state import state_of
 from model_builds import ort_runtime
@@ -41,11 +44,41 @@ def doctor(ctx: typer.Context) -> None:
     state.output.emit(doctor_facts(detect_builder()), views.doctor_view)
 
 
+builders_app = typer.Typer(
+    help="Build workers: `edgectl builders` lists those seen recently; `builders register` adds a GPU builder."
+)
+
+
+@builders_app.callback(invoke_without_command=True)
 def builders(ctx: typer.Context) -> None:
     """List the builders the control plane heard from recently, with what each can build."""
+    if ctx.invoked_subcommand is not None:
+        return
     state = state_of(ctx)
     with state.client() as api:
         state.output.emit(api.builders(), views.builders_view)
+
+
+@builders_app.command("register")
+def register_builder(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The builder's name, e.g. orin-builder-01.")],
+    compute_capability: Annotated[
+        str, typer.Option("--compute-capability", help="Its GPU's compute capability, e.g. 8.7.")
+    ],
+    tensorrt: Annotated[str, typer.Option("--tensorrt", help="Its TensorRT release: 10.3.0, or 10.3 / 10.x.")],
+    gpu_class: Annotated[
+        str | None, typer.Option("--gpu-class", help="Only plans of this GPU class (default: any).")
+    ] = None,
+) -> None:
+    """Register a GPU builder (admin): a builder identity whose TensorRT plans for this hardware are accepted.
+
+    Prints the builder's token once; run the worker with it (`EDGECTL_TOKEN=... edgectl build-worker`).
+    """
+    body = {"name": name, "compute_capability": compute_capability, "tensorrt": tensorrt, "gpu_class": gpu_class}
+    state = state_of(ctx)
+    with state.client() as api:
+        state.output.emit(api.register_builder(body), views.builder_registered_view)
 
 
 class _ReportingQueue:
@@ -114,9 +147,10 @@ def build_worker(
     state.output.note(f"builder {info.builder_id} on {info.hostname}: builds {kinds} for {state.url}")
     for reason in info.reasons:
         state.output.note(f"  cannot build {reason}")
+    token = _builder_token(state.url, state.token)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    queue = HttpBuildQueue(state.url, info.builder_id)
+    queue = HttpBuildQueue(state.url, info.builder_id, token=token)
     try:
         with _stop_on_signals(stop):
             run_builder(_ReportingQueue(queue, state.output), info, workdir, stop, poll_s=poll_s)
@@ -125,7 +159,22 @@ def build_worker(
     state.output.note(f"builder {info.builder_id} stopped")
 
 
+def _builder_token(url: str, token: str | None) -> str:
+    """The worker's token, checked once before it starts: a missing or non-builder token would only ever be
+    refused, build after build."""
+    if not token:
+        raise CliError(
+            "a build worker needs a builder token (--token or EDGECTL_TOKEN): an admin makes one with "
+            "`edgectl tokens create NAME --role builder`, or `edgectl builders register` for a GPU builder"
+        )
+    with ApiClient(url, token=token) as api:
+        me = api.whoami()
+    if me.get("role") != "builder":
+        raise CliError(f"the token is {me.get('name')}'s, of role {me.get('role')}; a build worker needs role builder")
+    return token
+
+
 def register(app: typer.Typer) -> None:
     app.command("doctor")(doctor)
-    app.command("builders")(builders)
+    app.add_typer(builders_app, name="builders")
     app.command("build-worker")(build_worker)

@@ -1,5 +1,6 @@
-"""`edgectl build`, `builds`, `builds show|logs`, `artifacts get`: build a version per GPU class, follow the builds,
-and fetch artifacts. Builds are asynchronous on the server; `--wait` polls them here (with a deadline)."""
+"""`edgectl build`, `builds`, `builds show|logs|cancel`, `artifacts get`: build a version per GPU class, follow
+the builds, cancel one, and fetch artifacts. Builds are asynchronous on the server; `--wait` polls them here (with
+a deadline)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,14 @@ def show_build(ctx: typer.Context, build_id: Annotated[str, typer.Argument(help=
     state = state_of(ctx)
     with state.client() as api:
         state.output.emit(api.build(build_id), views.build_view)
+
+
+@builds_app.command("cancel")
+def cancel_build(ctx: typer.Context, build_id: Annotated[str, typer.Argument(help="Build id.")]) -> None:
+    """Cancel a queued, waiting or running build; its builder stops at its next heartbeat."""
+    state = state_of(ctx)
+    with state.client() as api:
+        state.output.emit(api.cancel_build(build_id), views.build_view)
 
 
 @builds_app.command("logs")

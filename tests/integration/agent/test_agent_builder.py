@@ -32,12 +32,14 @@ class ClaimRecorder:
 
     def __init__(self) -> None:
         self.claims: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
         self.port = free_port()
         app = FastAPI()
 
         @app.post("/v1/builders/claim")
         async def claim(request: Request) -> Response:
             self.claims.append(await request.json())
+            self.authorizations.append(request.headers.get("authorization"))
             return Response(status_code=204)
 
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
@@ -66,7 +68,10 @@ def control_plane() -> Iterator[ClaimRecorder]:
         yield server
 
 
-def config_for(tmp_path: Path, device: str, url: str, builder: bool) -> Path:
+BUILDER_TOKEN = "edge_builder-token-of-dev-9"
+
+
+def config_for(tmp_path: Path, device: str, url: str, builder: bool, token: str | None = BUILDER_TOKEN) -> Path:
     """No broker at the MQTT port: the builder does not need one, and no retained state is left behind."""
     return write_config(
         tmp_path / f"{device}.yaml",
@@ -78,6 +83,7 @@ def config_for(tmp_path: Path, device: str, url: str, builder: bool) -> Path:
         control_plane_url=url,
         builder=builder,
         builder_workdir=str(tmp_path / f"{device}-builds"),
+        **({"control_plane_token": token} if token else {}),
     )
 
 
@@ -97,6 +103,7 @@ def test_a_builder_agent_claims_for_its_own_class_and_a_plain_agent_never_does(t
         claim = control_plane.by("agent:dev-9")[0]
         assert claim["gpu_class"] == detected_class()
         assert "onnx" in claim["kinds"]
+        assert set(control_plane.authorizations) == {f"Bearer {BUILDER_TOKEN}"}  # every claim carries its token
         assert control_plane.by("agent:dev-10") == [] and plain.alive()
         assert len(control_plane.claims) == len(control_plane.by("agent:dev-9"))
         assert builder.terminate() == 0  # the builder thread stops with the agent
@@ -104,6 +111,16 @@ def test_a_builder_agent_claims_for_its_own_class_and_a_plain_agent_never_does(t
     finally:
         builder.kill()
         plain.kill()
+
+
+def test_a_builder_agent_without_a_token_never_claims(tmp_path: Path, control_plane: ClaimRecorder) -> None:
+    tokenless = config_for(tmp_path, "dev-11", control_plane.url, True, token=None)
+    agent = AgentProcess(tokenless, tmp_path / "tokenless.log").start()
+    try:
+        wait_for(lambda: "no control_plane_token" in agent.output(), timeout=30, what=f"refusal\n{agent.output()}")
+        assert control_plane.claims == [] and agent.alive()  # it still serves; it just does not build
+    finally:
+        agent.kill()
 
 
 def test_an_agent_that_is_not_a_builder_never_imports_the_build_toolchain(tmp_path):

@@ -125,3 +125,40 @@ def test_0003_turns_old_rollouts_into_one_step_all_at_once_rollouts(
     assert (device.device_id, device.status.value, device.generation) == ("dev-1", old_device, 3)
     assert RolloutRepository(engine).events_since("r-old", 0) == []
     engine.dispose()
+
+
+def test_0006_requeues_builds_claimed_before_builders_authenticated(tmp_path: Path) -> None:
+    """A lease taken by an unauthenticated builder names nobody who could hold it now: back to the queue. A finished
+    build keeps everything; the old builders table (unauthenticated labels) is not carried over."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        _version_written_by_0001(conn)
+    migrate(engine, "0005")
+    with engine.begin() as conn:
+        for build_id, status in (("b-run", "running"), ("b-done", "succeeded")):
+            conn.execute(
+                text(
+                    "INSERT INTO builds (id, version_id, model_name, version, target, precision, artifact_kind,"
+                    " status, artifact_sha256, artifact_size, error, created_at, manifest, manifest_signature, key,"
+                    " options, builder_id, lease_expires_at, started_at) VALUES (:id, 1, 'old', 1, 'cpu-x86_64',"
+                    " 'fp32', 'onnx', :status, NULL, NULL, NULL, :t, '{}', NULL, :id, '{}', 'b1', :t, :t)"
+                ),
+                {"id": build_id, "status": status, "t": NOW},
+            )
+        conn.execute(
+            text("INSERT INTO builders (id, hostname, info, last_seen) VALUES ('b1', 'h', '{}', :t)"), {"t": NOW}
+        )
+    migrate(engine)
+
+    repository = BuildRepository(engine)
+    running = repository.get_build("b-run")
+    assert running is not None
+    assert (running.status, running.builder_id, running.builder_subject, running.lease_expires_at) == (
+        BuildStatus.QUEUED, None, None, None
+    )  # fmt: skip
+    assert running.message is not None and "builders now authenticate" in running.message
+    done = repository.get_build("b-done")
+    assert done is not None and (done.status, done.builder_id) == (BuildStatus.SUCCEEDED, "b1")
+    assert repository.list_builders() == [] and repository.list_registrations() == []
+    engine.dispose()

@@ -86,6 +86,9 @@ def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Pa
         assert answer.status_code == 202, answer.text
         queued = answer.json()["builds"]
         assert [b["status"] for b in queued] == ["waiting_for_builder", "waiting_for_builder"]
+        other = first.http.post("/v1/models/resume/versions/1/builds", json={"targets": ["dgpu-ampere"]})
+        (dropped,) = other.json()["builds"]
+        assert first.http.post(f"/v1/builds/{dropped['id']}/cancel").json()["status"] == "cancelled"
     finally:
         first.stop()
 
@@ -93,6 +96,7 @@ def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Pa
     try:
         finals = [wait_build(second.http, b["id"]) for b in queued]
         assert [(b["kind"], b["status"]) for b in finals] == [("onnx", "succeeded"), ("onnx-int8-qdq", "succeeded")]
+        assert second.http.get(f"/v1/builds/{dropped['id']}").json()["status"] == "cancelled"  # never came back
     finally:
         second.stop()
 

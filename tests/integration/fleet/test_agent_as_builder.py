@@ -1,4 +1,5 @@
-"""An edge agent with `builder: true` builds for its own GPU class through the real control plane's builder routes."""
+"""An edge agent with `builder: true` builds for its own GPU class through the real control plane's builder routes,
+with its own `builder` token; the control plane re-proves what it delivers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.control_plane.conftest import RunningServer
-from tests.support import wait_for
+from tests.support import mint_token, wait_for
 from tests.unit.control_plane.onnx_models import linear_model, linear_samples
 
 pytestmark = pytest.mark.integration
@@ -21,7 +22,8 @@ def server_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def agent_overrides(control_plane: RunningServer) -> dict[str, Any]:
-    return {"builder": True, "control_plane_url": control_plane.url}
+    token = mint_token(control_plane.http, "builder", "agent-dev-1-builder")
+    return {"builder": True, "control_plane_url": control_plane.url, "control_plane_token": token}
 
 
 def test_a_builder_agent_takes_a_build_of_its_own_class_proves_it_and_it_succeeds(
@@ -49,7 +51,8 @@ def test_a_builder_agent_takes_a_build_of_its_own_class_proves_it_and_it_succeed
     )
     assert build["status"] == "succeeded", build
     assert build["builder_id"] == "agent:dev-1"
-    assert build["parity"]["passed"] is True
+    assert build["parity"]["passed"] is True and build["parity"]["measured_by"] == "control-plane"
+    assert build["manifest"]["builder"]["name"] == "agent-dev-1-builder"
     assert api.get(f"/v1/artifacts/{build['artifact_sha256']}").status_code == 200
     builders = api.get("/v1/builders").json()
     assert any(b["builder_id"] == "agent:dev-1" and b.get("gpu_class") == own_class for b in builders), builders

@@ -1,7 +1,8 @@
 """HttpBuildQueue against a real HTTP server on loopback speaking the builder routes of docs/builds.md.
 
-The server is a small FastAPI app written here (the control plane's real routes are tested with the service);
-it answers as the contract says and records what the builder sent.
+The server is a small FastAPI app written here (the control plane's real routes are tested with the service and
+in tests/integration/control_plane/test_builder_trust.py); it answers as the contract says and records what the
+builder sent, including the bearer token on every call.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.unit.model_builds.test_builds import task_for
 
 pytestmark = pytest.mark.integration
 INFO = BuilderInfo("ignored", "host-1", ONNX_KINDS, "cpu-x86_64")
+TOKEN = "edge_builder-secret"
 
 
 @dataclass
@@ -40,13 +42,22 @@ class ControlPlaneDouble:
     completed: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     lost: set[str] = field(default_factory=set)
+    refused: dict[str, int] = field(default_factory=dict)  # build id -> 401/403 for its heartbeats
+    authorizations: list[str | None] = field(default_factory=list)
 
     def app(self) -> FastAPI:
         app = FastAPI()
 
+        @app.middleware("http")
+        async def record_token(request: Request, call_next: Any) -> Any:
+            self.authorizations.append(request.headers.get("authorization"))
+            return await call_next(request)
+
         @app.post("/v1/builders/claim")
         async def claim(request: Request) -> Response:
             self.claims.append(await request.json())
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return Response('{"detail": "unknown token"}', status_code=401, media_type="application/json")
             if not self.tasks:
                 return Response(status_code=204)
             return Response(json.dumps(self.tasks.pop(0)), media_type="application/json")
@@ -54,7 +65,7 @@ class ControlPlaneDouble:
         @app.post("/v1/builds/{build_id}/heartbeat")
         async def heartbeat(build_id: str, request: Request) -> Response:
             self.beats.append(await request.json())
-            return Response(status_code=409 if build_id in self.lost else 200)
+            return Response(status_code=409 if build_id in self.lost else self.refused.get(build_id, 200))
 
         @app.post("/v1/builds/{build_id}/complete")
         async def complete(
@@ -107,7 +118,7 @@ def offer(double: ControlPlaneDouble, tmp_path: Path, build_id: str = "b1") -> N
 
 def test_claim_returns_a_task_or_nothing(served: tuple[ControlPlaneDouble, str], tmp_path: Path) -> None:
     double, url = served
-    queue = HttpBuildQueue(url, builder_id="gpu-box-1")
+    queue = HttpBuildQueue(url, builder_id="gpu-box-1", token=TOKEN)
     assert queue.claim(INFO) is None
     offer(double, tmp_path)
     task = queue.claim(INFO)
@@ -121,12 +132,14 @@ def test_a_build_goes_round_trip_and_uploads_its_artifact(
 ) -> None:
     double, url = served
     offer(double, tmp_path)
-    assert run_once(HttpBuildQueue(url, builder_id="gpu-box-1"), INFO, tmp_path / "work")
+    assert run_once(HttpBuildQueue(url, builder_id="gpu-box-1", token=TOKEN), INFO, tmp_path / "work")
     done = double.completed["b1"]
     assert done["builder_id"] == "gpu-box-1" and done["size"] > 0
     assert done["report"]["parity"]["passed"] is True
     assert {"parity", "latency", "toolchain", "hardware", "build_options"} <= set(done["report"])
     assert any(b.get("message", "").startswith("building onnx") for b in double.beats)
+    # claim, downloads, heartbeats and the upload all carried the builder's token
+    assert len(double.authorizations) >= 5 and set(double.authorizations) == {f"Bearer {TOKEN}"}
 
 
 def test_a_corrupted_download_is_refused(served: tuple[ControlPlaneDouble, str], tmp_path: Path) -> None:
@@ -152,10 +165,21 @@ def test_a_partial_download_is_resumed(served: tuple[ControlPlaneDouble, str], t
 
 def test_a_lost_lease_is_heard_and_a_failure_is_reported(served: tuple[ControlPlaneDouble, str]) -> None:
     double, url = served
-    queue = HttpBuildQueue(url, builder_id="b")
+    queue = HttpBuildQueue(url, builder_id="b", token=TOKEN)
     double.lost.add("gone")
+    double.refused |= {"revoked": 401, "not-a-builder": 403}
     assert queue.heartbeat("kept", "step", 0.5) is True
     assert queue.heartbeat("gone", None, None) is False
+    assert queue.heartbeat("revoked", None, None) is False  # a refused token also means: stop this build
+    assert queue.heartbeat("not-a-builder", None, None) is False
     queue.fail("b9", "tensorrt is not installed on this builder")
     assert double.failed == {"b9": "tensorrt is not installed on this builder"}
     assert double.beats[0] == {"builder_id": "b", "message": "step", "progress": 0.5}
+
+
+def test_a_refused_token_is_a_clear_error(served: tuple[ControlPlaneDouble, str], tmp_path: Path) -> None:
+    double, url = served
+    offer(double, tmp_path)
+    with pytest.raises(QueueError, match=r"HTTP 401: .*unknown token.*role builder"):
+        HttpBuildQueue(url, builder_id="b", token="edge_wrong").claim(INFO)
+    assert len(double.tasks) == 1  # nothing was handed out
