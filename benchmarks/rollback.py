@@ -173,8 +173,7 @@ def main() -> int:
         try:
             control_plane.start()
             api = control_plane.client()
-            key = api.get("/v1/keys/signing").json()["public_key"]
-            agents = start_agents(broker, key, root / "agents")
+            agents = start_agents(broker, api, root / "agents")
             wait_for(
                 lambda: all(devices(api).get(d, {}).get("presence") == "online" for d in DEVICE_IDS),
                 timeout=60,

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from control_plane.domain.identity import HUMAN_ROLES, Role
 
 
 class Environment(str, Enum):
@@ -75,6 +77,54 @@ class AnsibleSettings(BaseModel):
     )
 
 
+class OidcSettings(BaseModel):
+    """Single sign-on: JWTs from this issuer are accepted as bearer tokens beside the control plane's own."""
+
+    issuer: str | None = Field(default=None, description="Issuer (the JWTs' `iss`); setting it turns SSO on.")
+    jwks_url: str | None = Field(default=None, description="URL of the issuer's JSON Web Key Set.")
+    audience: str | None = Field(default=None, description="Audience the JWTs must name (`aud`).")
+    roles_claim: str = Field(default="roles", description="Claim holding the user's groups or roles.")
+    role_map: dict[str, Role] = Field(
+        default_factory=dict,
+        description="Claim value -> role (viewer, operator, admin), e.g. {edge-admins: admin}; unmapped: refused.",
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256", "EdDSA"], description="Signature algorithms accepted."
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> OidcSettings:
+        if self.issuer is not None and (self.jwks_url is None or self.audience is None):
+            raise ValueError("oidc.issuer needs oidc.jwks_url and oidc.audience")
+        if any(a.upper() == "NONE" or a.upper().startswith("HS") for a in self.algorithms):
+            raise ValueError("oidc.algorithms: only asymmetric algorithms (RS*, PS*, ES*, EdDSA)")
+        if any(role not in HUMAN_ROLES for role in self.role_map.values()):
+            raise ValueError("oidc.role_map: people get viewer, operator or admin")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None
+
+
+class TrainingSettings(BaseModel):
+    """Where training jobs may take code and data from: nothing the API receives ever runs as code.
+
+    A job's `entrypoint` is a path relative to one of `code_dirs` and its `data.path` one relative to one of
+    `data_dirs` (docs/api.md, "Training entrypoint contract"); with no code root, training is refused.
+    """
+
+    code_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Training code roots an operator registered; entrypoints are .py files inside them "
+        "(JSON list in the environment: EDGE_CP_TRAINING__CODE_DIRS='[\"/srv/training\"]'). Empty: no training.",
+    )
+    data_dirs: list[Path] = Field(
+        default_factory=list,
+        description="Training data roots; a job's data.path is a file or folder inside one. Empty: jobs name no data.",
+    )
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_CP_", env_nested_delimiter="__", extra="forbid")
 
@@ -93,10 +143,51 @@ class ServerSettings(BaseSettings):
     signing_key_file: Path | None = Field(
         default=None, description="ed25519 private key (PEM). Default: data_dir/signing_key.pem, created if absent."
     )
+    bootstrap_token: SecretStr | None = Field(
+        default=None,
+        description="First admin token, used only when the database holds no token yet (at least 32 characters). "
+        "Unset: the first start writes a new one to data_dir/admin-token (mode 0600).",
+    )
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ansible: AnsibleSettings = Field(default_factory=AnsibleSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
     max_upload_bytes: int = Field(
-        default=2 * 1024**3, gt=0, description="Largest model or samples file accepted by an upload (bytes)."
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest model, samples or artifact file accepted by an upload (bytes). An upload is counted "
+        "while it streams in and refused with 413 as soon as it passes this; nothing of it is kept.",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024**2,
+        ge=64 * 1024,
+        description="Largest request body that is not a file upload (JSON specs, commands); past it: 413.",
+    )
+    max_npz_bytes: int = Field(
+        default=1024**3,
+        gt=0,
+        description="Largest uncompressed size of an .npz (samples, calibration, training output), all arrays "
+        "together. Checked against the archive's headers before anything is inflated, and counted while reading.",
+    )
+    max_npz_members: int = Field(default=1024, ge=1, le=1_000_000, description="Most arrays one .npz may hold.")
+    model_eval_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=24 * 3600,
+        description="Wall-clock limit of one ONNX Runtime evaluation of an uploaded model (reference outputs at "
+        "upload, the fp32 reference run of a build). It runs in a child process that is killed past the limit.",
+    )
+    model_eval_memory_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=512 * 1024**2,
+        description="Address-space limit (RLIMIT_AS) of that child process: a model that needs more fails.",
+    )
+    build_eval_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="Wall-clock limit of the in-process builder's longer ONNX Runtime steps (graph optimisation, "
+        "int8 calibration, the artifact's parity and latency proof), each in a killable child process.",
     )
     targets_dir: Path | None = Field(
         default=None, description="Extra GPU-class files (*.yaml) added to the built-in catalog."
@@ -121,6 +212,19 @@ class ServerSettings(BaseSettings):
             raise ValueError("production needs mqtt.password set (EDGE_CP_MQTT__PASSWORD)")
         return self
 
+    @model_validator(mode="after")
+    def _training_roots_apart_from_data(self) -> ServerSettings:
+        """Uploads land under data_dir: a training root there would let an upload run as code."""
+        data_dir = self.data_dir.resolve()
+        for setting, roots in (("code_dirs", self.training.code_dirs), ("data_dirs", self.training.data_dirs)):
+            for root in roots:
+                real = root.resolve()
+                if not real.is_dir():
+                    raise ValueError(f"training.{setting}: {root} is not a folder")
+                if real.is_relative_to(data_dir) or data_dir.is_relative_to(real):
+                    raise ValueError(f"training.{setting}: {root} overlaps data_dir {self.data_dir}")
+        return self
+
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
@@ -136,6 +240,10 @@ class ServerSettings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_dir / "admin-token"
 
     @property
     def playbook_runs_dir(self) -> Path:

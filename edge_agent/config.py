@@ -125,7 +125,9 @@ class AgentConfig(BaseSettings):
         description="Base URL of the control plane's REST API (e.g. https://cp.example:8000); needed by `builder`.",
     )
     control_plane_token: SecretStr | None = Field(
-        default=None, description="Bearer token for the control plane's REST builder routes, if they require one."
+        default=None,
+        description="This device's bearer token for the control plane: sent with artifact downloads and, with "
+        "`builder: true`, on the builder routes (a `device` token, or a `builder` token for a builder device).",
     )
     builder: bool = Field(
         default=False,

@@ -80,6 +80,7 @@ def build_core(
         config.download.max_attempts,
         artifact_dir=artifact_dir,
         deadline_s=config.deadlines.download_s,
+        token=config.control_plane_token.get_secret_value() if config.control_plane_token else None,
     )
     return AgentCore(
         config.data_dir,

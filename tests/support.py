@@ -60,6 +60,21 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+# The first admin token of every control plane a test starts (EDGE_CP_BOOTSTRAP_TOKEN / settings.bootstrap_token);
+# `edgectl` in tests gets it as EDGECTL_TOKEN. Tests that need a weaker identity mint one with `mint_token`.
+ADMIN_TOKEN = "edge_test-admin-0123456789abcdefghijklmnopqrstuv"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def mint_token(api: httpx.Client, role: str, name: str, device_id: str | None = None) -> str:
+    """A new token of `role` from the control plane `api` talks to (as admin); returns its secret."""
+    body = {"name": name, "role": role, "device_id": device_id}
+    answer = api.post("/v1/tokens", json=body, headers=ADMIN_HEADERS)
+    assert answer.status_code == 201, answer.text
+    secret: str = answer.json()["token"]
+    return secret
+
+
 CONTROL_PLANE_USER = "controlplane"
 DEVICE_USERS = tuple(f"dev-{i}" for i in range(1, 13))
 
@@ -147,6 +162,9 @@ def python_env() -> dict[str, str]:
     env = dict(os.environ)
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    # edgectl acts as the tests' admin and never reads the developer's own saved login.
+    env["EDGECTL_TOKEN"] = ADMIN_TOKEN
+    env["EDGECTL_CONFIG"] = os.devnull + ".edgectl-tests-have-no-config"
     return env
 
 
@@ -180,6 +198,7 @@ class ControlPlaneProcess:
             "EDGE_CP_MQTT__USERNAME": CONTROL_PLANE_USER,
             "EDGE_CP_MQTT__PASSWORD": password_for(CONTROL_PLANE_USER),
             "EDGE_CP_MQTT__CLIENT_ID": self.client_id,
+            "EDGE_CP_BOOTSTRAP_TOKEN": ADMIN_TOKEN,
         }
         if self.public_url:
             env["EDGE_CP_PUBLIC_URL"] = self.public_url
@@ -216,4 +235,5 @@ class ControlPlaneProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+        """An HTTP client acting as the bootstrap admin."""
+        return httpx.Client(base_url=self.url, timeout=30, headers=ADMIN_HEADERS)

@@ -8,16 +8,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.api.audit_trail import AuditTrail
+from control_plane.api.auth import AuthenticateBeforeBody, authorize
+from control_plane.api.body_limits import install_body_limits
 from control_plane.api.container import start_runtime
 from control_plane.api.errors import install_error_handlers
+from control_plane.api.permissions import Access, requirement
 from control_plane.api.routes import (
+    audit,
     builders,
     builds,
     devices,
+    identity,
     models,
     playbook_runs,
     rollout_events,
@@ -43,8 +51,47 @@ def create_app(settings: ServerSettings) -> FastAPI:
         version="1",
         description="Registry, builds, fleet, rollouts and training of the hybrid edge-cloud orchestrator.",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
-    for module in (system, models, builds, builders, devices, rollouts, rollout_events, training, playbook_runs):
+    install_body_limits(app, settings.max_upload_bytes, settings.max_body_bytes)
+    app.add_middleware(AuthenticateBeforeBody)
+    app.add_middleware(AuditTrail)  # added last: outermost, so it records AuthenticateBeforeBody's refusals too
+    routers = (
+        system,
+        identity,
+        models,
+        builds,
+        builders,
+        devices,
+        rollouts,
+        rollout_events,
+        training,
+        playbook_runs,
+        audit,
+    )
+    for module in routers:
         app.include_router(module.router)
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the bearer scheme and, on each operation, its requirement from the table."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A token from `edgectl tokens create` (or data_dir/admin-token), or an SSO JWT.",
+        }
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            needed = requirement(method, path)
+            operation["security"] = [] if needed is Access.ANONYMOUS else [{"bearer": []}]
+            operation["x-permission"] = needed.value if needed is not None else "undeclared"
+    app.openapi_schema = schema
+    return schema

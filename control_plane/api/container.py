@@ -5,29 +5,39 @@ This is the only place that knows which adapter implements which port. It holds 
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from control_plane.adapters.artifacts import ArtifactStore
+from control_plane.adapters.db.audit_repository import AuditRepository
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
+from control_plane.adapters.db.identity_repository import TokenRepository
 from control_plane.adapters.db.playbook_run_repository import PlaybookRunRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.db.rollout_repository import RolloutRepository
 from control_plane.adapters.mqtt import MqttLink
+from control_plane.adapters.oidc import OidcVerifier
 from control_plane.adapters.playbook_runner import PlaybookRunner
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.adapters.training_local import LocalTrainingBackend
 from control_plane.services.ansible_push import AnsiblePush
+from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService, QueueSettings
+from control_plane.services.builder_registry import BuilderRegistryService
 from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
-from control_plane.services.local_builder import InProcessBuilders, in_process_ids
+from control_plane.services.identity import IdentityService
+from control_plane.services.local_builder import InProcessBuilders, builtin_principal, builtin_registration
 from control_plane.services.playbook_runs import PlaybookRunService
 from control_plane.services.registry import RegistryService
+from control_plane.services.reproof import ReProver
 from control_plane.services.rollout_executor import RolloutExecutor
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
@@ -35,6 +45,8 @@ from control_plane.settings import AnsibleSettings, ServerSettings
 from edge_agent.protocol import Signer, Topics
 from model_builds.capabilities import BuilderInfo, detect_builder
 from model_builds.catalog import load_catalog
+from model_builds.npz import NpzLimits
+from model_builds.ort_sandbox import EvalLimits, run_bounded
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +70,9 @@ class Runtime:
     link: MqttLink
     dispose_database: Callable[[], None]
     playbook_runs: PlaybookRunService
+    identity: IdentityService
+    builder_registry: BuilderRegistryService
+    audit: AuditService
 
     def close(self) -> None:
         self.builders.stop()
@@ -79,6 +94,7 @@ def start_runtime(
     signer = load_or_create_signer(settings.resolved_signing_key_file)
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
+    identity = _identity(settings, TokenRepository(engine), clock)
     registry_repo = RegistryRepository(engine)
     build_repo = BuildRepository(engine)
     fleet_repo = FleetRepository(engine)
@@ -86,20 +102,52 @@ def start_runtime(
     catalog = load_catalog(*([settings.targets_dir] if settings.targets_dir else []))
     topics = Topics(settings.mqtt.topic_prefix)
 
-    registry = RegistryService(registry_repo, artifacts, clock, settings.max_upload_bytes)
+    evaluation = EvalLimits(
+        timeout_s=settings.model_eval_timeout_s,
+        memory_bytes=settings.model_eval_memory_bytes,
+        long_timeout_s=settings.build_eval_timeout_s,
+    )
+    registry = RegistryService(
+        registry_repo,
+        artifacts,
+        clock,
+        settings.max_upload_bytes,
+        npz_limits=NpzLimits(max_total_bytes=settings.max_npz_bytes, max_members=settings.max_npz_members),
+        evaluation=evaluation,
+    )
     queue_settings = QueueSettings(
         base_url=settings.base_url,
         lease_s=settings.build_lease_s,
         builder_window_s=settings.builder_window_s,
         max_artifact_bytes=settings.max_upload_bytes,
+        reproof_timeout_s=settings.model_eval_timeout_s,
     )
-    build_queue = BuildQueueService(build_repo, registry_repo, artifacts, signer, clock, queue_settings)
+    # Every ONNX artifact a builder delivers is re-proved here, in the bounded sandbox (docs/builds.md).
+    reprover = ReProver(
+        artifacts,
+        functools.partial(
+            run_bounded, timeout_s=settings.model_eval_timeout_s, memory_bytes=settings.model_eval_memory_bytes
+        ),
+    )
+    build_queue = BuildQueueService(build_repo, registry_repo, artifacts, signer, clock, queue_settings, reprover)
     builds = BuildService(build_repo, registry_repo, artifacts, catalog, build_queue, clock)
-    requeued = build_queue.recover(set(in_process_ids(16)))
+    builder_registry = BuilderRegistryService(build_repo, identity, catalog, clock)
+    own_builder = builtin_principal()
+    requeued = build_queue.recover({own_builder.subject})
     if requeued:
         log.warning("re-queued %d build(s) the previous control plane was running", requeued)
+    own_info = builder_info()
+    own_plans = builtin_registration(own_builder, own_info, clock())
+    if own_plans is not None and settings.build_workers:
+        build_queue.trust_builtin(own_plans)
     builders = InProcessBuilders(
-        build_queue, artifacts, settings.data_dir / "build-work", builder_info(), settings.build_workers
+        build_queue,
+        artifacts,
+        settings.data_dir / "build-work",
+        own_info,
+        settings.build_workers,
+        own_builder,
+        evaluation,
     )
     rollout_repo = RolloutRepository(engine)
     fleet = FleetService(
@@ -107,13 +155,17 @@ def start_runtime(
     )
     link = MqttLink(settings.mqtt, on_message=fleet.handle_message)
     offline_after = timedelta(seconds=settings.device_offline_after_s)
+    playbook_runner = PlaybookRunner(_ansible_settings(settings, signer), settings.playbook_runs_dir, clock)
     playbook_runs = PlaybookRunService(
         PlaybookRunRepository(engine),
         fleet_repo,
-        PlaybookRunner(_ansible_settings(settings, signer), settings.playbook_runs_dir, clock),
+        playbook_runner,
         clock,
         fleet.accept_report,
         settings.ansible.workers,
+        declared_vars=playbook_runner.declared_vars(),  # playbooks/api_vars.yml: what a request may set
+        run_tokens=identity,  # provision enrolls and decommission forgets with a token of the run's own
+        run_token_lifetime=timedelta(seconds=settings.ansible.timeout_s + 300),
     )
     # Devices on the Ansible channel get their desired states by deploy_model.yml; the push wakes the executor
     # when a run ends (the executor exists below; the push is only called once it runs).
@@ -145,7 +197,14 @@ def start_runtime(
         log.warning("marked %d playbook run(s) failed: %s", len(interrupted), "control plane restarted during the run")
     push.recover(interrupted)
     training = TrainingService(
-        registry_repo, registry, LocalTrainingBackend(), clock, settings.data_dir / "jobs", settings.training_workers
+        registry_repo,
+        registry,
+        LocalTrainingBackend(),
+        clock,
+        settings.data_dir / "jobs",
+        settings.training_workers,
+        code_dirs=settings.training.code_dirs,
+        data_dirs=settings.training.data_dirs,
     )
     failed = training.recover()
     if failed:
@@ -167,7 +226,32 @@ def start_runtime(
         link,
         engine.dispose,
         playbook_runs,
+        identity,
+        builder_registry,
+        AuditService(AuditRepository(engine), clock),
     )
+
+
+def _identity(settings: ServerSettings, tokens: TokenRepository, clock: Callable[[], datetime]) -> IdentityService:
+    """Tokens, and single sign-on when configured; on first start the first admin token (docs/security.md)."""
+    oidc = OidcVerifier(settings.oidc) if settings.oidc.enabled else None
+    identity = IdentityService(tokens, clock, jwt=oidc, claim_roles=oidc)
+    given = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
+    created = identity.bootstrap(given)
+    if created is not None:
+        write_secret_file(settings.admin_token_file, created + "\n")
+        log.warning(
+            "first start: wrote an admin token to %s (mode 0600); `edgectl login` takes it", "data_dir/admin-token"
+        )
+    return identity
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write `text` to `path` readable by this user only, never for a moment by others."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def _ansible_settings(settings: ServerSettings, signer: Signer) -> AnsibleSettings:

@@ -6,10 +6,15 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from control_plane.api.auth import principal_of
 from control_plane.api.container import Runtime
+from control_plane.domain.identity import Principal
+from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService
+from control_plane.services.builder_registry import BuilderRegistryService
 from control_plane.services.builds import BuildService
 from control_plane.services.fleet import FleetService
+from control_plane.services.identity import IdentityService
 from control_plane.services.playbook_runs import PlaybookRunService
 from control_plane.services.registry import RegistryService
 from control_plane.services.rollouts import RolloutService
@@ -33,6 +38,10 @@ def _build_queue(request: Request) -> BuildQueueService:
     return get_runtime(request).build_queue
 
 
+def _builder_registry(request: Request) -> BuilderRegistryService:
+    return get_runtime(request).builder_registry
+
+
 def _fleet(request: Request) -> FleetService:
     return get_runtime(request).fleet
 
@@ -49,11 +58,23 @@ def _training(request: Request) -> TrainingService:
     return get_runtime(request).training
 
 
+def _identity(request: Request) -> IdentityService:
+    return get_runtime(request).identity
+
+
+def _audit(request: Request) -> AuditService:
+    return get_runtime(request).audit
+
+
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 RegistryDep = Annotated[RegistryService, Depends(_registry)]
 BuildsDep = Annotated[BuildService, Depends(_builds)]
 BuildQueueDep = Annotated[BuildQueueService, Depends(_build_queue)]
+BuilderRegistryDep = Annotated[BuilderRegistryService, Depends(_builder_registry)]
 FleetDep = Annotated[FleetService, Depends(_fleet)]
 RolloutsDep = Annotated[RolloutService, Depends(_rollouts)]
 TrainingDep = Annotated[TrainingService, Depends(_training)]
 PlaybookRunsDep = Annotated[PlaybookRunService, Depends(_playbook_runs)]
+IdentityDep = Annotated[IdentityService, Depends(_identity)]
+PrincipalDep = Annotated[Principal, Depends(principal_of)]
+AuditDep = Annotated[AuditService, Depends(_audit)]

@@ -5,13 +5,25 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
+from control_plane.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 
 STATUS_OF: dict[type[ServiceError], int] = {
     NotFound: 404,
     Conflict: 409,
+    TooLarge: 413,  # before InvalidInput, its base: the first match wins
     InvalidInput: 422,
     Unavailable: 503,
+    Unauthenticated: 401,
+    Forbidden: 403,
 }
 
 
@@ -24,7 +36,13 @@ def _status(exc: ServiceError) -> int:
 
 async def _handle(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return JSONResponse(status_code=_status(exc), content={"detail": str(exc)})
+    return error_response(exc)
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    # RFC 6750: a 401 names the scheme the client must use.
+    headers = {"WWW-Authenticate": 'Bearer realm="edge-control-plane"'} if isinstance(exc, Unauthenticated) else None
+    return JSONResponse(status_code=_status(exc), content={"detail": str(exc)}, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from control_plane.domain.bounds import INT32_MAX
 from control_plane.domain.builds import BuildView
 from control_plane.domain.fleet import DeliveryFailure, DeviceEventRecord, DeviceView, Presence
 from control_plane.domain.playbooks import AnsibleConnection
@@ -102,12 +103,15 @@ class VersionOut(_Out):
         )
 
 
+Dim = Annotated[int, Field(ge=1, le=INT32_MAX)]  # a tensor dimension of a TensorRT profile
+
+
 class ProfileIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min: list[int] = Field(min_length=1, max_length=8)
-    opt: list[int] = Field(min_length=1, max_length=8)
-    max: list[int] = Field(min_length=1, max_length=8)
+    min: list[Dim] = Field(min_length=1, max_length=8)
+    opt: list[Dim] = Field(min_length=1, max_length=8)
+    max: list[Dim] = Field(min_length=1, max_length=8)
 
 
 class BuildOptionsIn(BaseModel):
@@ -142,13 +146,18 @@ class BuildOut(_Out):
     compute_capability: str | None
     tensorrt_version: str | None
     options: dict[str, Any]
-    builder_id: str | None
+    builder_id: str | None = Field(description="The builder's own label (display only).")
+    builder_subject: str | None = Field(description="The identity that holds (or held) the build's lease.")
     progress: float | None
     message: str | None
     artifact_sha256: str | None
     artifact_size: int | None
     error: str | None
-    parity: dict[str, Any] | None
+    parity: dict[str, Any] | None = Field(
+        description="The figures that decided: the control plane's own measurement for the ONNX kinds "
+        "(`measured_by: control-plane`), a registered builder's for a TensorRT plan (`measured_by: builder`)."
+    )
+    reported_parity: dict[str, Any] | None = Field(description="What the builder reported (recorded, never deciding).")
     latency: dict[str, Any] | None
     hardware_key: dict[str, Any] | None
     created_at: datetime
@@ -175,12 +184,14 @@ class BuildOut(_Out):
             tensorrt_version=b.tensorrt_version,
             options=dict(b.options),
             builder_id=b.builder_id,
+            builder_subject=b.builder_subject,
             progress=b.progress,
             message=b.message,
             artifact_sha256=b.artifact_sha256,
             artifact_size=b.artifact_size,
             error=b.error,
             parity=None if b.parity is None else dict(b.parity),
+            reported_parity=None if b.reported_parity is None else dict(b.reported_parity),
             latency=None if b.latency is None else dict(b.latency),
             hardware_key=None if b.hardware_key is None else dict(b.hardware_key),
             created_at=b.created_at,
@@ -216,7 +227,10 @@ class CalibrationOut(_Out):
 class ClaimIn(BaseModel):
     model_config = ConfigDict(extra="ignore")  # newer builders may say more about themselves
 
-    builder_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")
+    # A label for people (shown in builds and `GET /v1/builders`); the lease belongs to the token's identity.
+    builder_id: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
+    )
     kinds: list[str] = Field(default_factory=list, max_length=8)
     gpu_class: str | None = Field(default=None, max_length=128)
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
@@ -229,7 +243,7 @@ class ClaimIn(BaseModel):
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builder_id: str = Field(min_length=1, max_length=128)
+    builder_id: str | None = Field(default=None, max_length=128, description="Ignored: the token says who calls.")
     message: str | None = Field(default=None, max_length=4000)
     progress: float | None = Field(default=None, ge=0, le=1)
 
@@ -237,12 +251,13 @@ class HeartbeatIn(BaseModel):
 class FailIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    builder_id: str = Field(min_length=1, max_length=128)
+    builder_id: str | None = Field(default=None, max_length=128, description="Ignored: the token says who calls.")
     error: str = Field(min_length=1, max_length=20000)
 
 
 class BuilderOut(_Out):
     builder_id: str
+    subject: str | None = Field(description="The identity the builder authenticated as.")
     hostname: str
     last_seen: datetime
     kinds: list[str]
@@ -257,6 +272,7 @@ class BuilderOut(_Out):
         info = r.info
         return cls(
             builder_id=r.builder_id,
+            subject=r.subject,
             hostname=r.hostname,
             last_seen=r.last_seen,
             kinds=[str(k) for k in info.get("kinds") or []],
@@ -274,13 +290,25 @@ class AnsibleConnectionIO(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Each value becomes an inventory variable: none may start like an ssh option ("-oProxyCommand=...") or hold a
+    # template; there is no field for ssh arguments at all (those are the operator's `ansible.ssh_args`).
     host: str | None = Field(
-        default=None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:%\[\]-]+$", description="Default: the id."
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.:%\[\]][A-Za-z0-9_.:%\[\]-]*$",
+        description="Default: the id.",
     )
     port: int | None = Field(default=None, ge=1, le=65535)
     user: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
     connection: Literal["ssh", "local"] = "ssh"
-    python: str | None = Field(default=None, min_length=1, max_length=1024, pattern=r"^[^\s;|&$`]+$")
+    python: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z0-9_./+~][A-Za-z0-9_./+~-]*$",
+        description="ansible_python_interpreter: a path (or auto, auto_silent).",
+    )
 
     def to_domain(self) -> AnsibleConnection:
         return AnsibleConnection(self.host, self.port, self.user, self.connection, self.python)
@@ -288,7 +316,8 @@ class AnsibleConnectionIO(BaseModel):
     @classmethod
     def of(cls, c: AnsibleConnection) -> AnsibleConnectionIO:
         connection: Literal["ssh", "local"] = "local" if c.connection == "local" else "ssh"
-        return cls(host=c.host, port=c.port, user=c.user, connection=connection, python=c.python)
+        # Not validated again: a connection stored under an older, looser pattern is still shown.
+        return cls.model_construct(host=c.host, port=c.port, user=c.user, connection=connection, python=c.python)
 
 
 class EnrollmentIn(BaseModel):

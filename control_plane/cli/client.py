@@ -72,10 +72,16 @@ class ApiClient:
     """Thin, typed-enough wrapper over the v1 REST routes of docs/api.md."""
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+        self,
+        base_url: str = DEFAULT_URL,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self.token = token  # for the event streams, which open their own connections
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -201,6 +207,12 @@ class ApiClient:
     def builders(self) -> Any:
         return self.get("/v1/builders")
 
+    def register_builder(self, body: dict[str, Any]) -> Any:
+        return self.post("/v1/builders", body)
+
+    def cancel_build(self, build_id: str) -> Any:
+        return self.post(f"/v1/builds/{build_id}/cancel", {})
+
     def builds(self, name: str, version: int) -> Any:
         return self.get(f"/v1/models/{name}/versions/{version}/builds")
 
@@ -256,6 +268,21 @@ class ApiClient:
     def training_job(self, job_id: str) -> Any:
         return self.get(f"/v1/training/jobs/{job_id}")
 
+    def whoami(self) -> Any:
+        return self.get("/v1/whoami")
+
+    def create_token(self, body: dict[str, Any]) -> Any:
+        return self.post("/v1/tokens", body)
+
+    def tokens(self) -> Any:
+        return self.get("/v1/tokens")
+
+    def revoke_token(self, token_id: str) -> Any:
+        return self.post(f"/v1/tokens/{token_id}/revoke", {})
+
+    def audit(self, after: int = 0, limit: int = 100) -> Any:
+        return self.get("/v1/audit", after=after, limit=limit)
+
 
 def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
     if not response.is_error:
@@ -264,6 +291,8 @@ def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
         detail = format_detail(response.json())
     except ValueError:
         detail = response.text.strip() or response.reason_phrase
+    if response.status_code == 401:
+        detail += " (give a token: --token, EDGECTL_TOKEN, or `edgectl login`)"
     raise RequestRejected(method, path, response.status_code, detail)
 
 

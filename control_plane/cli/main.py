@@ -13,7 +13,19 @@ import typer
 from typer.core import TyperGroup
 
 from control_plane.cli.client import DEFAULT_URL, CliError
-from control_plane.cli.commands import builders, builds, devices, info, models, playbooks, rollouts, server, training
+from control_plane.cli.commands import (
+    audit,
+    auth,
+    builders,
+    builds,
+    devices,
+    info,
+    models,
+    playbooks,
+    rollouts,
+    server,
+    training,
+)
 from control_plane.cli.demo.command import demo
 from control_plane.cli.output import Output
 from control_plane.cli.state import CliState
@@ -47,16 +59,29 @@ app = typer.Typer(
 def _global_options(
     ctx: typer.Context,
     url: Annotated[
-        str, typer.Option("--url", envvar="EDGECTL_URL", help="Base URL of the control plane's REST API.")
-    ] = DEFAULT_URL,
+        str | None,
+        typer.Option(
+            "--url", envvar="EDGECTL_URL", help=f"Base URL of the control plane's REST API [default: {DEFAULT_URL}]."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="EDGECTL_TOKEN",
+            help="Bearer token (else the one `edgectl login` saved).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the server's answer as JSON (for scripts) instead of tables.")
     ] = False,
 ) -> None:
-    ctx.obj = CliState(url=url, output=Output(as_json=as_json))
+    ctx.obj = CliState(url_option=url, output=Output(as_json=as_json), token_option=token)
 
 
 info.register(app)
+auth.register(app)
 server.register(app)
 models.register(app)
 builds.register(app)
@@ -65,6 +90,7 @@ devices.register(app)
 rollouts.register(app)
 training.register(app)
 playbooks.register(app)
+audit.register(app)
 app.command("demo")(demo)
 
 

@@ -13,9 +13,11 @@ import yaml
 from pydantic import ValidationError
 
 from control_plane.cli.client import CliError
+from control_plane.domain.errors import InvalidInput
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.selectors import Selector, parse_selector
 from control_plane.domain.training import TrainingJobSpec
+from control_plane.domain.training_paths import DATA, ENTRYPOINT, relative_path
 
 
 class SpecError(CliError):
@@ -55,23 +57,22 @@ def load_rollout_spec(path: Path) -> dict[str, Any]:
 
 
 def load_training_spec(path: Path) -> dict[str, Any]:
-    """Read SPEC.yaml, validate it, and resolve relative paths against the file's folder.
+    """Read SPEC.yaml and validate it, paths included, before anything is sent.
 
-    The server runs the entrypoint from its own working directory, so relative paths are made absolute here.
+    `entrypoint` and `data.path` are relative to the server's registered training roots (`training.code_dirs`,
+    `training.data_dirs`), not to this machine, so they are sent as written; only their form is checked here.
     """
     raw = _read_yaml_mapping(path)
     try:
         spec = TrainingJobSpec.model_validate(raw)
+        relative_path(ENTRYPOINT, spec.entrypoint)
+        if spec.data.path is not None:
+            relative_path(DATA, spec.data.path)
     except ValidationError as exc:
         raise SpecError(f"{path}: " + "; ".join(_field_errors(exc))) from exc
-    entrypoint = _resolve(path, spec.entrypoint)
-    if not entrypoint.is_file():
-        raise SpecError(f"{path}: entrypoint: no such file {entrypoint}")
-    body = spec.model_dump(mode="json", exclude_none=True)
-    body["entrypoint"] = str(entrypoint)
-    if spec.data.path is not None:
-        body["data"]["path"] = str(_resolve(path, spec.data.path))
-    return body
+    except InvalidInput as exc:
+        raise SpecError(f"{path}: {exc}") from exc
+    return spec.model_dump(mode="json", exclude_none=True)
 
 
 def _read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -96,8 +97,15 @@ def _field_errors(exc: ValidationError) -> list[str]:
     return out
 
 
-def _resolve(spec_file: Path, value: str) -> Path:
-    candidate = Path(value).expanduser()
-    if not candidate.is_absolute():
-        candidate = spec_file.resolve().parent / candidate
-    return candidate.resolve()
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """`90d`, `12h`, `30m`, `45s` or plain seconds -> seconds; `never` -> None. Raises ValueError naming the text."""
+    value = text.strip().lower()
+    if value == "never":
+        return None
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _UNITS else (value, "s")
+    if not number.isdigit() or int(number) <= 0:
+        raise ValueError(f"{text!r} is not a duration (90d, 12h, 30m, 45s, or never)")
+    return int(number) * _UNITS[unit]

@@ -1,28 +1,47 @@
-"""What every `edgectl` command receives from the global options (`--url`, `--json`).
+"""What every `edgectl` command receives from the global options (`--url`, `--token`, `--json`).
 
 Built once in the top-level callback and handed down through typer's context; never a module-level global.
+The config file `edgectl login` writes is read only when a command talks to the control plane (so `edgectl
+server` and `--help` never depend on it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 import typer
 
 from control_plane.cli.client import ApiClient
+from control_plane.cli.credentials import Credentials, config_path, resolve
 from control_plane.cli.output import Output
 
 
 @dataclass(frozen=True)
 class CliState:
-    url: str
+    url_option: str | None
     output: Output
+    token_option: str | None = None
+    config: Path = field(default_factory=config_path)
+
+    @cached_property
+    def credentials(self) -> Credentials:
+        return resolve(self.url_option, self.token_option, self.config)
+
+    @property
+    def url(self) -> str:
+        return self.credentials.url
+
+    @property
+    def token(self) -> str | None:
+        return self.credentials.token
 
     @contextmanager
     def client(self) -> Iterator[ApiClient]:
-        with ApiClient(self.url) as api:
+        with ApiClient(self.url, token=self.token) as api:
             yield api
 
 

@@ -32,6 +32,7 @@ STATUS_STYLES = {
     "unreachable": "red",
     "cancelled": "red",
     "skipped": "dim",
+    "refused": "red",
 }
 
 
@@ -152,7 +153,7 @@ def version_view(data: Any) -> RenderableType:
     return Group(main, lineage)
 
 
-FINISHED_BUILD = ("succeeded", "rejected", "failed")
+FINISHED_BUILD = ("succeeded", "rejected", "failed", "cancelled")
 
 
 def parity_summary(parity: Any) -> str:
@@ -187,6 +188,8 @@ def build_line(b: dict[str, Any]) -> str:
         return f"{what}: succeeded (parity {parity_summary(b.get('parity'))})"
     if status in ("rejected", "failed"):
         return f"{what}: {status}: {b.get('error') or 'no reason given'}"
+    if status == "cancelled":
+        return f"{what}: {b.get('message') or 'cancelled'}"
     return f"{what}: {status}"
 
 
@@ -270,6 +273,13 @@ def builders_view(data: Any) -> RenderableType:
     ]
     cols = ["builder", "host", "kinds", "gpu class", "cc", "TensorRT", "last seen"]
     return table("builders seen recently", cols, rows)
+
+
+def builder_registered_view(data: Any) -> RenderableType:
+    fields = ["name", "subject", "compute_capability", "tensorrt", "gpu_class", "token_id"]
+    shown = record("builder registered", data, fields)
+    hint = Text("builder token (shown once; give it to the builder: EDGECTL_TOKEN or --token): ", style="bold")
+    return Group(shown, hint + Text(cell(data.get("token"))))
 
 
 def doctor_view(data: Any) -> RenderableType:
@@ -462,3 +472,55 @@ def _result_summary(host: dict[str, Any]) -> str | None:
     if "hardware" in result:
         parts.append("hardware facts")
     return ", ".join(parts) or None
+
+
+def whoami_view(data: Any) -> RenderableType:
+    return record("who am I", data, ["name", "role", "subject", "device_id", "permissions"])
+
+
+def tokens_view(data: Any) -> RenderableType:
+    columns = ["id", "name", "role", "device", "created", "by", "expires", "revoked", "last used"]
+    keys = ["id", "name", "role", "device_id", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at"]
+    return table("tokens", columns, ([cell(t.get(k)) for k in keys] for t in data))
+
+
+def token_created_view(data: Any) -> RenderableType:
+    shown = record("token created", data, ["id", "name", "role", "device_id", "expires_at"])
+    return Group(shown, Text("token (shown once, store it now): ", style="bold") + Text(cell(data.get("token"))))
+
+
+def token_view(data: Any) -> RenderableType:
+    return record("token", data)
+
+
+def audit_view(data: Any) -> RenderableType:
+    columns = ["seq", "at", "who", "role", "method", "path", "status", "outcome", "request id"]
+    return table(
+        "audit log",
+        columns,
+        (
+            [
+                cell(r.get("seq")),
+                cell(r.get("at")),
+                cell(r.get("name") or r.get("subject")),
+                cell(r.get("role")),
+                cell(r.get("method")),
+                cell(r.get("path")),
+                cell(r.get("status")),
+                status_text(r.get("outcome")),
+                cell(r.get("request_id")),
+            ]
+            for r in data
+        ),
+    )
+
+
+def audit_verify_view(data: Any) -> RenderableType:
+    if data.get("intact"):
+        head = f" (last: seq {data.get('last_seq')}, hash {data.get('last_hash')})" if data.get("last_seq") else ""
+        return Text(f"{data.get('records')} records, chain intact{head}", style="green")
+    return Text(
+        f"chain broken at seq {data.get('broken_seq')}: that record was changed, or one before it was removed or "
+        f"moved ({data.get('records')} records checked before it)",
+        style="bold red",
+    )

@@ -23,5 +23,17 @@ class InvalidInput(ServiceError):
     """The request (or an uploaded file) is malformed; nothing was changed."""
 
 
+class TooLarge(InvalidInput):
+    """An upload or request body past its size limit (413); what arrived of it was not kept."""
+
+
 class Unavailable(ServiceError):
     """A dependency (broker, toolchain) is temporarily unusable; retrying later may work."""
+
+
+class Unauthenticated(ServiceError):
+    """No credential, or one that is unknown, expired or revoked: the caller is nobody (401)."""
+
+
+class Forbidden(ServiceError):
+    """The caller is known but its role does not hold the permission the operation needs (403)."""

@@ -40,7 +40,10 @@ class HttpFetcher:
         artifact_dir: Path | None = None,
         deadline_s: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        token: str | None = None,
     ) -> None:
+        # The device's artifact credential: the control plane serves artifacts only to a known identity.
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = httpx.Timeout(timeout_s)
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
@@ -84,7 +87,7 @@ class HttpFetcher:
         if have > artifact.size:
             part.unlink()
             have = 0
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        headers = self._auth | ({"Range": f"bytes={have}-"} if have else {})
         try:
             with httpx.stream("GET", artifact.url, headers=headers, timeout=self._timeout) as response:
                 mode = self._mode(response, have, artifact)

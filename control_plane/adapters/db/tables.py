@@ -74,10 +74,12 @@ class BuildRow(Base):
     options: Mapped[dict[str, Any]]
     calibration_sha256: Mapped[str | None] = mapped_column(String(64))
     builder_id: Mapped[str | None] = mapped_column(String(128))
+    builder_subject: Mapped[str | None] = mapped_column(String(256))
     lease_expires_at: Mapped[datetime | None]
     progress: Mapped[float | None]
     message: Mapped[str | None] = mapped_column(Text)
     parity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    reported_parity: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     latency: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     hardware_key: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     started_at: Mapped[datetime | None]
@@ -95,12 +97,30 @@ class BuildLogRow(Base):
 
 
 class BuilderRow(Base):
+    """A builder as last seen, keyed by (identity, label): one identity's label never overwrites another's."""
+
     __tablename__ = "builders"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    label: Mapped[str | None] = mapped_column(String(128))
+    subject: Mapped[str | None] = mapped_column(String(256))
     hostname: Mapped[str] = mapped_column(String(255))
     info: Mapped[dict[str, Any]]
     last_seen: Mapped[datetime]
+
+
+class BuilderRegistrationRow(Base):
+    """An administrator's registration of a builder identity for the hardware whose TensorRT plans it may deliver."""
+
+    __tablename__ = "builder_registrations"
+
+    subject: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    compute_capability: Mapped[str] = mapped_column(String(16))
+    tensorrt: Mapped[str] = mapped_column(String(32))
+    gpu_class: Mapped[str | None] = mapped_column(String(128))
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]
 
 
 class DeviceRow(Base):
@@ -255,3 +275,43 @@ class PlaybookRunEventRow(Base):
     changed: Mapped[bool]
     failed: Mapped[bool]
     message: Mapped[str] = mapped_column(Text)
+
+
+class ApiTokenRow(Base):
+    """A bearer token: only the sha256 of the secret is kept (docs/security.md)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    device_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class AuditRow(Base):
+    """One audit record (control_plane/domain/audit.py). Append-only: triggers made by migration 0007 refuse
+    UPDATE and DELETE. `seq` is assigned by the writer (last + 1), never by the database, so two writers that
+    read the same last record collide on the primary key instead of forking the chain."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    request_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    name: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    method: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    path: Mapped[str] = mapped_column(String(512))
+    status: Mapped[int]
+    outcome: Mapped[str] = mapped_column(String(8))
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -110,7 +110,9 @@ def _follow(state: CliState, run_id: str, timeout: float, json_lines: bool) -> i
             status[0] = api.playbook_run(run_id)["status"]
             return status[0] in FINAL
 
-        follower = EventFollower(api.base_url, run_id, time.monotonic() + timeout, done, collection="playbook-runs")
+        follower = EventFollower(
+            api.base_url, run_id, time.monotonic() + timeout, done, collection="playbook-runs", token=api.token
+        )
         for event in follower.events():
             if json_lines:
                 print(json.dumps(event, sort_keys=True), flush=True)

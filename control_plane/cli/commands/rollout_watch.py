@@ -66,9 +66,11 @@ class EventFollower:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         collection: str = "rollouts",
+        token: str | None = None,
     ) -> None:
         # `collection`: the resource whose /{id}/events stream to follow (rollouts, playbook-runs).
         self._url = f"{base_url.rstrip('/')}/v1/{collection}/{rollout_id}/events"
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._deadline = deadline
         self._done = done
         self._clock = clock
@@ -87,7 +89,7 @@ class EventFollower:
 
     def _one_connection(self) -> Iterator[dict[str, Any]]:
         wait = max(0.1, min(MAX_READ_WAIT_S, self._deadline - self._clock()))
-        headers = {"Last-Event-ID": str(self.last_id)} if self.last_id else {}
+        headers = self._auth | ({"Last-Event-ID": str(self.last_id)} if self.last_id else {})
         self.connections += 1
         with httpx.stream("GET", self._url, headers=headers, timeout=httpx.Timeout(10.0, read=wait)) as response:
             if response.is_error:
@@ -132,7 +134,9 @@ def watch(
 
 
 def _follow(state: CliState, api: ApiClient, model: WatchModel, timeout: float, json_lines: bool) -> WatchExit:
-    follower = EventFollower(api.base_url, model.rollout_id, time.monotonic() + timeout, lambda: model.final)
+    follower = EventFollower(
+        api.base_url, model.rollout_id, time.monotonic() + timeout, lambda: model.final, token=api.token
+    )
     with Live(render(model), console=state.output.err, transient=True, auto_refresh=False) as live:
         for event in follower.events():
             apply_event(model, event)

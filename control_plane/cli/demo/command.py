@@ -24,7 +24,8 @@ from control_plane.cli.demo.steps import STEPS, DemoFailure, DemoRun
 from control_plane.cli.demo.summary import summary_table
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_SPEC = REPO_ROOT / "examples" / "demo_model" / "training.yaml"
+DEFAULT_CODE_DIR = REPO_ROOT / "examples"
+DEFAULT_SPEC = DEFAULT_CODE_DIR / "demo_model" / "training.yaml"
 EXIT_INTERRUPTED = 130
 
 
@@ -41,6 +42,9 @@ def demo(
         Path, typer.Option(help="Where logs, data and configs go; wiped at the start of each run.")
     ] = Path(".demo"),
     spec: Annotated[Path, typer.Option(help="Training spec of the model to deploy.")] = DEFAULT_SPEC,
+    code_dir: Annotated[
+        Path, typer.Option(help="Training code root the control plane runs entrypoints from (the spec's is relative).")
+    ] = DEFAULT_CODE_DIR,
 ) -> None:
     """Run the whole product on this machine: broker, control plane, 3 edge agents; train, build, roll out, serve.
 
@@ -55,7 +59,7 @@ def demo(
     supervisor.gate.install()
     code = 0
     try:
-        code = _run(console, workdir, supervisor, spec)
+        code = _run(console, workdir, supervisor, spec, code_dir)
     except Interrupted as exc:
         console.print(f"[yellow]interrupted ({exc}); stopping everything the demo started[/]")
         code = EXIT_INTERRUPTED
@@ -68,9 +72,9 @@ def demo(
     raise typer.Exit(code)
 
 
-def _run(console: Console, workdir: Path, supervisor: Supervisor, spec: Path) -> int:
+def _run(console: Console, workdir: Path, supervisor: Supervisor, spec: Path, code_dir: Path) -> int:
     console.print(f"edgectl demo: workdir {workdir}")
-    run_or_failure = _run_steps(console, workdir, supervisor, spec)
+    run_or_failure = _run_steps(console, workdir, supervisor, spec, code_dir)
     if isinstance(run_or_failure, DemoFailure):
         _report_failure(console, supervisor, run_or_failure)
         return 1
@@ -78,10 +82,13 @@ def _run(console: Console, workdir: Path, supervisor: Supervisor, spec: Path) ->
     return 0
 
 
-def _run_steps(console: Console, workdir: Path, supervisor: Supervisor, spec: Path) -> DemoRun | DemoFailure:
+def _run_steps(
+    console: Console, workdir: Path, supervisor: Supervisor, spec: Path, code_dir: Path
+) -> DemoRun | DemoFailure:
     """Every step in order; the first failure is returned (not raised) once the live status is gone."""
     with Reporter(console) as reporter:
-        run = DemoRun(workdir, supervisor, reporter, fleet.allocate_ports(fleet.DEMO_DEVICES), spec.resolve())
+        ports = fleet.allocate_ports(fleet.DEMO_DEVICES)
+        run = DemoRun(workdir, supervisor, reporter, ports, spec.resolve(), code_dir.resolve())
         try:
             for step in STEPS:
                 step(run)

@@ -75,17 +75,20 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def control_plane_config(workdir: Path, ports: Ports) -> dict[str, Any]:
+def control_plane_config(workdir: Path, ports: Ports, code_dir: Path) -> dict[str, Any]:
+    """The demo server's settings; `code_dir` is its one training code root (the repository's examples/)."""
     return {
         "host": LOOPBACK,
         "port": ports.api,
         "data_dir": str(workdir / "control-plane"),
         "mqtt": {"host": LOOPBACK, "port": ports.broker, "protocol": "auto", "client_id": "demo-control-plane"},
         "device_offline_after_s": 30,
+        "training": {"code_dirs": [str(code_dir)]},
     }
 
 
-def agent_config(workdir: Path, device: DemoDevice, ports: Ports, public_key: str) -> dict[str, Any]:
+def agent_config(workdir: Path, device: DemoDevice, ports: Ports, public_key: str, token: str) -> dict[str, Any]:
+    """The agent's settings; `token` is its own device token (artifact downloads)."""
     return {
         "device_id": device.device_id,
         "labels": dict(device.labels),
@@ -94,4 +97,5 @@ def agent_config(workdir: Path, device: DemoDevice, ports: Ports, public_key: st
         "mqtt": {"host": LOOPBACK, "port": ports.broker, "protocol": "auto"},
         "serving": {"host": LOOPBACK, "port": ports.serving[device.device_id]},
         "telemetry_interval_s": 5,
+        "control_plane_token": token,
     }

@@ -51,6 +51,7 @@ class DemoRun:
     reporter: Reporter
     ports: fleet.Ports
     spec_file: Path
+    code_dir: Path  # the training code root the control plane is given; the spec's entrypoint is relative to it
     api: ApiClient = field(init=False)
     public_key: str = ""
     model: str = ""
@@ -122,7 +123,8 @@ def _health_or_none(api: ApiClient) -> dict[str, Any] | None:
 
 def start_control_plane(run: DemoRun) -> None:
     run.reporter.begin(DemoStep.CONTROL_PLANE, "starting the control plane")
-    config = fleet.write_yaml(run.workdir / "control-plane.yaml", fleet.control_plane_config(run.workdir, run.ports))
+    settings = fleet.control_plane_config(run.workdir, run.ports, run.code_dir)
+    config = fleet.write_yaml(run.workdir / "control-plane.yaml", settings)
     run.supervisor.start("control-plane", _python_module("control_plane.cli.main", "server", "--config", str(config)))
     run.wait(
         lambda: _health_or_none(run.api),
@@ -131,14 +133,23 @@ def start_control_plane(run: DemoRun) -> None:
         describe=lambda h: "starting the control plane" if h is None else f"control plane up, mqtt {h}",
     )
     run.public_key = str(run.api.signing_key()["public_key"])
-    run.reporter.done(f"control plane on {run.api.base_url} (signing key pinned for the agents)")
+    token_file = Path(settings["data_dir"]) / "admin-token"  # the control plane's first start wrote it
+    run.api.close()
+    run.api = ApiClient(run.api.base_url, timeout=15.0, token=token_file.read_text().strip())
+    run.reporter.done(
+        f"control plane on {run.api.base_url} (signing key pinned for the agents; admin token in {token_file})"
+    )
 
 
 def start_agents(run: DemoRun) -> None:
     run.reporter.begin(DemoStep.AGENTS, f"starting {len(fleet.DEMO_DEVICES)} edge agents")
     command = _edge_agent_command()
     for device in fleet.DEMO_DEVICES:
-        config = fleet.agent_config(run.workdir, device, run.ports, run.public_key)
+        # Each agent downloads artifacts with a token of its own, bound to its device id.
+        token = run.api.create_token(
+            {"name": f"agent-{device.device_id}", "role": "device", "device_id": device.device_id}
+        )
+        config = fleet.agent_config(run.workdir, device, run.ports, run.public_key, str(token["token"]))
         path = fleet.write_yaml(run.workdir / f"agent-{device.device_id}.yaml", config)
         run.supervisor.start(device.device_id, [*command, "run", "--config", str(path)])
     run.reporter.done("edge agents started: " + ", ".join(_device_line(d) for d in fleet.DEMO_DEVICES))

@@ -29,8 +29,16 @@ Server = ControlPlaneProcess  # what every test here talks to: a real `edgectl s
 
 
 @pytest.fixture(scope="module")
-def server(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = ControlPlaneProcess(mosquitto, tmp_path_factory.mktemp("edgectl-server") / "data").start()
+def training_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's one training code root (training.code_dirs)."""
+    return tmp_path_factory.mktemp("training-code")
+
+
+@pytest.fixture(scope="module")
+def server(mosquitto: Mosquitto, tmp_path_factory: pytest.TempPathFactory, training_code: Path) -> Iterator[Server]:
+    roots = {"EDGE_CP_TRAINING__CODE_DIRS": json.dumps([str(training_code)])}
+    running = ControlPlaneProcess(mosquitto, tmp_path_factory.mktemp("edgectl-server") / "data", extra_env=roots)
+    running.start()
     try:
         yield running
     finally:
@@ -182,15 +190,19 @@ ENTRYPOINT = textwrap.dedent(
 )
 
 
-def _spec(tmp_path: Path, name: str, fail: bool) -> Path:
-    (tmp_path / "job.py").write_text(ENTRYPOINT)
+def _spec(code_root: Path, tmp_path: Path, name: str, fail: bool, entrypoint: str = "relu/job.py") -> Path:
+    """The entrypoint goes into the server's code root; the spec (anywhere) names it relative to that root."""
+    (code_root / "relu").mkdir(exist_ok=True)
+    (code_root / "relu" / "job.py").write_text(ENTRYPOINT)
     spec = tmp_path / f"{name}.yaml"
-    spec.write_text(f"name: {name}\nmodel_name: relu\nentrypoint: job.py\nparameters: {{fail: {str(fail).lower()}}}\n")
+    fail_text = str(fail).lower()
+    spec.write_text(f"name: {name}\nmodel_name: relu\nentrypoint: {entrypoint}\nparameters: {{fail: {fail_text}}}\n")
     return spec
 
 
-def test_train_wait_registers_a_version(server: Server, tmp_path: Path) -> None:
-    result = edgectl(server, "train", str(_spec(tmp_path, "relu-ok", fail=False)), "--wait", "--timeout", "90")
+def test_train_wait_registers_a_version(server: Server, training_code: Path, tmp_path: Path) -> None:
+    spec = _spec(training_code, tmp_path, "relu-ok", fail=False)
+    result = edgectl(server, "train", str(spec), "--wait", "--timeout", "90")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "registered relu v" in result.stderr
     assert "relu v" in result.stdout and "training" in result.stdout
@@ -198,8 +210,21 @@ def test_train_wait_registers_a_version(server: Server, tmp_path: Path) -> None:
     assert isinstance(jobs, list) and any(j["spec"]["name"] == "relu-ok" and j["status"] == "succeeded" for j in jobs)
 
 
-def test_failed_training_shows_its_log_and_exits_1(server: Server, tmp_path: Path) -> None:
-    result = edgectl(server, "train", str(_spec(tmp_path, "relu-bad", fail=True)), "--wait", "--timeout", "90")
+def test_train_outside_the_code_root_is_refused_by_the_server(
+    server: Server, training_code: Path, tmp_path: Path
+) -> None:
+    spec = _spec(training_code, tmp_path, "relu-absent", fail=False, entrypoint="relu/absent.py")
+    result = edgectl(server, "train", str(spec))
+    assert result.returncode == 1
+    assert "entrypoint 'relu/absent.py' is not a Python source file (.py) in any root of training.code_dirs" in (
+        result.stderr
+    )
+    assert str(training_code) not in result.stderr
+
+
+def test_failed_training_shows_its_log_and_exits_1(server: Server, training_code: Path, tmp_path: Path) -> None:
+    spec = _spec(training_code, tmp_path, "relu-bad", fail=True)
+    result = edgectl(server, "train", str(spec), "--wait", "--timeout", "90")
     assert result.returncode == 1
     assert "giving up on purpose" in result.stdout
     assert "failed" in result.stderr
@@ -210,6 +235,7 @@ def start_agent(
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """A real `edge-agent run` (dev-12, label site=SITE) pinned to this control plane's key."""
     public_key = ok_json(server, "keys")["public_key"]  # type: ignore[index]
+    token = ok_json(server, "tokens", "create", "agent-dev-12", "--role", "device", "--device", "dev-12")
     serving_port = free_port()
     config = tmp_path / "agent.yaml"
     config.write_text(
@@ -227,6 +253,7 @@ def start_agent(
                     "password": password_for("dev-12"),
                 },
                 "serving": {"host": "127.0.0.1", "port": serving_port},
+                "control_plane_token": token["token"],  # type: ignore[index]
             }
         )
     )
@@ -270,7 +297,7 @@ def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
         )
         gpu_class = devices[0]["gpu_class"]  # type: ignore[index]
         ok_json(server, "models", "push", "wait-model", str(tiny_model(tmp_path / "m.onnx")))
-        ok_json(server, "build", "wait-model", "1", "--target", gpu_class)
+        ok_json(server, "build", "wait-model", "1", "--target", gpu_class, "--wait")
 
         result = edgectl(
             server, "rollout", "create", "--model", "wait-model", "--version", "1", "--selector", "site=cli-wait",

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from control_plane.api.app import create_app
 from control_plane.settings import ServerSettings
 from edge_agent.protocol import MessageKind, Topics, seal
-from tests.support import CONTROL_PLANE_USER, Mosquitto, free_port, password_for, wait_for
+from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, CONTROL_PLANE_USER, Mosquitto, free_port, password_for, wait_for
 
 
 @dataclass
@@ -44,6 +44,7 @@ def server_settings(broker: Mosquitto, data_dir: Path) -> ServerSettings:
     return ServerSettings(
         data_dir=data_dir,
         port=free_port(),
+        bootstrap_token=ADMIN_TOKEN,
         mqtt={
             "host": broker.host,
             "port": broker.port,
@@ -61,7 +62,7 @@ def start_server(settings: ServerSettings) -> RunningServer:
     thread.start()
     wait_for(lambda: server.started or not thread.is_alive(), timeout=30, what="control plane startup")
     assert thread.is_alive(), "the control plane failed to start"
-    http = httpx.Client(base_url=settings.base_url, timeout=30)
+    http = httpx.Client(base_url=settings.base_url, timeout=30, headers=ADMIN_HEADERS)
     wait_for(lambda: http.get("/healthz").json()["mqtt_connected"], what="control plane connected to mosquitto")
     return RunningServer(settings, server, thread, http)
 

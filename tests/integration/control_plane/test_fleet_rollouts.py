@@ -98,7 +98,7 @@ def test_rollout_publishes_signed_desired_state_and_follows_activation(
     assert (model.name, model.version, model.build_id, model.target) == ("fleet-ok", 1, build["id"], "cpu-x86_64")
     assert model.artifact.sha256 == build["artifact_sha256"] and model.artifact.size == build["artifact_size"]
     assert model.artifact.url.endswith(f"/v1/artifacts/{build['artifact_sha256']}")
-    assert len(httpx.get(model.artifact.url).content) == build["artifact_size"]
+    assert len(api.get(model.artifact.url).content) == build["artifact_size"]
     samples_sha = api.get("/v1/models/fleet-ok/versions/1").json()["samples_sha256"]
     assert model.selftest.artifact.sha256 == samples_sha
     assert model.selftest.artifact.url.endswith(f"/v1/artifacts/{samples_sha}")
@@ -216,16 +216,21 @@ def test_messages_naming_another_device_are_dropped(api: httpx.Client, device_fa
 
 
 def _plan_from_a_stand_in_gpu_builder(api: httpx.Client, model: str) -> dict[str, Any]:
-    """A TensorRT plan for jetson-orin sm8.7/TensorRT 10.3.0, built by a stand-in builder over the real REST
-    protocol (no GPU here: the 'plan' bytes are a stand-in, which is all the rollout logic looks at)."""
+    """A TensorRT plan for jetson-orin sm8.7/TensorRT 10.3.0, built by a stand-in builder (registered by the admin for
+    that hardware: the control plane cannot re-prove a plan) over the real REST protocol (no GPU here: the 'plan'
+    bytes are a stand-in, which is all the rollout logic looks at)."""
     answer = api.post(
         f"/v1/models/{model}/versions/1/builds",
         json={"targets": ["jetson-orin"], "kinds": ["onnx", "tensorrt-plan"]},
     )
     assert answer.status_code == 202, answer.text
+    registration = {"name": f"orin-stand-in-{model}", "compute_capability": "8.7", "tensorrt": "10.3.0"}
+    registered = api.post("/v1/builders", json=registration)
+    assert registered.status_code == 201, registered.text
+    builder = {"Authorization": f"Bearer {registered.json()['token']}"}
     info = {"builder_id": "orin-stand-in", "hostname": "orin", "kinds": ["tensorrt-plan"], "gpu_class": "jetson-orin",
             "compute_capability": "8.7", "tensorrt_version": "10.3.0"}  # fmt: skip
-    task = api.post("/v1/builders/claim", json=info)
+    task = api.post("/v1/builders/claim", json=info, headers=builder)
     assert task.status_code == 200, task.text
     output = {"name": "Y", "max_abs": 0.0, "max_rel": 0.0, "reference_scale": 1.0, "cosine": 1.0}
     report = {"parity": {"outputs": [output]}, "latency": {}, "toolchain": {"tensorrt": "10.3.0"},
@@ -234,6 +239,7 @@ def _plan_from_a_stand_in_gpu_builder(api: httpx.Client, model: str) -> dict[str
         f"/v1/builds/{task.json()['build_id']}/complete",
         data={"builder_id": "orin-stand-in", "report": json.dumps(report)},
         files={"artifact": ("plan.onnx", b"stand-in plan bytes")},
+        headers=builder,
     )
     assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
     for b in answer.json()["builds"]:

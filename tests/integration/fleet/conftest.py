@@ -14,7 +14,7 @@ import pytest
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.control_plane.conftest import RunningServer, server_settings, start_server
-from tests.support import Mosquitto, free_port, password_for
+from tests.support import Mosquitto, free_port, mint_token, password_for
 from tests.unit.agent.builders import write_config
 
 
@@ -63,7 +63,8 @@ def agent(
         labels={"site": "fleet-test"},
         mqtt={"host": own_broker.host, "port": own_broker.port, "username": "dev-1", "password": password_for("dev-1")},
         serving={"host": "127.0.0.1", "port": free_port()},
-        **agent_overrides,
+        # a test module may give the agent another token (a builder agent needs a `builder` one)
+        **({"control_plane_token": mint_token(control_plane.http, "device", "agent-dev-1", "dev-1")} | agent_overrides),
     )
     process = AgentProcess(config, tmp_path / "agent.log").start()
     try:

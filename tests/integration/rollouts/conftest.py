@@ -104,8 +104,7 @@ def bring_up(
         control_plane.port = port
     control_plane.start()
     api = control_plane.client()
-    public_key = api.get("/v1/keys/signing").json()["public_key"]
-    agents = start_agents(broker, public_key, workdir / "agents", **agent_overrides)
+    agents = start_agents(broker, api, workdir / "agents", **agent_overrides)
     fleet = Fleet(broker, control_plane, agents, api)
     try:
         wait_for(

@@ -27,7 +27,7 @@ import numpy as np
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.rollouts.models import FEATURES
-from tests.support import Mosquitto, free_port, password_for, wait_for
+from tests.support import Mosquitto, free_port, mint_token, password_for, wait_for
 from tests.unit.agent.builders import write_config
 
 
@@ -46,12 +46,14 @@ DEFAULT_AGENTS = (
 
 def start_agents(
     broker: Mosquitto,
-    public_key: str,
+    api: httpx.Client,
     workdir: Path,
     specs: tuple[AgentSpec, ...] = DEFAULT_AGENTS,
     **overrides: Any,
 ) -> dict[str, AgentProcess]:
-    """One real agent process per spec, each with its own data dir and serving port."""
+    """One real agent process per spec, each with its own data dir, serving port and device token (the control
+    plane `api` talks to mints it), pinning that control plane's signing key."""
+    public_key = api.get("/v1/keys/signing").json()["public_key"]
     agents: dict[str, AgentProcess] = {}
     for spec in specs:
         home = workdir / spec.device_id
@@ -69,6 +71,7 @@ def start_agents(
                 "password": password_for(spec.device_id),
             },
             serving={"host": "127.0.0.1", "port": free_port()},
+            control_plane_token=mint_token(api, "device", f"agent-{spec.device_id}", spec.device_id),
             **overrides,
         )
         agents[spec.device_id] = AgentProcess(config, home / "agent.log").start()

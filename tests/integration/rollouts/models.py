@@ -6,8 +6,8 @@ Every version takes X [N, 16] and answers Y [N, 16], so one load generator can d
   and projected back, so its p99 is many times the linear one's while staying numerically stable;
 - `wide(hidden)`: two MatMuls through a wide hidden layer, so the artifact weighs megabytes (a download long enough
   to be cut in the middle);
-- `wrong_reference_samples`: samples whose `output:Y` are deliberately wrong. The build proves the artifact against
-  the fp32 source (it passes); the agent's self-test compares against these reference outputs (it fails).
+- `wrong_reference_samples`: samples whose `output:Y` are deliberately wrong. The control plane re-proves every
+  artifact against the version's reference outputs, so its build is rejected and it never reaches a device.
 """
 
 from __future__ import annotations
@@ -90,6 +90,13 @@ FINISHED = ("succeeded", "rejected", "failed")
 
 def push_and_build(api: httpx.Client, name: str, model: bytes, samples: bytes, timeout: float = 90) -> dict[str, Any]:
     """Upload a version, build it for cpu-x86_64 and wait; the version's succeeded build (BuildOut)."""
+    final = upload_and_build(api, name, model, samples, timeout)
+    assert final["status"] == "succeeded", final
+    return final
+
+
+def upload_and_build(api: httpx.Client, name: str, model: bytes, samples: bytes, timeout: float = 90) -> dict[str, Any]:
+    """Upload a version, build it for cpu-x86_64 and wait; the build as it ended (BuildOut), whatever its status."""
     answer = api.post(f"/v1/models/{name}/versions", files={"model": ("m.onnx", model), "samples": ("s.npz", samples)})
     assert answer.status_code == 201, answer.text
     version = answer.json()["version"]
@@ -101,5 +108,4 @@ def push_and_build(api: httpx.Client, name: str, model: bytes, samples: bytes, t
         timeout=timeout,
         what=f"build of {name} v{version}",
     )
-    assert final["status"] == "succeeded", final
     return final

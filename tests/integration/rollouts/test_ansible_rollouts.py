@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from tests.integration.ansible.playbook_support import (
     LocalNode,
@@ -24,7 +25,13 @@ from tests.integration.ansible.playbook_support import (
     project_wheel,
 )
 from tests.integration.rollouts.fleet import answered_version, device_status, fleet_serves, rollout, wait_phase
-from tests.integration.rollouts.models import inputs_only, linear, push_and_build, wrong_reference_samples
+from tests.integration.rollouts.models import (
+    inputs_only,
+    linear,
+    push_and_build,
+    upload_and_build,
+    wrong_reference_samples,
+)
 from tests.support import ControlPlaneProcess, Mosquitto, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -123,6 +130,10 @@ def test_rollouts_gates_and_rollback_over_ssh_less_push(push_fleet: PushFleet) -
     # provision enrolled each node with the hardware its agent detected, from the controller
     devices = {d["id"]: d for d in api.get("/v1/devices").json()}
     assert all(devices[i]["hardware"]["gpu_class"] == "cpu-x86_64" for i in ids), devices
+    # ... with a token of that run's own, revoked when the run ended (no standing credential on the controller)
+    run_tokens = [t for t in api.get("/v1/tokens").json() if t["name"].startswith("playbook-run-")]
+    assert run_tokens and all(t["revoked_at"] is not None and t["role"] == "operator" for t in run_tokens)
+    assert all(t["last_used_at"] is not None for t in run_tokens)
 
     push_and_build(api, MODEL, linear(1), inputs_only())
     first = push_fleet.create(1, SITE)
@@ -134,10 +145,31 @@ def test_rollouts_gates_and_rollback_over_ssh_less_push(push_fleet: PushFleet) -
     runs = api.get("/v1/playbook-runs").json()
     assert any(r["playbook"] == "deploy_model" and r["purpose"] == f"rollout:{first}" for r in runs), runs
 
-    # v2 fails its self-test on the canary: the canary gate aborts, the canary is restored by another push
-    push_and_build(api, MODEL, linear(2), wrong_reference_samples())
+    # A version whose reference outputs its own model does not reproduce never ships: the control plane re-proves
+    # the artifact against them and rejects the build, so no rollout of it can start.
+    bad = upload_and_build(api, MODEL, linear(2), wrong_reference_samples())
+    assert bad["status"] == "rejected" and bad["parity"]["measured_by"] == "control-plane", bad
+    refused = api.post("/v1/rollouts", json={"model": MODEL, "version": 2, "selector": {"labels": SITE}})
+    assert refused.status_code == 409, refused.text
+
+    # v3 fails its self-test on the canary (each node now gives a self-test no time: a device too slow for its
+    # deadline): the canary gate aborts, the canary is restored by another push
+    configs = {name: node.config_file.read_text() for name, node in nodes.items()}
+    for node in nodes.values():
+        config = yaml.safe_load(configs[node.name])
+        node.config_file.write_text(yaml.safe_dump(config | {"deadlines": {"self_test_s": 1e-6}}))
+    try:
+        canary_fails_and_is_restored(push_fleet)
+    finally:
+        for node in nodes.values():
+            node.config_file.write_text(configs[node.name])
+
+
+def canary_fails_and_is_restored(push_fleet: PushFleet) -> None:
+    api, nodes = push_fleet.api, push_fleet.nodes
+    push_and_build(api, MODEL, linear(3), inputs_only())
     second = push_fleet.create(
-        2, SITE, strategy={"type": "canary", "canary": {"count": 1}, "waves": [{"percent": 100}]}
+        3, SITE, strategy={"type": "canary", "canary": {"count": 1}, "waves": [{"percent": 100}]}
     )
     ended = wait_phase(api, second, ("rolled_back", "aborted"), 240, push_fleet.why)
     assert ended["phase"] == "rolled_back", ended

@@ -29,7 +29,15 @@ from tests.integration.rollouts.fleet import (
     serving_urls,
     wait_phase,
 )
-from tests.integration.rollouts.models import inputs_only, linear, push_and_build, slow, wide, wrong_reference_samples
+from tests.integration.rollouts.models import (
+    inputs_only,
+    linear,
+    push_and_build,
+    slow,
+    upload_and_build,
+    wide,
+    wrong_reference_samples,
+)
 from tests.support import Mosquitto, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -56,10 +64,29 @@ def converged_on(fleet: Fleet, version: int) -> None:
         assert answered_version(url, fleet.model) == version, device_id
 
 
-def test_a_version_failing_its_self_test_on_the_canary_aborts_before_wave_1_and_the_canary_serves_v1(
+def test_a_version_whose_reference_outputs_disagree_with_it_is_rejected_before_any_device_sees_it(
     fleet: Fleet,
 ) -> None:
-    bad = push_and_build(fleet.api, fleet.model, linear(2), wrong_reference_samples())
+    generations = {i: d["desired_generation"] for i, d in devices(fleet.api).items()}
+    bad = upload_and_build(fleet.api, fleet.model, linear(2), wrong_reference_samples())
+    assert bad["status"] == "rejected" and bad["parity"]["measured_by"] == "control-plane", bad
+    assert bad["manifest_signature"] is None
+    refused = fleet.api.post(
+        "/v1/rollouts", json={"model": fleet.model, "version": bad["version"], "selector": {"labels": {}}}
+    )
+    assert refused.status_code == 409, refused.text
+    assert {i: d["desired_generation"] for i, d in devices(fleet.api).items()} == generations
+
+
+def test_a_canary_whose_credential_was_revoked_fails_and_the_rollout_aborts_before_wave_1_serving_v1(
+    fleet: Fleet,
+) -> None:
+    """The canary's device token is revoked: its download is refused (401), the canary fails at once, the rollout
+    aborts before wave 1 and the canary keeps serving v1 from its active slot."""
+    tokens = fleet.api.get("/v1/tokens").json()
+    canary_token = next(t for t in tokens if t["device_id"] == CANARY and t["revoked_at"] is None)
+    assert fleet.api.post(f"/v1/tokens/{canary_token['id']}/revoke").status_code == 200
+    bad = push_and_build(fleet.api, fleet.model, linear(2), inputs_only())
     generations = {i: d["desired_generation"] for i, d in devices(fleet.api).items()}
 
     rollout_id = fleet.create(bad["version"], canary_then([{"percent": 100}]), bake_s=1)
@@ -73,8 +100,8 @@ def test_a_version_failing_its_self_test_on_the_canary_aborts_before_wave_1_and_
     for device_id in NOT_CANARY:  # wave 1 never started: nothing was published to them
         assert after[device_id]["desired_generation"] == generations[device_id], after[device_id]
     history = fleet.api.get(f"/v1/devices/{CANARY}/events", params={"limit": 50}).json()
-    failed = [e for e in history if e["step"] == "self_test_failed" and e["version"] == bad["version"]]
-    assert failed, f"the canary never reported the failed self-test: {history}"
+    failed = [e for e in history if e["step"] == "error" and "401" in (e.get("reason") or "")]
+    assert failed, f"the canary never reported its refused download: {history}"
     converged_on(fleet, 1)
 
 

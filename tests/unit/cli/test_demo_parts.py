@@ -10,7 +10,9 @@ import pytest
 
 from control_plane.cli.client import CliError
 from control_plane.cli.demo import fleet
+from control_plane.cli.demo.command import DEFAULT_CODE_DIR, DEFAULT_SPEC
 from control_plane.cli.demo.inference import compare, decode_outputs, infer_request, load_samples
+from control_plane.cli.parsing import load_training_spec
 from control_plane.settings import ServerSettings
 from edge_agent.config import AgentConfig
 from edge_agent.protocol.signing import Signer
@@ -31,12 +33,16 @@ def test_workdir_is_wiped_only_when_the_demo_made_it(tmp_path: Path) -> None:
 
 def test_generated_settings_are_valid_for_both_programs(tmp_path: Path) -> None:
     ports = fleet.allocate_ports(fleet.DEMO_DEVICES)
-    server = ServerSettings.model_validate(fleet.control_plane_config(tmp_path, ports))
+    server = ServerSettings.model_validate(fleet.control_plane_config(tmp_path, ports, DEFAULT_CODE_DIR))
     assert (server.port, server.mqtt.port, server.host) == (ports.api, ports.broker, "127.0.0.1")
+    assert server.training.code_dirs == [DEFAULT_CODE_DIR]  # the demo spec's entrypoint is relative to it
+    assert (DEFAULT_CODE_DIR / load_training_spec(DEFAULT_SPEC)["entrypoint"]).is_file()
     key = Signer.generate().public_key_b64
     for device in fleet.DEMO_DEVICES:
-        agent = AgentConfig(**fleet.agent_config(tmp_path, device, ports, key))
+        agent = AgentConfig(**fleet.agent_config(tmp_path, device, ports, key, f"edge_token-of-{device.device_id}"))
         assert agent.device_id == device.device_id
+        assert agent.control_plane_token is not None
+        assert agent.control_plane_token.get_secret_value() == f"edge_token-of-{device.device_id}"
         assert agent.labels == device.labels
         assert agent.serving.port == ports.serving[device.device_id]
         assert agent.mqtt.username is None
