@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -125,12 +126,34 @@ class TrainingSettings(BaseModel):
     )
 
 
+class TlsSettings(BaseModel):
+    """HTTPS for the REST API. With `enabled` and no certificate of the operator's, the control plane creates a CA
+    on first start (data_dir/pki/ca.pem; agents and edgectl pin it) and issues the API's certificate from it."""
+
+    enabled: bool = Field(default=False, description="Serve the REST API over HTTPS (production requires it).")
+    cert_file: Path | None = Field(
+        default=None, description="The operator's certificate chain (PEM) instead of one from the built-in CA."
+    )
+    key_file: Path | None = Field(default=None, description="The private key of cert_file (PEM).")
+    hostnames: list[str] = Field(
+        default_factory=list,
+        description="More names for the generated certificate; `host`, `public_url`'s host and localhost are in it.",
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together")
+        return self
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_CP_", env_nested_delimiter="__", extra="forbid")
 
     environment: Environment = Field(
         default=Environment.DEVELOPMENT,
-        description="production refuses to start with development defaults (no MQTT password).",
+        description="production refuses plain text and development defaults: it needs tls.enabled (HTTPS), "
+        "mqtt.tls_ca_file (MQTT over TLS) and an MQTT password.",
     )
     host: str = Field(default="127.0.0.1", description="Address the REST API listens on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the REST API listens on.")
@@ -149,6 +172,7 @@ class ServerSettings(BaseSettings):
         "Unset: the first start writes a new one to data_dir/admin-token (mode 0600).",
     )
     oidc: OidcSettings = Field(default_factory=OidcSettings)
+    tls: TlsSettings = Field(default_factory=TlsSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ansible: AnsibleSettings = Field(default_factory=AnsibleSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
@@ -208,8 +232,16 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_dev_secrets_in_production(self) -> ServerSettings:
-        if self.environment is Environment.PRODUCTION and self.mqtt.password in (None, "", "changeme"):
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        if self.mqtt.password in (None, "", "changeme"):
             raise ValueError("production needs mqtt.password set (EDGE_CP_MQTT__PASSWORD)")
+        if not self.tls.enabled:
+            raise ValueError("production refuses plain HTTP: set tls.enabled (EDGE_CP_TLS__ENABLED=true)")
+        if self.mqtt.tls_ca_file is None:
+            raise ValueError("production refuses plain MQTT: set mqtt.tls_ca_file (EDGE_CP_MQTT__TLS_CA_FILE)")
+        if self.public_url is not None and not self.public_url.startswith("https://"):
+            raise ValueError("production refuses a plain-HTTP public_url: devices would download over plain text")
         return self
 
     @model_validator(mode="after")
@@ -227,7 +259,19 @@ class ServerSettings(BaseSettings):
 
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls.enabled else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+    def server_names(self) -> list[str]:
+        """What the REST API's generated certificate must name."""
+        names = {"localhost", self.host, *self.tls.hostnames}
+        if self.public_url:
+            names.add(urlparse(self.public_url).hostname or "localhost")
+        return sorted(n for n in names if n and n not in ("0.0.0.0", "::"))
 
     @property
     def resolved_database_url(self) -> str:

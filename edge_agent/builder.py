@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,8 +46,10 @@ class BuilderThread:
         facts: HardwareFacts,
         workdir: Path,
         token: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self._url = control_plane_url
+        self._ca_file = ca_file
         self._id = builder_id(device_id)
         self._facts = facts
         self._workdir = workdir
@@ -78,7 +81,8 @@ class BuilderThread:
             info = own_class_info(detect_builder(self._id), self._facts)
             log.info("building for %s as %s: kinds %s", info.gpu_class, self._id, [k.value for k in info.kinds])
             self._workdir.mkdir(parents=True, exist_ok=True)
-            queue = HttpBuildQueue(self._url, builder_id=self._id, token=self._token)
+            verify = ssl.create_default_context(cafile=str(self._ca_file)) if self._ca_file else True
+            queue = HttpBuildQueue(self._url, builder_id=self._id, token=self._token, verify=verify)
         except Exception:
             log.exception("cannot start building; this agent will not build until it restarts")
             return

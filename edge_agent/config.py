@@ -129,6 +129,11 @@ class AgentConfig(BaseSettings):
         description="This device's bearer token for the control plane: sent with artifact downloads and, with "
         "`builder: true`, on the builder routes (a `device` token, or a `builder` token for a builder device).",
     )
+    control_plane_ca_file: Path | None = Field(
+        default=None,
+        description="CA (PEM) to verify an https:// control plane with: its data_dir/pki/ca.pem. Unset: the system's "
+        "roots. Artifact downloads and the builder routes use it.",
+    )
     builder: bool = Field(
         default=False,
         description="Volunteer as a build worker for this device's own GPU class: claim builds from the control "

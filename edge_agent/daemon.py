@@ -81,6 +81,7 @@ def build_core(
         artifact_dir=artifact_dir,
         deadline_s=config.deadlines.download_s,
         token=config.control_plane_token.get_secret_value() if config.control_plane_token else None,
+        ca_file=config.control_plane_ca_file,
     )
     return AgentCore(
         config.data_dir,
@@ -224,7 +225,14 @@ class Daemon:
         if not config.builder or config.control_plane_url is None:
             return None
         token = config.control_plane_token.get_secret_value() if config.control_plane_token else None
-        return BuilderThread(config.control_plane_url, config.device_id, detected.facts, config.builds_dir(), token)
+        return BuilderThread(
+            config.control_plane_url,
+            config.device_id,
+            detected.facts,
+            config.builds_dir(),
+            token,
+            config.control_plane_ca_file,
+        )
 
     # -- MQTT side -----------------------------------------------------------------------------------------
 

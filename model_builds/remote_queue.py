@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
@@ -48,11 +49,15 @@ class HttpBuildQueue:
         timeout_s: float = 30,
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        """`verify`: how to check an https:// control plane (an SSLContext holding its CA; True: system roots)."""
         self._base = base_url.rstrip("/") + "/"
         self.builder_id = builder_id
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(base_url=self._base, timeout=timeout_s, headers=headers, transport=transport)
+        self._client = httpx.Client(
+            base_url=self._base, timeout=timeout_s, headers=headers, transport=transport, verify=verify
+        )
 
     def close(self) -> None:
         self._client.close()

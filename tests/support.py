@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -182,10 +183,15 @@ class ControlPlaneProcess:
     process: subprocess.Popen[bytes] | None = None
     client_id: str = field(default_factory=lambda: f"cp-test-{uuid.uuid4().hex[:8]}")
     extra_env: dict[str, str] = field(default_factory=dict)  # more EDGE_CP_* settings, e.g. BUILD_WORKERS=0
+    ca_file: Path | None = None  # set: the server runs HTTPS (tls.enabled) and clients verify it against this CA
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca_file else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
 
     @property
     def log(self) -> Path:
@@ -202,6 +208,8 @@ class ControlPlaneProcess:
         }
         if self.public_url:
             env["EDGE_CP_PUBLIC_URL"] = self.public_url
+        if self.ca_file:
+            env["EDGE_CP_TLS__ENABLED"] = "true"
         return env | self.extra_env
 
     def start(self, timeout: float = 60) -> ControlPlaneProcess:
@@ -215,7 +223,8 @@ class ControlPlaneProcess:
     def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"edgectl server exited with {self.process.returncode}:\n{self.output()[-3000:]}")
-        return bool(httpx.get(f"{self.url}/healthz", timeout=1).json().get("mqtt_connected"))
+        answer = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify)
+        return bool(answer.json().get("mqtt_connected"))
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is flushed that was not already committed."""
@@ -236,4 +245,4 @@ class ControlPlaneProcess:
 
     def client(self) -> httpx.Client:
         """An HTTP client acting as the bootstrap admin."""
-        return httpx.Client(base_url=self.url, timeout=30, headers=ADMIN_HEADERS)
+        return httpx.Client(base_url=self.url, timeout=30, headers=ADMIN_HEADERS, verify=self.verify)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,16 @@ class RequestRejected(CliError):
         self.detail = detail
 
 
+def tls_verify(ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies an HTTPS server with: the control plane's CA when given, else the system's roots."""
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(f"{ca_file}: cannot use it as the control plane's CA: {exc}") from exc
+
+
 def format_detail(payload: Any) -> str:
     """FastAPI's `{"detail": ...}`: a string, or a 422 list of {loc, msg} shown as `field: message` lines."""
     detail = payload.get("detail", payload) if isinstance(payload, dict) else payload
@@ -77,11 +88,15 @@ class ApiClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         token: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token  # for the event streams, which open their own connections
+        self.verify = tls_verify(ca_file)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=timeout, transport=transport, headers=headers, verify=self.verify
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -21,6 +21,7 @@ from control_plane.cli.client import DEFAULT_URL, CliError
 class Credentials:
     url: str
     token: str | None
+    ca_file: Path | None = None
 
 
 def config_path() -> Path:
@@ -45,19 +46,24 @@ def load_config(path: Path) -> dict[str, str]:
         raise CliError(f"{path}: cannot read the edgectl config: {exc}") from exc
     if not isinstance(loaded, dict):
         return {}
-    return {k: str(v) for k, v in loaded.items() if k in ("url", "token") and v}
+    return {k: str(v) for k, v in loaded.items() if k in ("url", "token", "ca_file") and v}
 
 
-def resolve(url: str | None, token: str | None, path: Path) -> Credentials:
+def resolve(url: str | None, token: str | None, path: Path, ca_file: Path | None = None) -> Credentials:
     """Flags and environment (already merged by typer) win; the config file fills what they leave unset."""
-    saved = load_config(path) if url is None or token is None else {}
-    return Credentials(url=url or saved.get("url") or DEFAULT_URL, token=token or saved.get("token"))
+    saved = load_config(path) if url is None or token is None or ca_file is None else {}
+    saved_ca = saved.get("ca_file")
+    return Credentials(
+        url=url or saved.get("url") or DEFAULT_URL,
+        token=token or saved.get("token"),
+        ca_file=ca_file or (Path(saved_ca) if saved_ca else None),
+    )
 
 
-def save_config(path: Path, url: str, token: str | None) -> None:
-    """Write url and token readable by this user only (never, even for a moment, by others)."""
+def save_config(path: Path, url: str, token: str | None, ca_file: Path | None = None) -> None:
+    """Write url, token and CA file readable by this user only (never, even for a moment, by others)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    data = {"url": url} | ({"token": token} if token else {})
+    data = {"url": url} | ({"token": token} if token else {}) | ({"ca_file": str(ca_file.resolve())} if ca_file else {})
     partial = path.with_name(path.name + ".tmp")
     partial.unlink(missing_ok=True)
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

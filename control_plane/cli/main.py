@@ -7,6 +7,7 @@ command groups together, and turns `CliError`s into one-line messages and exit c
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from control_plane.cli.commands import (
     auth,
     builders,
     builds,
+    certs,
     devices,
     info,
     models,
@@ -73,15 +75,24 @@ def _global_options(
             show_default=False,
         ),
     ] = None,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            envvar="EDGECTL_CA_FILE",
+            help="CA to verify an https:// control plane with (its data_dir/pki/ca.pem); else the system's roots.",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the server's answer as JSON (for scripts) instead of tables.")
     ] = False,
 ) -> None:
-    ctx.obj = CliState(url_option=url, output=Output(as_json=as_json), token_option=token)
+    ctx.obj = CliState(url_option=url, output=Output(as_json=as_json), token_option=token, ca_file_option=ca_file)
 
 
 info.register(app)
 auth.register(app)
+certs.register(app)
 server.register(app)
 models.register(app)
 builds.register(app)

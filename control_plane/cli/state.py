@@ -1,4 +1,4 @@
-"""What every `edgectl` command receives from the global options (`--url`, `--token`, `--json`).
+"""What every `edgectl` command receives from the global options (`--url`, `--token`, `--ca-file`, `--json`).
 
 Built once in the top-level callback and handed down through typer's context; never a module-level global.
 The config file `edgectl login` writes is read only when a command talks to the control plane (so `edgectl
@@ -25,11 +25,12 @@ class CliState:
     url_option: str | None
     output: Output
     token_option: str | None = None
+    ca_file_option: Path | None = None
     config: Path = field(default_factory=config_path)
 
     @cached_property
     def credentials(self) -> Credentials:
-        return resolve(self.url_option, self.token_option, self.config)
+        return resolve(self.url_option, self.token_option, self.config, self.ca_file_option)
 
     @property
     def url(self) -> str:
@@ -39,9 +40,13 @@ class CliState:
     def token(self) -> str | None:
         return self.credentials.token
 
+    @property
+    def ca_file(self) -> Path | None:
+        return self.credentials.ca_file
+
     @contextmanager
     def client(self) -> Iterator[ApiClient]:
-        with ApiClient(self.url, token=self.token) as api:
+        with ApiClient(self.url, token=self.token, ca_file=self.ca_file) as api:
             yield api
 
 

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,9 +42,12 @@ class HttpFetcher:
         deadline_s: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         token: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         # The device's artifact credential: the control plane serves artifacts only to a known identity.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        # An https:// artifact URL is verified against the control plane's CA when the agent pins one.
+        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
         self._timeout = httpx.Timeout(timeout_s)
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
@@ -89,7 +93,9 @@ class HttpFetcher:
             have = 0
         headers = self._auth | ({"Range": f"bytes={have}-"} if have else {})
         try:
-            with httpx.stream("GET", artifact.url, headers=headers, timeout=self._timeout) as response:
+            with httpx.stream(
+                "GET", artifact.url, headers=headers, timeout=self._timeout, verify=self._verify
+            ) as response:
                 mode = self._mode(response, have, artifact)
                 if mode is None:  # 416: the .part already holds every byte
                     part.replace(dest)

@@ -24,7 +24,7 @@ def login(
         typer.Option("--token-file", help="Read the token from a file (e.g. the server's data_dir/admin-token)."),
     ] = None,
 ) -> None:
-    """Check a token against the control plane and save it with the URL for later commands (mode 0600).
+    """Check a token against the control plane and save it with the URL (and --ca-file) for later commands (0600).
 
     The token comes from --token / EDGECTL_TOKEN, --token-file, or a hidden prompt.
     """
@@ -38,9 +38,9 @@ def login(
     if not token:
         token = str(typer.prompt("token", hide_input=True)).strip()
     url = state.url_option or state.url
-    with ApiClient(url, token=token) as api:
+    with ApiClient(url, token=token, ca_file=state.ca_file) as api:
         me = api.whoami()
-    save_config(state.config, url, token)
+    save_config(state.config, url, token, state.ca_file)
     state.output.note(f"logged in to {url} as {me.get('name')} ({me.get('role')}); saved in {state.config}")
 
 
@@ -48,7 +48,7 @@ def logout(ctx: typer.Context) -> None:
     """Forget the saved token (the URL stays). The token itself stays valid until revoked."""
     state = state_of(ctx)
     saved = state.credentials
-    save_config(state.config, saved.url, None)
+    save_config(state.config, saved.url, None, saved.ca_file)
     state.output.note(f"removed the token from {state.config}")
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli import views
-from control_plane.cli.client import ApiClient, CliError
+from control_plane.cli.client import ApiClient, CliError, tls_verify
 from control_plane.cli.output import Output
 from control_plane.cli.state import state_of
 from model_builds import ort_runtime
@@ -150,7 +150,7 @@ def build_worker(
     token = _builder_token(state.url, state.token)
     workdir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    queue = HttpBuildQueue(state.url, info.builder_id, token=token)
+    queue = HttpBuildQueue(state.url, info.builder_id, token=token, verify=tls_verify(state.ca_file))
     try:
         with _stop_on_signals(stop):
             run_builder(_ReportingQueue(queue, state.output), info, workdir, stop, poll_s=poll_s)

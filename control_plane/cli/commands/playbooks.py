@@ -111,7 +111,13 @@ def _follow(state: CliState, run_id: str, timeout: float, json_lines: bool) -> i
             return status[0] in FINAL
 
         follower = EventFollower(
-            api.base_url, run_id, time.monotonic() + timeout, done, collection="playbook-runs", token=api.token
+            api.base_url,
+            run_id,
+            time.monotonic() + timeout,
+            done,
+            collection="playbook-runs",
+            token=api.token,
+            verify=api.verify,
         )
         for event in follower.events():
             if json_lines:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -67,10 +68,12 @@ class EventFollower:
         sleep: Callable[[float], None] = time.sleep,
         collection: str = "rollouts",
         token: str | None = None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         # `collection`: the resource whose /{id}/events stream to follow (rollouts, playbook-runs).
         self._url = f"{base_url.rstrip('/')}/v1/{collection}/{rollout_id}/events"
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
+        self._verify = verify
         self._deadline = deadline
         self._done = done
         self._clock = clock
@@ -91,7 +94,8 @@ class EventFollower:
         wait = max(0.1, min(MAX_READ_WAIT_S, self._deadline - self._clock()))
         headers = self._auth | ({"Last-Event-ID": str(self.last_id)} if self.last_id else {})
         self.connections += 1
-        with httpx.stream("GET", self._url, headers=headers, timeout=httpx.Timeout(10.0, read=wait)) as response:
+        timeout = httpx.Timeout(10.0, read=wait)
+        with httpx.stream("GET", self._url, headers=headers, timeout=timeout, verify=self._verify) as response:
             if response.is_error:
                 response.read()
                 raise RequestRejected("GET", self._url, response.status_code, _detail(response))
@@ -135,7 +139,12 @@ def watch(
 
 def _follow(state: CliState, api: ApiClient, model: WatchModel, timeout: float, json_lines: bool) -> WatchExit:
     follower = EventFollower(
-        api.base_url, model.rollout_id, time.monotonic() + timeout, lambda: model.final, token=api.token
+        api.base_url,
+        model.rollout_id,
+        time.monotonic() + timeout,
+        lambda: model.final,
+        token=api.token,
+        verify=api.verify,
     )
     with Live(render(model), console=state.output.err, transient=True, auto_refresh=False) as live:
         for event in follower.events():
