@@ -1,4 +1,4 @@
-"""`edge-agent`: the device daemon's command line (run, apply, facts, status, config-help).
+"""`edge-agent`: the device daemon's command line (run, enroll, apply, facts, status, config-help).
 
 Settings are loaded once here and passed down. Bad input (config, desired file) ends with a clear message and a
 non-zero exit code, never a traceback.
@@ -136,6 +136,74 @@ def _prune(artifact_dir: Path, signed: SignedDesiredState) -> None:
     for path in artifact_dir.iterdir() if artifact_dir.is_dir() else ():
         if path.is_file() and path.name not in named:
             path.unlink(missing_ok=True)
+
+
+EXIT_DENIED = 3
+
+
+@app.command()
+def enroll(
+    url: Annotated[str, typer.Option(help="The control plane's base URL, e.g. https://cp.example:8080.")],
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="EDGE_AGENT_ENROLL_TOKEN", help="Enrollment token (better: the environment variable)."),
+    ] = None,
+    device_id: Annotated[str | None, typer.Option(help="Device id to ask for; default: derived from the key.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    ca_file: Annotated[Path | None, typer.Option(help="CA (PEM) of an https:// control plane.")] = None,
+    rotate: Annotated[
+        bool, typer.Option(help="Rotate the key of an enrolled device (signed by its current key; no token).")
+    ] = False,
+    wait_timeout_s: Annotated[
+        float | None, typer.Option(help="Give up when an operator has not approved after this long; default: wait.")
+    ] = None,
+    poll_initial_s: Annotated[float, typer.Option(min=0.01, help="First wait while pending.")] = 5.0,
+    poll_max_s: Annotated[float, typer.Option(min=0.01, help="Longest wait between two requests.")] = 300.0,
+) -> None:
+    """Enroll this device: make its key pair, ask for its identity, write it to the config (0600).
+
+    Exit 0 when enrolled; 1 when refused or given up; 2 for unusable input; 3 when an operator denied it.
+    """
+    from edge_agent.adapters.enrollment_client import EnrollmentClient
+    from edge_agent.adapters.hardware import detect_hardware
+    from edge_agent.adapters.onnx_runner import available_providers, runtime_version
+    from edge_agent.core.errors import EnrollmentError
+    from edge_agent.enrollment import Enrollment, EnrollmentDenied, EnrollOptions, read_config
+
+    _logging("warning")
+    if not url.startswith(("http://", "https://")):
+        typer.echo("error: --url must start with http:// or https://", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT)
+    options = EnrollOptions(
+        url=url,
+        config_path=config,
+        token=token,
+        device_id=device_id,
+        ca_file=ca_file,
+        rotate=rotate,
+        wait_timeout_s=wait_timeout_s,
+        poll_initial_s=poll_initial_s,
+        poll_max_s=poll_max_s,
+    )
+    client = EnrollmentClient(url, ca_file)
+    try:
+        override = read_config(config).get("gpu_class")
+        hardware = detect_hardware(available_providers(), runtime_version(), override).facts
+        identity = Enrollment(options, hardware, client, say=lambda text: typer.echo(text, err=True)).run()
+    except EnrollmentDenied as exc:
+        typer.echo(f"error: enrollment denied: {exc}", err=True)
+        raise typer.Exit(EXIT_DENIED) from exc
+    except EnrollmentError as exc:
+        typer.echo(f"error: enrollment failed: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from exc
+    finally:
+        client.close()
+    try:
+        load_config(config)
+    except ConfigError as exc:
+        typer.echo(f"error: enrolled, but {config} is not a usable agent config yet: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from exc
+    typer.echo(f"enrolled as {identity.device_id}; identity written to {config}")
 
 
 @app.command()

@@ -51,12 +51,19 @@ class Device:
     telemetry: Telemetry | None = None
     ansible: AnsibleConnection | None = None  # set by enrollment; devices on the Ansible channel need it
     delivery_failure: DeliveryFailure | None = None  # the latest push that did not reach the agent
+    # Builds sent to the device in its desired states (build id -> model, version): what a report may name.
+    issued_builds: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
     def desired_document(self) -> DesiredState | None:
         if self.desired is None:
             return None
         return DesiredState.model_validate_json(self.desired.document)
+
+
+class EventSource(str, Enum):
+    DEVICE = "device"  # what the device published; the newest `device_events_kept` are kept
+    CONTROL_PLANE = "control-plane"  # what the control plane recorded about it (refusals, enrollment); never trimmed
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,20 @@ class DeviceEventRecord:
     version: int | None
     reason: str | None
     at: datetime
+    source: EventSource = EventSource.DEVICE
+
+
+class ControlPlaneStep(str, Enum):
+    """Steps of the events the control plane records about a device (beside the agent's own EventStep)."""
+
+    REPORT_REFUSED = "report_refused"
+    CLAIM_IGNORED = "claim_ignored"
+    RATE_LIMITED = "rate_limited"
+    ENROLLMENT_REQUESTED = "enrollment_requested"
+    ENROLLED = "enrolled"
+    ENROLLMENT_DENIED = "enrollment_denied"
+    KEY_ROTATED = "key_rotated"
+    LABELS_SET = "labels_set"
 
 
 def presence(device: Device, now: datetime, offline_after: timedelta) -> Presence:

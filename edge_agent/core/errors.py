@@ -36,3 +36,12 @@ class JournalError(AgentError):
 
 class LockBusyError(AgentError):
     """Another process (the daemon or an `edge-agent apply`) is applying on this data directory."""
+
+
+class EnrollmentError(AgentError):
+    """Enrolling did not work. `permanent` ones (a refused token, a malformed answer) are not asked again;
+    the others (the control plane unreachable or failing) are, with backoff."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent

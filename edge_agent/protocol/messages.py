@@ -9,6 +9,7 @@ import re
 from datetime import datetime
 from enum import Enum
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,6 +17,9 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
 LabelValue = Annotated[str, Field(max_length=128)]
+Short = Annotated[str, Field(max_length=64)]
+Counter = Annotated[int, Field(ge=0, le=2**53)]  # JSON-safe, and far from the database's 64-bit limit
+MAX_MODELS = 32  # models one device serves, reports and sends telemetry for
 
 
 class _Wire(BaseModel):
@@ -162,17 +166,17 @@ class HardwareFacts(_Wire):
 
     gpu_class: Name
     arch: str = Field(max_length=32)
-    gpu_name: str | None = None
+    gpu_name: str | None = Field(default=None, max_length=128)
     compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
-    driver_version: str | None = None
-    cuda_version: str | None = None
-    tensorrt_version: str | None = None
-    jetpack_version: str | None = None
-    l4t_version: str | None = None
-    onnxruntime_version: str | None = None
-    available_providers: list[str] = Field(default_factory=list)
-    cpu_count: int = Field(ge=1, default=1)
-    memory_mb: int = Field(ge=0, default=0)
+    driver_version: Short | None = None
+    cuda_version: Short | None = None
+    tensorrt_version: Short | None = None
+    jetpack_version: Short | None = None
+    l4t_version: Short | None = None
+    onnxruntime_version: Short | None = None
+    available_providers: list[Short] = Field(default_factory=list, max_length=16)
+    cpu_count: int = Field(ge=1, le=1_000_000, default=1)
+    memory_mb: int = Field(ge=0, le=2**40, default=0)
 
 
 class ModelHealth(str, Enum):
@@ -182,12 +186,12 @@ class ModelHealth(str, Enum):
 
 class ModelStatus(_Wire):
     name: Name
-    version: int = Field(ge=1)
-    build_id: str
-    active_slot: str
-    provider: str
+    version: int = Field(ge=1, le=2**31)
+    build_id: str = Field(min_length=1, max_length=64)
+    active_slot: str = Field(max_length=256)
+    provider: Short
     health: ModelHealth
-    previous_version: int | None = None
+    previous_version: int | None = Field(default=None, ge=1, le=2**31)
     # The kind of the artifact installed (e.g. `onnx` when a `tensorrt-plan` did not fit), and why it fell back.
     artifact_kind: str | None = Field(default=None, max_length=32)
     fallback_reason: str | None = Field(default=None, max_length=2000)
@@ -223,33 +227,57 @@ class ApplyOutcome(_Wire):
 
 
 class ReportedState(_Wire):
+    """What a device says about itself. The control plane checks it against what it issued (generations, builds)
+    and never takes labels, channel, GPU class or hardware from it: those are claims (docs/security.md)."""
+
     device_id: Name
-    agent_version: str
-    applied_generation: int = Field(ge=0)
+    agent_version: Short
+    applied_generation: int = Field(ge=0, le=2**53)
     last_apply: ApplyOutcome | None = None
-    models: list[ModelStatus] = Field(default_factory=list)
+    models: list[ModelStatus] = Field(default_factory=list, max_length=MAX_MODELS)
     hardware: HardwareFacts
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
     channel: str = Field(default="mqtt", pattern=r"^(mqtt|ansible)$")
-    serving_url: str | None = None
+    serving_url: str | None = Field(default=None, max_length=512)
+
+    @field_validator("serving_url")
+    @classmethod
+    def _serving_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_serving_url(url)
+
+
+def check_serving_url(url: str) -> str:
+    """An inference URL is http(s)://host[:port][/path], without credentials, query or fragment."""
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or 1 <= parts.port <= 65535
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError("serving_url must be http:// or https:// with a host and a valid port")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError("serving_url must not carry credentials, a query or a fragment")
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError("serving_url must not contain spaces or control characters")
+    return url
 
 
 class DeviceEvent(_Wire):
-    generation: int = Field(ge=0)
+    generation: int = Field(ge=0, le=2**53)
     step: EventStep
-    model: str | None = None
-    version: int | None = None
+    model: str | None = Field(default=None, max_length=128)
+    version: int | None = Field(default=None, ge=0, le=2**31)
     reason: str | None = Field(default=None, max_length=2000)
     at: datetime
 
 
 class ModelTelemetry(_Wire):
     name: Name
-    version: int = Field(ge=1)
-    requests: int = Field(ge=0)
-    errors: int = Field(ge=0)
-    p50_ms: float | None = Field(default=None, ge=0)
-    p99_ms: float | None = Field(default=None, ge=0)
+    version: int = Field(ge=1, le=2**31)
+    requests: Counter
+    errors: Counter
+    p50_ms: float | None = Field(default=None, ge=0, le=1e9)
+    p99_ms: float | None = Field(default=None, ge=0, le=1e9)
 
 
 class DeviceTelemetry(_Wire):
@@ -260,8 +288,8 @@ class DeviceTelemetry(_Wire):
 
 
 class Telemetry(_Wire):
-    window_s: float = Field(gt=0)
-    models: list[ModelTelemetry] = Field(default_factory=list)
+    window_s: float = Field(gt=0, le=86_400)
+    models: list[ModelTelemetry] = Field(default_factory=list, max_length=MAX_MODELS)
     device: DeviceTelemetry = Field(default_factory=DeviceTelemetry)
 
 

@@ -1,4 +1,8 @@
-"""Persistence of devices, their events and telemetry. Returns domain values only."""
+"""Persistence of devices, their events and telemetry. Returns domain values only.
+
+Devices are created only by enrollment (an operator's, or an approved key's); what a device publishes is stored
+only for a device that exists, and never changes its labels, channel or GPU class.
+"""
 
 from __future__ import annotations
 
@@ -16,38 +20,31 @@ from control_plane.adapters.db.convert import (
     utc,
 )
 from control_plane.adapters.db.tables import DeviceRow, EventRow, TelemetryRow
-from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord
+from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord, EventSource
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.telemetry import HISTORY_PER_VERSION, ModelWindow
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 
-MAX_EVENTS_PER_DEVICE = 1000
+MAX_EVENTS_PER_DEVICE = 1000  # default of settings.device_events_kept
 
 
 class FleetRepository:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, events_kept: int = MAX_EVENTS_PER_DEVICE) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._events_kept = events_kept
 
     # -- devices ----------------------------------------------------------------------------------------------
-    @staticmethod
-    def _device_row(session: Session, device_id: str, now: datetime) -> DeviceRow:
-        row = session.get(DeviceRow, device_id)
-        if row is None:
-            row = DeviceRow(
-                id=device_id, created_at=now, labels={}, channel="mqtt", desired_generation=0, last_seen=now
-            )
-            session.add(row)
-            session.flush()
-        return row
-
-    def apply_report(self, reported: ReportedState, now: datetime) -> Device:
+    def apply_report(self, reported: ReportedState, now: datetime, adopt_hardware: bool = False) -> Device | None:
+        """Store a checked report of a known device (None: unknown). Hardware facts are taken from it only with
+        `adopt_hardware` and only while none are held (control_plane/domain/reports.py)."""
         with self._sessions.begin() as session:
-            row = self._device_row(session, reported.device_id, now)
-            row.gpu_class = reported.hardware.gpu_class
-            row.labels = dict(reported.labels)
-            row.hardware = reported.hardware.model_dump(mode="json")
+            row = session.get(DeviceRow, reported.device_id)
+            if row is None:
+                return None
+            if adopt_hardware and row.hardware is None:
+                row.hardware = reported.hardware.model_dump(mode="json")
+                row.gpu_class = row.gpu_class or reported.hardware.gpu_class
             row.reported = reported.model_dump(mode="json")
-            row.channel = reported.channel
             row.last_seen = now
             failure = delivery_from_json(row.delivery)
             if failure is not None and reported.applied_generation >= failure.generation:
@@ -82,6 +79,14 @@ class FleetRepository:
             session.flush()
             return device_from_row(row)
 
+    def set_labels(self, device_id: str, labels: Mapping[str, str]) -> Device | None:
+        with self._sessions.begin() as session:
+            row = session.get(DeviceRow, device_id)
+            if row is None:
+                return None
+            row.labels = dict(labels)
+            return device_from_row(row)
+
     def remove_device(self, device_id: str) -> None:
         """Delete the device with its events and telemetry (rollout history keeps naming it)."""
         with self._sessions.begin() as session:
@@ -114,17 +119,22 @@ class FleetRepository:
             if row is not None:
                 row.last_seen = now
 
-    def apply_status(self, device_id: str, status: PresenceStatus, now: datetime) -> Device:
+    def apply_status(self, device_id: str, status: PresenceStatus, now: datetime) -> Device | None:
         with self._sessions.begin() as session:
-            row = self._device_row(session, device_id, now)
+            row = session.get(DeviceRow, device_id)
+            if row is None:
+                return None
             row.status = status.value
             row.last_seen = now
             return device_from_row(row)
 
-    def apply_telemetry(self, device_id: str, telemetry: Telemetry, now: datetime) -> None:
-        """Keep the latest message as it came, and each model version's window in a short history."""
+    def apply_telemetry(self, device_id: str, telemetry: Telemetry, now: datetime) -> bool:
+        """Keep the latest message as it came, and each model version's window in a short history (False: the
+        device is unknown, nothing was stored)."""
         with self._sessions.begin() as session:
-            row = self._device_row(session, device_id, now)
+            row = session.get(DeviceRow, device_id)
+            if row is None:
+                return False
             row.telemetry = telemetry.model_dump(mode="json")
             row.last_seen = now
             for m in telemetry.models:
@@ -143,6 +153,7 @@ class FleetRepository:
                 )
                 session.flush()
                 self._trim_telemetry(session, device_id, m.name, m.version)
+            return True
 
     @staticmethod
     def _trim_telemetry(session: Session, device_id: str, model: str, version: int) -> None:
@@ -186,10 +197,15 @@ class FleetRepository:
             return [(r.id, SignedDesiredState.model_validate(r.desired)) for r in rows]
 
     # -- events -----------------------------------------------------------------------------------------------
-    def add_event(self, event: DeviceEventRecord, now: datetime) -> None:
+    def add_event(self, event: DeviceEventRecord, now: datetime) -> bool:
+        """Append an event of a known device (False: unknown, nothing stored). The device's own are trimmed to the
+        newest `events_kept`; the control plane's are never trimmed, so a device cannot push them out."""
         with self._sessions.begin() as session:
-            row = self._device_row(session, event.device_id, now)
-            row.last_seen = now
+            row = session.get(DeviceRow, event.device_id)
+            if row is None:
+                return False
+            if event.source is EventSource.DEVICE:
+                row.last_seen = now
             session.add(
                 EventRow(
                     device_id=event.device_id,
@@ -199,16 +215,19 @@ class FleetRepository:
                     version=event.version,
                     reason=event.reason,
                     at=event.at,
+                    source=event.source.value,
                 )
             )
-            self._trim_events(session, event.device_id)
+            if event.source is EventSource.DEVICE:
+                self._trim_events(session, event.device_id)
+            return True
 
-    @staticmethod
-    def _trim_events(session: Session, device_id: str) -> None:
-        count = session.scalar(select(func.count(EventRow.id)).where(EventRow.device_id == device_id)) or 0
-        if count > MAX_EVENTS_PER_DEVICE:
-            oldest = select(EventRow.id).where(EventRow.device_id == device_id).order_by(EventRow.id)
-            ids = list(session.scalars(oldest.limit(count - MAX_EVENTS_PER_DEVICE)))
+    def _trim_events(self, session: Session, device_id: str) -> None:
+        mine = (EventRow.device_id == device_id, EventRow.source == EventSource.DEVICE.value)
+        count = session.scalar(select(func.count(EventRow.id)).where(*mine)) or 0
+        if count > self._events_kept:
+            oldest = select(EventRow.id).where(*mine).order_by(EventRow.id)
+            ids = list(session.scalars(oldest.limit(count - self._events_kept)))
             session.execute(delete(EventRow).where(EventRow.id.in_(ids)))
 
     def list_events(self, device_id: str, limit: int) -> list[DeviceEventRecord]:
@@ -223,6 +242,7 @@ class FleetRepository:
                     version=r.version,
                     reason=r.reason,
                     at=utc(r.at),
+                    source=EventSource(r.source or EventSource.DEVICE.value),
                 )
                 for r in session.scalars(stmt)
             ]

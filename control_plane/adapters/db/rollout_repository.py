@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.adapters.db.convert import utc, utc_or_none
+from control_plane.adapters.db.convert import issued_from_json, issued_to_json, utc, utc_or_none
 from control_plane.adapters.db.tables import DeviceRow, RolloutDeviceRow, RolloutEventRow, RolloutRow
+from control_plane.domain.reports import builds_in, remember_issued
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_plan import (
     FINAL_PHASES,
@@ -28,6 +29,7 @@ from control_plane.domain.rollout_plan import (
 )
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollouts import DesiredUpdate
+from edge_agent.protocol import DesiredState
 
 OPEN_PHASES = [p.value for p in RolloutPhase if p not in FINAL_PHASES]
 
@@ -50,6 +52,9 @@ class RolloutRepository:
                     raise LookupError(f"device {update.device_id} vanished")
                 device.desired_generation = update.generation
                 device.desired = update.signed.model_dump(mode="json")
+                device.issued_builds = issued_to_json(
+                    remember_issued(issued_from_json(device.issued_builds), _builds_named(update))
+                )
             row = session.get(RolloutRow, state.id)
             if row is None:
                 row = RolloutRow(id=state.id, created_at=state.created_at)
@@ -175,6 +180,10 @@ def _state_of(row: RolloutRow, devices: list[RolloutDeviceRow]) -> RolloutState:
         updated_at=utc(row.updated_at),
         verdicts=tuple(_verdict_of(v) for v in row.verdicts or []),
     )
+
+
+def _builds_named(update: DesiredUpdate) -> list[tuple[str, str, int]]:
+    return builds_in(DesiredState.model_validate_json(update.signed.document))
 
 
 def _track_of(row: RolloutDeviceRow) -> DeviceTrack:

@@ -87,15 +87,36 @@ def control_plane_config(workdir: Path, ports: Ports, code_dir: Path) -> dict[st
     }
 
 
-def agent_config(workdir: Path, device: DemoDevice, ports: Ports, public_key: str, token: str) -> dict[str, Any]:
-    """The agent's settings; `token` is its own device token (artifact downloads)."""
+def agent_config(workdir: Path, device: DemoDevice, ports: Ports) -> dict[str, Any]:
+    """The agent's settings before it enrolls: `edge-agent enroll` adds its identity (the pinned key, its broker
+    credentials, its artifact credential). The labels here are only what the agent reports; the control plane's
+    come from the enrollment token (`enrollment_tokens`)."""
     return {
         "device_id": device.device_id,
         "labels": dict(device.labels),
         "data_dir": str(workdir / "agents" / device.device_id),
-        "control_plane_public_key": public_key,
         "mqtt": {"host": LOOPBACK, "port": ports.broker, "protocol": "auto"},
         "serving": {"host": LOOPBACK, "port": ports.serving[device.device_id]},
         "telemetry_interval_s": 5,
-        "control_plane_token": token,
     }
+
+
+def enrollment_tokens(devices: tuple[DemoDevice, ...]) -> list[tuple[dict[str, Any], list[DemoDevice]]]:
+    """One auto-approving enrollment token per label set (a site), good for its devices only and for ten minutes,
+    with the devices it enrolls."""
+    groups: dict[tuple[tuple[str, str], ...], list[DemoDevice]] = {}
+    for device in devices:
+        groups.setdefault(tuple(sorted(device.labels.items())), []).append(device)
+    return [
+        (
+            {
+                "name": "demo-" + "-".join(v for _, v in labels),
+                "labels": dict(labels),
+                "auto_approve": True,
+                "max_uses": len(members),
+                "expires_in_s": 600,
+            },
+            members,
+        )
+        for labels, members in groups.items()
+    ]

@@ -7,6 +7,7 @@ at once with its log instead of a timeout. Steps never signal processes: `Superv
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,7 +111,10 @@ def start_broker(run: DemoRun) -> None:
         _python_module("control_plane.adapters.embedded_broker", "--host", fleet.LOOPBACK, "--port", str(port)),
     )
     run.wait(lambda: fleet.port_open(port), bool, f"the broker to listen on port {port}")
-    run.reporter.done(f"MQTT broker listening on {fleet.LOOPBACK}:{port}")
+    run.reporter.done(
+        f"MQTT broker listening on {fleet.LOOPBACK}:{port} (embedded, loopback only: anonymous and without per-device "
+        "topic rules or TLS; production uses Mosquitto with mqtt.admin: dynsec, docs/security.md)"
+    )
 
 
 def _health_or_none(api: ApiClient) -> dict[str, Any] | None:
@@ -142,17 +146,34 @@ def start_control_plane(run: DemoRun) -> None:
 
 
 def start_agents(run: DemoRun) -> None:
-    run.reporter.begin(DemoStep.AGENTS, f"starting {len(fleet.DEMO_DEVICES)} edge agents")
+    """Each device enrolls as a production device does: an auto-approving enrollment token per site presets its
+    labels; `edge-agent enroll` makes its key pair and writes the identity it receives into its agent.yaml."""
+    run.reporter.begin(DemoStep.AGENTS, f"enrolling {len(fleet.DEMO_DEVICES)} edge agents")
     command = _edge_agent_command()
-    for device in fleet.DEMO_DEVICES:
-        # Each agent downloads artifacts with a token of its own, bound to its device id.
-        token = run.api.create_token(
-            {"name": f"agent-{device.device_id}", "role": "device", "device_id": device.device_id}
-        )
-        config = fleet.agent_config(run.workdir, device, run.ports, run.public_key, str(token["token"]))
-        path = fleet.write_yaml(run.workdir / f"agent-{device.device_id}.yaml", config)
-        run.supervisor.start(device.device_id, [*command, "run", "--config", str(path)])
-    run.reporter.done("edge agents started: " + ", ".join(_device_line(d) for d in fleet.DEMO_DEVICES))
+    configs: dict[str, Path] = {}
+    for body, devices in fleet.enrollment_tokens(fleet.DEMO_DEVICES):
+        token = str(run.api.create_enrollment_token(body)["token"])
+        for device in devices:
+            run.reporter.update(f"enrolling {device.device_id} with enrollment token {body['name']}")
+            config = fleet.agent_config(run.workdir, device, run.ports)
+            path = fleet.write_yaml(run.workdir / f"agent-{device.device_id}.yaml", config)
+            _enroll(run, command, device.device_id, path, token)
+            configs[device.device_id] = path
+    for device_id, path in configs.items():
+        run.supervisor.start(device_id, [*command, "run", "--config", str(path)])
+    run.reporter.done("edge agents enrolled and started: " + ", ".join(_device_line(d) for d in fleet.DEMO_DEVICES))
+
+
+def _enroll(run: DemoRun, command: list[str], device_id: str, config: Path, token: str) -> None:
+    log = run.workdir / "logs" / f"enroll-{device_id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [*command, "enroll", "--url", run.api.base_url, "--device-id", device_id, "--config", str(config)]
+    env = run.supervisor.env | {"EDGE_AGENT_ENROLL_TOKEN": token}  # never on a command line
+    with log.open("wb") as out:
+        done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=120, check=False)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise DemoFailure(DemoStep.AGENTS, f"edge-agent enroll of {device_id} exited {done.returncode}:\n{tail}")
 
 
 def _device_line(device: fleet.DemoDevice) -> str:

@@ -19,7 +19,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.protocol import MessageKind, seal
 from tests.integration.ansible.playbook_support import BIN, PLAYBOOKS, ansible_env
 from tests.integration.control_plane.helpers import reported
-from tests.support import ControlPlaneProcess, Mosquitto, free_port, mint_token, password_for, wait_for
+from tests.support import (
+    ControlPlaneProcess,
+    Mosquitto,
+    enroll_device,
+    free_port,
+    mint_token,
+    password_for,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +63,9 @@ def publish_reported(broker: Mosquitto, device_id: str, payload: bytes) -> None:
 
 @pytest.fixture(scope="module")
 def fleet(control_plane: ControlPlaneProcess, mosquitto: Mosquitto) -> ControlPlaneProcess:
+    with control_plane.client() as api:
+        enroll_device(api, "dev-7", labels={"site": "factory-a", "line": "2"}, gpu_class="jetson-orin")
+    issue_as_a_rollout_would(control_plane, "dev-7", generation=1, builds={"b": ["lin", 3]})
     report_over_mqtt(mosquitto, "dev-7", {"site": "factory-a", "line": "2"}, "jetson-orin")
     with control_plane.client() as api:
         enrolled = api.put(
@@ -67,9 +78,21 @@ def fleet(control_plane: ControlPlaneProcess, mosquitto: Mosquitto) -> ControlPl
             },
         )
         assert enrolled.status_code == 200, enrolled.text
-        wait_for(lambda: "dev-7" in {d["id"] for d in api.get("/v1/devices").json()}, what="dev-7 known")
+        wait_for(lambda: api.get("/v1/devices/dev-7").json()["reported"], what="dev-7's report stored")
     publish_reported(mosquitto, "dev-7", b"")  # stored; later tests' control planes must not see it
     return control_plane
+
+
+def issue_as_a_rollout_would(server: ControlPlaneProcess, device_id: str, generation: int, builds: Any) -> None:
+    """Record in the control plane's database that `builds` went to the device in `generation` (a rollout's
+    doing, which this test of the inventory does not run): its report of them is then accepted."""
+    import sqlite3
+
+    with sqlite3.connect(server.data_dir / "control-plane.db") as db:
+        db.execute(
+            "UPDATE devices SET desired_generation = ?, issued_builds = ? WHERE id = ?",
+            (generation, json.dumps(builds), device_id),
+        )
 
 
 @pytest.fixture(scope="module")

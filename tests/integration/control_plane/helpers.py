@@ -25,7 +25,7 @@ def reported(
     applied: int = 0,
     labels: dict[str, str] | None = None,
     gpu_class: str = "cpu-x86_64",
-    models: tuple[tuple[str, int], ...] = (),
+    models: tuple[tuple[str, int] | tuple[str, int, str], ...] = (),
     failed: tuple[int, str] | None = None,
 ) -> ReportedState:
     now = datetime.now(UTC)
@@ -40,14 +40,14 @@ def reported(
         ),
         models=[
             ModelStatus(
-                name=n,
-                version=v,
-                build_id="b",
+                name=m[0],
+                version=m[1],
+                build_id=m[2] if len(m) > 2 else "b",  # the build sent; a report naming another is refused
                 active_slot="a",
                 provider="CPUExecutionProvider",
                 health=ModelHealth.SERVING,
             )
-            for n, v in models
+            for m in models
         ],
         hardware=HardwareFacts(gpu_class=gpu_class, arch="x86_64", cpu_count=2, memory_mb=2048),
         labels=labels or {},

@@ -25,7 +25,7 @@ from edge_agent.protocol import (
 )
 from tests.integration.control_plane.conftest import DeviceClient
 from tests.integration.control_plane.helpers import deployable, reported, wait_build
-from tests.support import wait_for
+from tests.support import enroll_device, wait_for
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
@@ -54,6 +54,7 @@ def rollout_status(api: httpx.Client, rollout_id: str, phase: str) -> dict[str, 
 
 
 def test_reported_device_is_listed_with_labels_class_and_presence(api: httpx.Client, device_factory: Factory) -> None:
+    enroll_device(api, "dev-1", labels={"site": "factory-a", "line": "2"})
     dev = device_factory("dev-1")
     dev.send(MessageKind.REPORTED, reported("dev-1", labels={"site": "factory-a", "line": "2"}))
     dev.send(MessageKind.STATUS, Presence(state=PresenceStatus.ONLINE))
@@ -74,9 +75,8 @@ def test_rollout_publishes_signed_desired_state_and_follows_activation(
     api: httpx.Client, device_factory: Factory
 ) -> None:
     build = deployable(api, "fleet-ok")
+    enroll_device(api, "dev-2", labels={"site": "rollout-ok"})
     dev = device_factory("dev-2")
-    dev.send(MessageKind.REPORTED, reported("dev-2", labels={"site": "rollout-ok"}))
-    wait_for(lambda: device_json(api, "dev-2"), what="dev-2 known")
 
     answer = api.post(
         "/v1/rollouts",
@@ -105,18 +105,16 @@ def test_rollout_publishes_signed_desired_state_and_follows_activation(
     assert (model.selftest.atol, model.selftest.rtol) == (1e-4, 1e-3)
     assert device_json(api, "dev-2")["desired_generation"] == 1  # type: ignore[index]
 
-    dev.send(
-        MessageKind.REPORTED, reported("dev-2", applied=1, labels={"site": "rollout-ok"}, models=(("fleet-ok", 1),))
-    )
+    sent = ("fleet-ok", 1, build["id"])
+    dev.send(MessageKind.REPORTED, reported("dev-2", applied=1, labels={"site": "rollout-ok"}, models=(sent,)))
     done = wait_for(lambda: rollout_status(api, rollout["id"], "succeeded"), what="rollout succeeded")
     assert done["devices"][0]["status"] == "activated" and done["counts"]["activated"] == 1
 
 
 def test_failed_apply_aborts_and_restores_the_rollout(api: httpx.Client, device_factory: Factory) -> None:
     deployable(api, "fleet-fail")
+    enroll_device(api, "dev-3", labels={"site": "rollout-fail"})
     dev = device_factory("dev-3")
-    dev.send(MessageKind.REPORTED, reported("dev-3", labels={"site": "rollout-fail"}))
-    wait_for(lambda: device_json(api, "dev-3"), what="dev-3 known")
     rollout = api.post(
         "/v1/rollouts", json={"model": "fleet-fail", "version": 1, "selector": {"labels": {"site": "rollout-fail"}}}
     ).json()
@@ -139,9 +137,8 @@ def test_failed_apply_aborts_and_restores_the_rollout(api: httpx.Client, device_
 
 def test_overlap_is_refused_and_operator_commands(api: httpx.Client, device_factory: Factory) -> None:
     deployable(api, "fleet-ops")
+    enroll_device(api, "dev-12", labels={"site": "ops"})
     dev = device_factory("dev-12")
-    dev.send(MessageKind.REPORTED, reported("dev-12", labels={"site": "ops"}))
-    wait_for(lambda: device_json(api, "dev-12"), what="dev-12 known")
     body = {"model": "fleet-ops", "version": 1, "selector": {"labels": {"site": "ops"}}}
     seen = len(dev.received)
     first = api.post("/v1/rollouts", json=body).json()
@@ -163,9 +160,8 @@ def test_overlap_is_refused_and_operator_commands(api: httpx.Client, device_fact
 
 def test_rollout_refusals(api: httpx.Client, device_factory: Factory) -> None:
     deployable(api, "fleet-refuse")
+    enroll_device(api, "dev-4", labels={"site": "refuse"}, gpu_class="jetson-orin")
     dev = device_factory("dev-4")
-    dev.send(MessageKind.REPORTED, reported("dev-4", labels={"site": "refuse"}, gpu_class="jetson-orin"))
-    wait_for(lambda: device_json(api, "dev-4"), what="dev-4 known")
     body = {"model": "fleet-refuse", "version": 1, "selector": {"labels": {"site": "refuse"}}}
     missing = api.post("/v1/rollouts", json=body)
     assert missing.status_code == 409 and "jetson-orin" in missing.json()["detail"]
@@ -190,6 +186,7 @@ def test_rollout_refusals(api: httpx.Client, device_factory: Factory) -> None:
 def test_malformed_payloads_do_not_stop_the_server(
     api: httpx.Client, device_factory: Factory, leaf: str, payload: bytes
 ) -> None:
+    enroll_device(api, "dev-5")
     dev = device_factory("dev-5")
     dev.publish(leaf, payload, retain=False)
     dev.send(
@@ -203,9 +200,10 @@ def test_malformed_payloads_do_not_stop_the_server(
 
 
 def test_messages_naming_another_device_are_dropped(api: httpx.Client, device_factory: Factory) -> None:
+    enroll_device(api, "dev-6", labels={"who": "me"})
     dev = device_factory("dev-6")
     dev.send(MessageKind.REPORTED, reported("dev-6", labels={"who": "me"}))
-    wait_for(lambda: device_json(api, "dev-6"), what="dev-6 known")
+    wait_for(lambda: device_json(api, "dev-6")["reported"], what="dev-6 reported")  # type: ignore[index]
     dev.send(MessageKind.REPORTED, reported("dev-7", labels={"who": "impostor"}))  # on dev-6's topic
     dev.send(
         MessageKind.EVENT, DeviceEvent(generation=0, step=EventStep.RECEIVED, reason="marker", at=NOW), retain=False
@@ -251,22 +249,15 @@ def _plan_from_a_stand_in_gpu_builder(api: httpx.Client, model: str) -> dict[str
 def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, device_factory: Factory) -> None:
     deployable(api, "fleet-plan")
     plan = _plan_from_a_stand_in_gpu_builder(api, "fleet-plan")
-    dev = device_factory("dev-11")
     body = {"model": "fleet-plan", "version": 1, "selector": {"labels": {"site": "plan"}}}
 
-    def report(tensorrt: str, applied: int = 0) -> None:
-        hardware = HardwareFacts(
-            gpu_class="jetson-orin", arch="aarch64", compute_capability="8.7", tensorrt_version=tensorrt
-        )
-        models = (("fleet-plan", 1),) if applied else ()
-        state = reported("dev-11", applied=applied, labels={"site": "plan"}, gpu_class="jetson-orin", models=models)
-        dev.send(MessageKind.REPORTED, state.model_copy(update={"hardware": hardware}))
-        wait_for(
-            lambda: (device_json(api, "dev-11") or {}).get("hardware", {}).get("tensorrt_version") == tensorrt,
-            what=f"dev-11 reports TensorRT {tensorrt}",
-        )
+    def enroll(tensorrt: str) -> None:
+        """The operator (or facts.yml) records the device's hardware: a report never changes it."""
+        orin = {"arch": "aarch64", "compute_capability": "8.7", "tensorrt_version": tensorrt}
+        enroll_device(api, "dev-11", labels={"site": "plan"}, gpu_class="jetson-orin", hardware=orin)
 
-    report("10.3.0")
+    enroll("10.3.0")
+    dev = device_factory("dev-11")
     first = api.post("/v1/rollouts", json=body)
     assert first.status_code == 201
     (doc,) = wait_for(lambda: desired_docs(api, dev), what="desired state for dev-11")
@@ -279,8 +270,11 @@ def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, devi
 
     # The device activates it, then its TensorRT changes: no plan was built for it, the portable ONNX goes out
     # (a second rollout to the same device is refused while the first is open).
-    report("8.6.2", applied=doc.generation)
+    state = reported("dev-11", applied=doc.generation, gpu_class="jetson-orin", models=(("fleet-plan", 1, plan["id"]),))
+    orin = HardwareFacts(gpu_class="jetson-orin", arch="aarch64", compute_capability="8.7", tensorrt_version="10.3.0")
+    dev.send(MessageKind.REPORTED, state.model_copy(update={"labels": {"site": "plan"}, "hardware": orin}))
     wait_for(lambda: rollout_status(api, first.json()["id"], "succeeded"), what="first rollout succeeded")
+    enroll("8.6.2")
     wished = api.post("/v1/rollouts", json=body | {"kind": "tensorrt-plan"})
     assert wished.status_code == 409 and "TensorRT 8.6.2" in wished.json()["detail"]
     assert api.post("/v1/rollouts", json=body).status_code == 201

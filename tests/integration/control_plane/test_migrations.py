@@ -2,10 +2,12 @@
 
 0002: existing builds keep their status and artifact, gain a legacy key and their parity report, and the old
 one-build-per-(version, target, precision) rule is gone. 0003: existing rollouts become one-step all-at-once
-rollouts (a `failed` one reads `aborted`), with their devices' statuses and generations kept."""
+rollouts (a `failed` one reads `aborted`), with their devices' statuses and generations kept. 0008: devices remember
+the builds they were sent, so their reports of them are still accepted."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,8 +17,10 @@ from sqlalchemy import Connection, text
 
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
+from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.db.rollout_repository import RolloutRepository
+from control_plane.domain.fleet import EventSource
 from control_plane.domain.registry import BuildStatus
 
 pytestmark = pytest.mark.integration
@@ -161,4 +165,62 @@ def test_0006_requeues_builds_claimed_before_builders_authenticated(tmp_path: Pa
     done = repository.get_build("b-done")
     assert done is not None and (done.status, done.builder_id) == (BuildStatus.SUCCEEDED, "b1")
     assert repository.list_builders() == [] and repository.list_registrations() == []
+    engine.dispose()
+
+
+def test_0008_remembers_what_existing_devices_were_sent_so_their_reports_stay_accepted(tmp_path: Path) -> None:
+    """Devices that exist already keep working: the builds a rollout sent (and the ones they replaced) and the
+    builds in their current desired state become what their reports may name; their events are the device's."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate(engine, "0001")
+    with engine.begin() as conn:
+        _version_written_by_0001(conn)
+    migrate(engine, "0007")
+    document = {"device_id": "dev-old", "generation": 2, "issued_at": NOW.isoformat(), "models": [
+        {"name": "old", "version": 1, "build_id": "b-now", "target": "cpu-x86_64"}]}  # fmt: skip
+    desired = {"document": json.dumps(document), "signature": "s", "key_id": "k"}
+    with engine.begin() as conn:
+        for build_id in ("b-before", "b-sent", "b-now"):
+            conn.execute(
+                text(
+                    "INSERT INTO builds (id, version_id, model_name, version, target, precision, artifact_kind,"
+                    " status, created_at, manifest, key, options) VALUES (:id, 1, 'old', 1, 'cpu-x86_64', 'fp32',"
+                    " 'onnx', 'succeeded', :t, '{}', :id, '{}')"
+                ),
+                {"id": build_id, "t": NOW},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO devices (id, created_at, labels, channel, desired_generation, desired)"
+                " VALUES ('dev-old', :t, '{}', 'mqtt', 2, :desired)"
+            ),
+            {"t": NOW, "desired": json.dumps(desired)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO rollouts (id, model_name, version, selector, strategy, phase, created_at, updated_at,"
+                " spec, step_index, steps, verdicts) VALUES ('r1', 'old', 1, '{}', 'all', 'succeeded', :t, :t, '{}',"
+                " 0, '[]', '[]')"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO rollout_devices (rollout_id, device_id, target, build_id, generation, status, updated_at,"
+                " step, previous_version, previous_build_id) VALUES ('r1', 'dev-old', 'cpu-x86_64', 'b-sent', 1,"
+                " 'activated', :t, 'all', 1, 'b-before')"
+            ),
+            {"t": NOW},
+        )
+        conn.execute(
+            text("INSERT INTO device_events (device_id, generation, step, at) VALUES ('dev-old', 1, 'activated', :t)"),
+            {"t": NOW},
+        )
+    migrate(engine)
+
+    fleet = FleetRepository(engine)
+    device = fleet.get_device("dev-old")
+    assert device is not None
+    assert device.issued_builds == {b: ("old", 1) for b in ("b-before", "b-sent", "b-now")}
+    assert [(e.step, e.source) for e in fleet.list_events("dev-old", 10)] == [("activated", EventSource.DEVICE)]
     engine.dispose()

@@ -109,7 +109,8 @@ def test_a_selector_picks_the_ansible_devices_that_match(api: httpx.Client) -> N
 def test_reported_state_from_a_push_lands_and_keeps_the_enrollment(api: httpx.Client) -> None:
     enroll_local(api, "pb-push-1", site="push")
     enroll_local(api, "pb-push-2", site="push")
-    state = reported("pb-push-1", applied=7, labels={"site": "push"}, models=(("m", 1),)).model_dump(mode="json")
+    # A generation the control plane issued (none yet: 0); one it never issued would be refused (test_device_trust).
+    state = reported("pb-push-1", applied=0, labels={"site": "push"}).model_dump(mode="json")
     state["channel"] = "ansible"
     reports = {"pb-push-1": state, "pb-push-2": {"device_id": "pb-push-2", "not": "a reported state"}}
 
@@ -122,7 +123,7 @@ def test_reported_state_from_a_push_lands_and_keeps_the_enrollment(api: httpx.Cl
     assert second["message"] == "the agent refused generation 7"
     assert second["result"]["reported"]["not"] == "a reported state"  # stored as handed back, ignored by the fleet
     device = api.get("/v1/devices/pb-push-1").json()
-    assert device["reported"]["applied_generation"] == 7
+    assert device["reported"]["applied_generation"] == 0 and device["reported"]["agent_version"] == "0.1.0"
     assert device["channel"] == "ansible" and device["ansible"]["connection"] == "local"
     assert api.get("/v1/devices/pb-push-2").json()["reported"] is None
 

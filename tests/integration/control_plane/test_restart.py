@@ -15,7 +15,7 @@ from control_plane.domain.training import TrainingJob, TrainingJobSpec, Training
 from edge_agent.protocol import MessageKind
 from tests.integration.control_plane.conftest import DeviceClient, server_settings, start_server
 from tests.integration.control_plane.helpers import deployable, reported, wait_build
-from tests.support import Mosquitto, wait_for
+from tests.support import Mosquitto, enroll_device, wait_for
 from tests.unit.control_plane.onnx_models import linear_model, linear_samples
 
 pytestmark = pytest.mark.integration
@@ -28,9 +28,8 @@ def test_state_survives_a_restart(
     first = start_server(settings)
     try:
         build = deployable(first.http, "restart-model")
+        enroll_device(first.http, "dev-8", labels={"site": "restart"})
         dev = device_factory("dev-8")
-        dev.send(MessageKind.REPORTED, reported("dev-8", labels={"site": "restart"}))
-        wait_for(lambda: first.http.get("/v1/devices/dev-8").status_code == 200, what="dev-8 known")
         rollout = first.http.post(
             "/v1/rollouts", json={"model": "restart-model", "version": 1, "selector": {"labels": {"site": "restart"}}}
         ).json()
@@ -61,7 +60,7 @@ def test_state_survives_a_restart(
 
         dev.send(
             MessageKind.REPORTED,
-            reported("dev-8", applied=1, labels={"site": "restart"}, models=(("restart-model", 1),)),
+            reported("dev-8", applied=1, labels={"site": "restart"}, models=(("restart-model", 1, build["id"]),)),
         )
         wait_for(
             lambda: api.get(f"/v1/rollouts/{rollout['id']}").json()["phase"] == "succeeded",
@@ -110,10 +109,9 @@ def test_a_staged_rollout_continues_after_a_restart_mid_rollout(
     devices = {name: device_factory(name) for name in ("dev-9", "dev-10")}
     first = start_server(settings)
     try:
-        deployable(first.http, "staged-model")
-        for name, dev in devices.items():
-            dev.send(MessageKind.REPORTED, reported(name, labels={"site": "staged"}))
-            wait_for(lambda n=name: first.http.get(f"/v1/devices/{n}").status_code == 200, what=f"{name} known")
+        build = deployable(first.http, "staged-model")
+        for name in devices:
+            enroll_device(first.http, name, labels={"site": "staged"})
         body = {
             "model": "staged-model",
             "version": 1,
@@ -130,7 +128,7 @@ def test_a_staged_rollout_continues_after_a_restart_mid_rollout(
         api = second.http
         devices["dev-10"].send(
             MessageKind.REPORTED,
-            reported("dev-10", applied=1, labels={"site": "staged"}, models=(("staged-model", 1),)),
+            reported("dev-10", applied=1, labels={"site": "staged"}, models=(("staged-model", 1, build["id"]),)),
         )
         wait_for(
             lambda: api.get(f"/v1/rollouts/{rollout['id']}").json()["devices"][1]["status"] == "in_progress",
@@ -138,7 +136,7 @@ def test_a_staged_rollout_continues_after_a_restart_mid_rollout(
         )
         devices["dev-9"].send(
             MessageKind.REPORTED,
-            reported("dev-9", applied=1, labels={"site": "staged"}, models=(("staged-model", 1),)),
+            reported("dev-9", applied=1, labels={"site": "staged"}, models=(("staged-model", 1, build["id"]),)),
         )
         done = wait_for(
             lambda: (r := api.get(f"/v1/rollouts/{rollout['id']}").json())["phase"] == "succeeded" and r,

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.control_plane.conftest import RunningServer, server_settings, start_server
-from tests.support import Mosquitto, free_port, mint_token, password_for
+from tests.support import Mosquitto, enroll_agent, enrollment_token, free_port
 from tests.unit.agent.builders import write_config
 
 
@@ -54,18 +55,14 @@ def agent_overrides() -> dict[str, Any]:
 def agent(
     own_broker: Mosquitto, control_plane: RunningServer, tmp_path: Path, agent_overrides: dict[str, Any]
 ) -> Iterator[AgentProcess]:
-    public_key = control_plane.http.get("/v1/keys/signing").json()["public_key"]
-    config = write_config(
-        tmp_path / "agent.yaml",
-        tmp_path / "agent-data",
-        public_key,
-        device_id="dev-1",
-        labels={"site": "fleet-test"},
-        mqtt={"host": own_broker.host, "port": own_broker.port, "username": "dev-1", "password": password_for("dev-1")},
-        serving={"host": "127.0.0.1", "port": free_port()},
-        # a test module may give the agent another token (a builder agent needs a `builder` one)
-        **({"control_plane_token": mint_token(control_plane.http, "device", "agent-dev-1", "dev-1")} | agent_overrides),
-    )
+    api = control_plane.http
+    public_key = api.get("/v1/keys/signing").json()["public_key"]
+    labels = {"site": "fleet-test"}
+    serving = {"host": "127.0.0.1", "port": free_port()}
+    config = write_config(tmp_path / "agent.yaml", tmp_path / "agent-data", public_key, labels=labels, serving=serving)
+    enroll_agent(own_broker, control_plane.url, enrollment_token(api, "fleet-test", labels=labels), config, "dev-1")
+    if agent_overrides:  # e.g. a builder agent's `builder` token instead of the device token it enrolled with
+        config.write_text(yaml.safe_dump(yaml.safe_load(config.read_text()) | agent_overrides))
     process = AgentProcess(config, tmp_path / "agent.log").start()
     try:
         yield process

@@ -39,14 +39,19 @@ def test_generated_settings_are_valid_for_both_programs(tmp_path: Path) -> None:
     assert (DEFAULT_CODE_DIR / load_training_spec(DEFAULT_SPEC)["entrypoint"]).is_file()
     key = Signer.generate().public_key_b64
     for device in fleet.DEMO_DEVICES:
-        agent = AgentConfig(**fleet.agent_config(tmp_path, device, ports, key, f"edge_token-of-{device.device_id}"))
+        # `edge-agent enroll` adds the pinned key and the credentials to what the demo writes.
+        agent = AgentConfig(**(fleet.agent_config(tmp_path, device, ports) | {"control_plane_public_key": key}))
         assert agent.device_id == device.device_id
-        assert agent.control_plane_token is not None
-        assert agent.control_plane_token.get_secret_value() == f"edge_token-of-{device.device_id}"
+        assert agent.control_plane_token is None
         assert agent.labels == device.labels
         assert agent.serving.port == ports.serving[device.device_id]
         assert agent.mqtt.username is None
     assert {d.labels["site"] for d in fleet.DEMO_DEVICES} == {"factory-a", "store-b"}
+    tokens = fleet.enrollment_tokens(fleet.DEMO_DEVICES)
+    assert [(body["labels"], body["max_uses"], body["auto_approve"]) for body, _ in tokens] == [
+        ({"site": "factory-a"}, 2, True),
+        ({"site": "store-b"}, 1, True),
+    ]
     assert len({ports.broker, ports.api, *ports.serving.values()}) == 2 + len(fleet.DEMO_DEVICES)
 
 

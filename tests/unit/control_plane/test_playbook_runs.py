@@ -205,7 +205,8 @@ def test_host_results_feed_the_fleet_and_bad_ones_are_ignored(
     stores: tuple[FleetRepository, PlaybookRunRepository],
 ) -> None:
     facts = HardwareFacts(gpu_class="dgpu-ada", arch="x86_64", cpu_count=8, memory_mb=1)
-    state = ReportedState(device_id="dev-1", agent_version="1", applied_generation=4, hardware=facts, channel="ansible")
+    # Generation 0: the only one issued to dev-1 here (a report of one never issued is refused: test_device_trust).
+    state = ReportedState(device_id="dev-1", agent_version="1", applied_generation=0, hardware=facts, channel="ansible")
 
     def answer(job: PlaybookJob) -> PlaybookOutcome:
         return PlaybookOutcome(
@@ -230,7 +231,7 @@ def test_host_results_feed_the_fleet_and_bad_ones_are_ignored(
     assert [r.id for r in finished] == [run.id] and finished[0].status is RunStatus.FAILED
     assert (done.rc, done.host("dev-2")) == (2, HostResult("dev-2", HostStatus.FAILED, done.hosts[1].result, "no"))
     dev1, dev2 = fleet.get_device("dev-1"), fleet.get_device("dev-2")
-    assert dev1 is not None and dev1.reported is not None and dev1.reported.applied_generation == 4
+    assert dev1 is not None and dev1.reported is not None and dev1.reported.agent_version == "1"
     assert dev1.gpu_class == "dgpu-ada" and dev1.ansible == LOCAL and dev1.channel == "ansible"
     assert dev2 is not None and dev2.reported is None and dev2.hardware is None
     assert woken == ["dev-1"]
