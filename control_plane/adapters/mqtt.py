@@ -2,6 +2,7 @@
 
 It connects (and reconnects, with backoff) to the broker, subscribes to every device's reported/events/status/
 telemetry topics, hands each message to a callback as (topic, payload), and publishes retained QoS 1 messages.
+Other exact topics can be routed to handlers of their own (`route`: the dynamic-security plugin's answers).
 Protocol `auto` speaks MQTT 5 and falls back to 3.1.1 when the broker refuses or drops a v5 CONNECT (the
 embedded demo broker speaks only 3.1.1). A callback that raises is logged; it never stops the network loop.
 """
@@ -47,6 +48,7 @@ class MqttLink:
         self._protocol = _PROTOCOLS[settings.protocol]
         self._ever_connected = False
         self._stopped = False
+        self._routes: dict[str, MessageHandler] = {}
 
     @property
     def connected(self) -> bool:
@@ -59,6 +61,11 @@ class MqttLink:
     def set_connected_hook(self, hook: ConnectedHandler) -> None:
         """Called (from the network thread) each time the link comes up, after subscribing."""
         self._on_connected = hook
+
+    def route(self, topic: str, handler: MessageHandler) -> None:
+        """Subscribe to the exact `topic` on every connection (from the next one) and hand its messages to
+        `handler` instead of the device callback. Set routes before `start`."""
+        self._routes[topic] = handler
 
     def start(self) -> None:
         with self._lock:
@@ -136,7 +143,8 @@ class MqttLink:
                 self._fall_back()
             return
         self._ever_connected = True
-        client.subscribe([(self._topics.all_devices(leaf), 1) for leaf in SUBSCRIBED_LEAVES])
+        routed = [(topic, 1) for topic in self._routes]
+        client.subscribe([*routed, *((self._topics.all_devices(leaf), 1) for leaf in SUBSCRIBED_LEAVES)])
         self._connected.set()
         log.info("MQTT: connected, protocol %s", self.protocol_in_use)
         if self._on_connected is not None:
@@ -161,7 +169,8 @@ class MqttLink:
             self._fall_back()  # the broker dropped a v5 CONNECT without answering
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        handler = self._routes.get(message.topic, self._handler)
         try:
-            self._handler(message.topic, bytes(message.payload))
+            handler(message.topic, bytes(message.payload))
         except Exception:
             log.exception("MQTT: handling a message on %s failed; dropped", message.topic)

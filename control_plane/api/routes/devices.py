@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from control_plane.api.deps import FleetDep
+from control_plane.api.deps import DeviceAccessDep, EnrollmentDep, FleetDep
 from control_plane.api.schemas import DeviceEventOut, DeviceOut, EnrollmentIn
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
@@ -47,7 +47,9 @@ def enroll(device_id: str, body: EnrollmentIn, fleet: FleetDep) -> DeviceOut:
 
 
 @router.delete("/{device_id}", status_code=204)
-def forget(device_id: str, fleet: FleetDep) -> Response:
-    """Forget a device with its events and telemetry; 409 while an unfinished rollout holds it."""
-    fleet.forget(device_id)
+def forget(device_id: str, access: DeviceAccessDep, enrollment: EnrollmentDep) -> Response:
+    """Forget a device with its events and telemetry, and revoke its broker client and device tokens; 409 while an
+    unfinished rollout holds it."""
+    access.forget(device_id)
+    enrollment.forget(device_id)  # its enrolled key: enrolling again takes a new enrollment
     return Response(status_code=204)

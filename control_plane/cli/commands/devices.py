@@ -95,5 +95,23 @@ def forget(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="De
     state.output.note(f"forgot device {device_id}")
 
 
+@devices_app.command("credentials")
+def credentials(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="Device id.")]) -> None:
+    """Issue new MQTT credentials for an enrolled device (mqtt.admin: dynsec); the password is printed once and
+    replaces any it had (its current session is disconnected)."""
+    state = state_of(ctx)
+    with state.client() as api:
+        state.output.emit(api.post(f"/v1/devices/{device_id}/broker-credentials", {}), views.broker_credential_view)
+
+
+@devices_app.command("revoke")
+def revoke(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="Device id.")]) -> None:
+    """Revoke a device: its broker client is deleted (it is disconnected at once and cannot log in again) and its
+    device tokens are revoked. It stays in the fleet; `devices credentials` admits it again."""
+    state = state_of(ctx)
+    with state.client() as api:
+        state.output.emit(api.post(f"/v1/devices/{device_id}/revoke", {}), views.revocation_view)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(devices_app, name="devices")
