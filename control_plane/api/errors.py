@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -47,3 +49,15 @@ def error_response(exc: ServiceError) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _handle)
+
+
+def document_error_detail(openapi: dict[str, Any]) -> None:
+    """Say in the OpenAPI document what a 422 really holds: FastAPI describes only its own validation list, but a
+    service's InvalidInput answers 422 too, with `detail` as one sentence (`error_response`)."""
+    schemas = openapi.get("components", {}).get("schemas", {})
+    detail = schemas.get("HTTPValidationError", {}).get("properties", {}).get("detail")
+    if detail is not None:
+        schemas["HTTPValidationError"]["properties"]["detail"] = {
+            "anyOf": [detail, {"type": "string"}],
+            "title": "Detail",
+        }

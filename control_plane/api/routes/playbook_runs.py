@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import PlaybookRunsDep
+from control_plane.api.params import AfterId
 from control_plane.api.playbook_schemas import PlaybookRunIn, PlaybookRunOut, event_json
 from control_plane.api.sse import event_stream, resume_point
 
@@ -46,7 +47,7 @@ def cancel(run_id: str, runs: PlaybookRunsDep) -> PlaybookRunOut:
 async def run_events(
     run_id: str,
     runs: PlaybookRunsDep,
-    after: Annotated[int | None, Query(ge=0, description="Send only events with a larger id.")] = None,
+    after: AfterId = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
     """The run's events as `text/event-stream` (control_plane/api/sse.py); 404 for an unknown run."""
