@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from control_plane.domain.broker_identity import BrokerAdmin
 from control_plane.domain.identity import HUMAN_ROLES, Role
 
 
@@ -46,6 +47,28 @@ class MqttSettings(BaseModel):
         default="edge-control-plane", min_length=1, max_length=64, description="MQTT client id of this control plane."
     )
     tls_ca_file: Path | None = Field(default=None, description="CA bundle; setting it turns TLS on.")
+    admin: BrokerAdmin = Field(
+        default=BrokerAdmin.NONE,
+        description="Who administers the broker's accounts. dynsec: this control plane, through Mosquitto's "
+        "dynamic-security plugin (one client per device pinned to its client id, revocation disconnects at once; "
+        "`username` must be the plugin's admin client). none: the broker's own configuration (a password file, "
+        "the demo's embedded broker); revoking a device then does not reach the broker. Production should use dynsec "
+        "(docs/security.md, Broker identity).",
+    )
+    admin_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="How long to wait for the dynamic-security plugin to answer a command."
+    )
+    admin_keep_clients: list[str] = Field(
+        default_factory=list,
+        description="Broker clients reconciling leaves alone (a bridge, a break-glass admin); every other client that "
+        "is neither this control plane's nor an active device's is deleted.",
+    )
+
+    @model_validator(mode="after")
+    def _admin_needs_a_user(self) -> MqttSettings:
+        if self.admin is BrokerAdmin.DYNSEC and not self.username:
+            raise ValueError("mqtt.admin dynsec needs mqtt.username: the dynamic-security plugin's admin client")
+        return self
 
 
 def _repository_playbooks() -> Path:
@@ -106,6 +129,20 @@ class OidcSettings(BaseModel):
     @property
     def enabled(self) -> bool:
         return self.issuer is not None
+
+
+class EnrollmentSettings(BaseModel):
+    """What `POST /v1/enroll` hands an approved device besides its secrets (docs/security.md, Devices)."""
+
+    broker_host: str | None = Field(
+        default=None, max_length=255, description="Broker address devices use; default: mqtt.host."
+    )
+    broker_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Broker port devices use; default: mqtt.port."
+    )
+    retry_after_s: float = Field(
+        default=30.0, gt=0, le=3600, description="How long a pending device is told to wait before asking again."
+    )
 
 
 class TrainingSettings(BaseModel):
@@ -176,6 +213,7 @@ class ServerSettings(BaseSettings):
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     ansible: AnsibleSettings = Field(default_factory=AnsibleSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    enrollment: EnrollmentSettings = Field(default_factory=EnrollmentSettings)
     max_upload_bytes: int = Field(
         default=2 * 1024**3,
         gt=0,
@@ -228,6 +266,22 @@ class ServerSettings(BaseSettings):
     )
     device_offline_after_s: float = Field(
         default=90.0, gt=0, description="A device silent this long without a last will is shown offline."
+    )
+    device_messages_per_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=10_000,
+        description="Sustained MQTT messages per second one device may send (all kinds together); past it, and "
+        "past the burst, its messages are dropped before they are parsed, with one warning a minute.",
+    )
+    device_message_burst: int = Field(
+        default=100, ge=1, le=1_000_000, description="Messages one device may send at once after a quiet time."
+    )
+    device_events_kept: int = Field(
+        default=1000,
+        ge=10,
+        le=1_000_000,
+        description="A device's own events kept (newest); the events the control plane records are never trimmed.",
     )
 
     @model_validator(mode="after")

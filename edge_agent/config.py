@@ -98,7 +98,11 @@ class AgentConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_AGENT_", env_nested_delimiter="__", extra="forbid")
 
     device_id: str = Field(description="This device's id; also its MQTT topic level (edge/devices/{id}/...).")
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels reported to the control plane.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels the agent reports. Only a claim: the control plane's labels (enrollment token presets, "
+        "operators) decide which selectors match the device.",
+    )
     data_dir: Path = Field(
         default=Path("/var/lib/edge-agent"),
         description="Where the journal, downloads and model slots live; must survive reboots.",
@@ -133,6 +137,11 @@ class AgentConfig(BaseSettings):
         default=None,
         description="CA (PEM) to verify an https:// control plane with: its data_dir/pki/ca.pem. Unset: the system's "
         "roots. Artifact downloads and the builder routes use it.",
+    )
+    device_key_file: Path | None = Field(
+        default=None,
+        description="This device's ed25519 private key (PEM, mode 0600), written by `edge-agent enroll`; it proves "
+        "the device's identity when it enrolls again or rotates its key. Never sent anywhere.",
     )
     builder: bool = Field(
         default=False,

@@ -6,6 +6,7 @@ deadline; it never sleeps a fixed time in place of logic.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -96,6 +97,15 @@ class Mosquitto:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    tls_dir: Path | None = None  # holds ca.pem, broker.pem, broker-key.pem (`issue_test_pki`): TLS-only listener
+
+    def listener(self) -> str:
+        """The listener line, and its TLS options when the broker speaks TLS."""
+        line = f"listener {self.port} {self.host}\n"
+        if self.tls_dir is None:
+            return line
+        files = {"cafile": "ca.pem", "certfile": "broker.pem", "keyfile": "broker-key.pem"}
+        return line + "".join(f"{option} {self.tls_dir / name}\n" for option, name in files.items())
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -109,8 +119,7 @@ class Mosquitto:
         acl.write_text(f"user {CONTROL_PLANE_USER}\ntopic readwrite edge/#\n\npattern readwrite edge/devices/%u/#\n")
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous false\n"
+            self.listener() + "allow_anonymous false\n"
             f"password_file {passwords}\n"
             f"acl_file {acl}\n"
             "persistence false\n"
@@ -152,6 +161,96 @@ class Mosquitto:
             ["mosquitto", "-c", str(self.workdir / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         wait_for(lambda: port_open(self.port, self.host) or self._died(), what=f"mosquitto restart on {self.port}")
+
+    def add_user(self, user: str, password: str) -> None:
+        """Give the password file `user` (or its new password) and have the running broker reload it (SIGHUP),
+        then wait until it accepts the login: what the broker-accounts port does for an enrolled device when the
+        control plane administers no broker (docs/security.md)."""
+        passwords = self.workdir / "passwd"
+        subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password], check=True, capture_output=True)
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: broker_accepts(self, user, password), what=f"mosquitto to accept {user}")
+
+
+DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+OBSERVER_USER = "observer"  # kept by the control plane (mqtt.admin_keep_clients): the tests' eyes on the broker
+
+
+@dataclass
+class DynsecMosquitto(Mosquitto):
+    """A real Mosquitto whose accounts are Mosquitto's dynamic-security plugin (docs/security.md, Broker identity).
+
+    `mosquitto_ctrl dynsec init` makes `controlplane` the plugin's admin, as an operator would; the control plane
+    pins it and gives it its own role on its first reconcile. `observer` may publish and receive anything under
+    `edge/` and administer the plugin: tests watch deliveries with it and change the broker behind the control
+    plane's back. Devices exist only once the control plane provisions them.
+    """
+
+    def write_config(self) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        accounts = self.workdir / "dynamic-security.json"
+        config = _dynsec_init(accounts, CONTROL_PLANE_USER)
+        observer = _dynsec_init(self.workdir / "observer.json", OBSERVER_USER)["clients"][0]
+        observer["roles"] = [{"rolename": OBSERVER_USER}]
+        everything = [("edge/#", kind) for kind in ("publishClientSend", "publishClientReceive", "subscribePattern")]
+        control = [("$CONTROL/dynamic-security/#", kind) for kind in ("publishClientSend", "publishClientReceive")]
+        acls = [*everything, *control, ("$CONTROL/dynamic-security/#", "subscribePattern")]
+        config["clients"].append(observer)
+        config["roles"].append(
+            {"rolename": OBSERVER_USER, "acls": [{"acltype": k, "topic": t, "allow": True} for t, k in acls]}
+        )
+        accounts.write_text(json.dumps(config))
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            self.listener() + "allow_anonymous false\n"
+            f"plugin {DYNSEC_PLUGIN}\n"
+            f"plugin_opt_config_file {accounts}\n"
+            "persistence false\n"
+            "user root\n"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n"
+            "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"
+        )
+        for path in (accounts, conf):
+            path.chmod(0o600)
+        return conf
+
+    def ctrl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`mosquitto_ctrl dynsec ARGS...` as the observer (an administrator the control plane does not own)."""
+        login = ["-h", self.host, "-p", str(self.port), "-u", OBSERVER_USER, "-P", password_for(OBSERVER_USER)]
+        return subprocess.run(
+            ["mosquitto_ctrl", *login, "dynsec", *args], check=True, capture_output=True, text=True, timeout=30
+        )
+
+
+def _dynsec_init(path: Path, admin: str) -> dict[str, Any]:
+    """A fresh plugin configuration whose only client is `admin` (password `password_for(admin)`)."""
+    path.unlink(missing_ok=True)
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(path), admin, password_for(admin)], check=True, capture_output=True
+    )
+    loaded: dict[str, Any] = json.loads(path.read_text())
+    return loaded
+
+
+def issue_test_pki(control_plane_data_dir: Path, broker_certs: Path) -> Path:
+    """The control plane's CA (created in its data dir, as its first start with tls.enabled would) and a broker
+    certificate from it for 127.0.0.1 and localhost in `broker_certs` (what `edgectl certs issue broker` writes);
+    returns the CA file every TLS client of the test pins."""
+    from datetime import UTC, datetime
+
+    from control_plane.adapters.pki import CertificateAuthority
+
+    now = datetime.now(UTC)
+    ca = CertificateAuthority(control_plane_data_dir / "pki")
+    ca.ensure(now)
+    ca.ensure_server("broker", ["127.0.0.1", "localhost"], now, directory=broker_certs)
+    (broker_certs / "ca.pem").write_bytes(ca.pem)
+    return ca.cert_file
+
+
+def dynsec_available() -> bool:
+    return Path(DYNSEC_PLUGIN).exists() and shutil.which("mosquitto_ctrl") is not None
 
 
 def mosquitto_available() -> bool:
@@ -246,3 +345,84 @@ class ControlPlaneProcess:
     def client(self) -> httpx.Client:
         """An HTTP client acting as the bootstrap admin."""
         return httpx.Client(base_url=self.url, timeout=30, headers=ADMIN_HEADERS, verify=self.verify)
+
+
+# -- devices join the fleet the way production devices do: `edge-agent enroll` with an enrollment token -------------
+
+EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
+
+
+def broker_accepts(broker: Mosquitto, user: str, password: str) -> bool:
+    """Whether the broker answers a CONNECT as `user` with success (a real login, then a clean disconnect)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    answers: list[bool] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"login-probe-{uuid.uuid4().hex[:8]}")
+    client.username_pw_set(user, password)
+    client.on_connect = lambda _c, _u, _f, reason, _p: answers.append(not reason.is_failure)
+    try:
+        client.connect(broker.host, broker.port, keepalive=5)
+        deadline = time.monotonic() + 5
+        while not answers and time.monotonic() < deadline:
+            client.loop(timeout=0.1)
+        client.disconnect()
+    except OSError:
+        return False
+    return bool(answers and answers[0])
+
+
+def enrollment_token(
+    api: httpx.Client, name: str, labels: dict[str, str] | None = None, auto_approve: bool = True, **more: Any
+) -> str:
+    """A new enrollment token (as admin) with preset `labels`; `more`: expires_in_s, max_uses, channel, gpu_class."""
+    body = {"name": name, "labels": labels or {}, "auto_approve": auto_approve, **more}
+    answer = api.post("/v1/enrollment-tokens", json=body, headers=ADMIN_HEADERS)
+    assert answer.status_code == 201, answer.text
+    secret: str = answer.json()["token"]
+    return secret
+
+
+def run_enroll(
+    url: str, token: str | None, config: Path, *args: str, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
+    """`edge-agent enroll --url URL --config CONFIG ARGS...` with the token in the environment (never argv)."""
+    env = python_env() | ({"EDGE_AGENT_ENROLL_TOKEN": token} if token else {})
+    argv = [EDGE_AGENT, "enroll", "--url", url, "--config", str(config), *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def enroll_agent(
+    broker: Mosquitto | None, url: str, token: str, config: Path, device_id: str, *args: str
+) -> dict[str, Any]:
+    """Enroll an agent whose base settings are in `config` (data dir, serving, ...); the identity is merged into it.
+    With `broker`, its password file learns the device's new password (no broker accounts here). Returns the
+    config as written."""
+    import yaml
+
+    done = run_enroll(
+        url, token, config, "--device-id", device_id, "--poll-initial-s", "0.2", "--poll-max-s", "1", *args
+    )
+    assert done.returncode == 0, f"edge-agent enroll exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    written: dict[str, Any] = yaml.safe_load(config.read_text())
+    if broker is not None:
+        broker.add_user(written["mqtt"]["username"], written["mqtt"]["password"])
+    return written
+
+
+def enroll_device(
+    api: httpx.Client,
+    device_id: str,
+    labels: dict[str, str] | None = None,
+    gpu_class: str = "cpu-x86_64",
+    channel: str = "mqtt",
+    hardware: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An operator enrolls a device by hand (`PUT /v1/devices/{id}/enrollment`): for tests whose "device" is a bare
+    MQTT client logged in with the broker's fixed test passwords rather than an agent with a key."""
+    hardware = {"gpu_class": gpu_class, "arch": "x86_64", "cpu_count": 2, "memory_mb": 2048, **(hardware or {})}
+    body = {"channel": channel, "labels": labels or {}, "gpu_class": gpu_class, "hardware": hardware}
+    answer = api.put(f"/v1/devices/{device_id}/enrollment", json=body, headers=ADMIN_HEADERS)
+    assert answer.status_code == 200, answer.text
+    enrolled: dict[str, Any] = answer.json()
+    return enrolled

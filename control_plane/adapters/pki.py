@@ -97,6 +97,7 @@ class CertificateAuthority:
         files = IssuedFiles(where / f"{stem}.pem", where / f"{stem}-key.pem")
         if files.cert.exists() and files.key.exists() and not needs_issuing(files.cert.read_bytes(), wanted, now):
             return files
+        where.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = self._issue(key, wanted, now)
         _write_secret(files.key, _key_pem(key))

@@ -18,13 +18,15 @@ from control_plane.api.audit_trail import AuditTrail
 from control_plane.api.auth import AuthenticateBeforeBody, authorize
 from control_plane.api.body_limits import install_body_limits
 from control_plane.api.container import start_runtime
-from control_plane.api.errors import install_error_handlers
+from control_plane.api.errors import document_error_detail, install_error_handlers
 from control_plane.api.permissions import Access, requirement
 from control_plane.api.routes import (
     audit,
+    broker,
     builders,
     builds,
     devices,
+    enrollment,
     identity,
     models,
     playbook_runs,
@@ -64,6 +66,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         builds,
         builders,
         devices,
+        enrollment,
+        broker,
         rollouts,
         rollout_events,
         training,
@@ -93,5 +97,6 @@ def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
             needed = requirement(method, path)
             operation["security"] = [] if needed is Access.ANONYMOUS else [{"bearer": []}]
             operation["x-permission"] = needed.value if needed is not None else "undeclared"
+    document_error_detail(schema)
     app.openapi_schema = schema
     return schema

@@ -14,9 +14,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from control_plane.adapters.artifacts import ArtifactStore
+from control_plane.adapters.broker_admin import RESPONSE_TOPIC, DynsecAccounts, UnadministeredBroker
 from control_plane.adapters.db.audit_repository import AuditRepository
+from control_plane.adapters.db.broker_account_repository import BrokerAccountRepository
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
+from control_plane.adapters.db.enrollment_repository import EnrollmentRepository
 from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.identity_repository import TokenRepository
 from control_plane.adapters.db.playbook_run_repository import PlaybookRunRepository
@@ -27,21 +30,26 @@ from control_plane.adapters.oidc import OidcVerifier
 from control_plane.adapters.playbook_runner import PlaybookRunner
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.adapters.training_local import LocalTrainingBackend
+from control_plane.domain.broker_identity import BrokerAdmin
+from control_plane.domain.rates import RatePolicy
 from control_plane.services.ansible_push import AnsiblePush
 from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService, QueueSettings
 from control_plane.services.builder_registry import BuilderRegistryService
 from control_plane.services.builds import BuildService
-from control_plane.services.fleet import FleetService
+from control_plane.services.device_access import BrokerProvisioning, DeviceAccessService
+from control_plane.services.enrollment import EnrollmentService, IdentityPolicy
+from control_plane.services.fleet import FleetService, MessageLimits
 from control_plane.services.identity import IdentityService
 from control_plane.services.local_builder import InProcessBuilders, builtin_principal, builtin_registration
 from control_plane.services.playbook_runs import PlaybookRunService
+from control_plane.services.ports import BrokerAccounts
 from control_plane.services.registry import RegistryService
 from control_plane.services.reproof import ReProver
 from control_plane.services.rollout_executor import RolloutExecutor
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
-from control_plane.settings import AnsibleSettings, ServerSettings
+from control_plane.settings import AnsibleSettings, Environment, ServerSettings
 from edge_agent.protocol import Signer, Topics
 from model_builds.capabilities import BuilderInfo, detect_builder
 from model_builds.catalog import load_catalog
@@ -73,11 +81,14 @@ class Runtime:
     identity: IdentityService
     builder_registry: BuilderRegistryService
     audit: AuditService
+    enrollment: EnrollmentService
+    device_access: DeviceAccessService
 
     def close(self) -> None:
         self.builders.stop()
         self.executor.stop()
         self.playbook_runs.shutdown()
+        self.device_access.stop()
         self.link.stop()
         self.training.shutdown()
         self.dispose_database()
@@ -97,7 +108,7 @@ def start_runtime(
     identity = _identity(settings, TokenRepository(engine), clock)
     registry_repo = RegistryRepository(engine)
     build_repo = BuildRepository(engine)
-    fleet_repo = FleetRepository(engine)
+    fleet_repo = FleetRepository(engine, events_kept=settings.device_events_kept)
     artifacts = ArtifactStore(settings.artifacts_dir)
     catalog = load_catalog(*([settings.targets_dir] if settings.targets_dir else []))
     topics = Topics(settings.mqtt.topic_prefix)
@@ -151,9 +162,21 @@ def start_runtime(
     )
     rollout_repo = RolloutRepository(engine)
     fleet = FleetService(
-        fleet_repo, topics, clock, timedelta(seconds=settings.device_offline_after_s), rollouts=rollout_repo
+        fleet_repo,
+        topics,
+        clock,
+        timedelta(seconds=settings.device_offline_after_s),
+        rollouts=rollout_repo,
+        limits=MessageLimits(RatePolicy(settings.device_messages_per_s, settings.device_message_burst)),
     )
     link = MqttLink(settings.mqtt, on_message=fleet.handle_message)
+    device_access = DeviceAccessService(
+        _broker_accounts(settings, link, topics), BrokerAccountRepository(engine), fleet, identity, clock
+    )
+    log.log(_admin_log_level(settings, device_access), "%s", device_access.describe())
+    enrollment = _enrollment(
+        settings, EnrollmentRepository(engine), fleet_repo, identity, signer, clock, device_access.provisioning()
+    )
     offline_after = timedelta(seconds=settings.device_offline_after_s)
     playbook_runner = PlaybookRunner(_ansible_settings(settings, signer), settings.playbook_runs_dir, clock)
     playbook_runs = PlaybookRunService(
@@ -187,7 +210,12 @@ def start_runtime(
         offline_after,
         push,
     )
-    link.set_connected_hook(rollouts.republish_all)
+
+    def on_broker_connected() -> None:
+        device_access.reconcile_soon()  # first: it may pin the control plane's own client (a reconnect follows)
+        rollouts.republish_all()
+
+    link.set_connected_hook(on_broker_connected)
     # The executor runs rollouts on (and only on) its own thread; reports (over MQTT or handed back by a playbook),
     # telemetry and push results wake it.
     executor = RolloutExecutor(rollouts)
@@ -209,6 +237,7 @@ def start_runtime(
     failed = training.recover()
     if failed:
         log.warning("marked %d training job(s) failed: %s", failed, "control plane restarted during the job")
+    device_access.start()
     link.start()
     builders.start()
     executor.start()
@@ -229,6 +258,8 @@ def start_runtime(
         identity,
         builder_registry,
         AuditService(AuditRepository(engine), clock),
+        enrollment=enrollment,
+        device_access=device_access,
     )
 
 
@@ -244,6 +275,46 @@ def _identity(settings: ServerSettings, tokens: TokenRepository, clock: Callable
             "first start: wrote an admin token to %s (mode 0600); `edgectl login` takes it", "data_dir/admin-token"
         )
     return identity
+
+
+def _enrollment(
+    settings: ServerSettings,
+    store: EnrollmentRepository,
+    fleet: FleetRepository,
+    identity: IdentityService,
+    signer: Signer,
+    clock: Callable[[], datetime],
+    broker: BrokerProvisioning | None,
+) -> EnrollmentService:
+    """Devices enroll with an enrollment token and get their identity (docs/security.md, Devices). The broker
+    password an approved device receives is given to the broker through `broker` (the per-device broker accounts
+    of issue 9, item 6) when there is one; without it whoever runs the broker provisions it."""
+    policy = IdentityPolicy(
+        control_plane_public_key=signer.public_key_b64,
+        mqtt_host=settings.enrollment.broker_host or settings.mqtt.host,
+        mqtt_port=settings.enrollment.broker_port or settings.mqtt.port,
+        topic_prefix=settings.mqtt.topic_prefix,
+        retry_after_s=settings.enrollment.retry_after_s,
+    )
+    return EnrollmentService(store, fleet, identity, policy, clock, broker=broker)
+
+
+def _broker_accounts(settings: ServerSettings, link: MqttLink, topics: Topics) -> BrokerAccounts:
+    """The dynamic-security plugin, reached through the control plane's own MQTT link, or nobody (mqtt.admin)."""
+    mqtt = settings.mqtt
+    if mqtt.admin is not BrokerAdmin.DYNSEC or mqtt.username is None:
+        return UnadministeredBroker()
+    accounts = DynsecAccounts(
+        link, topics, mqtt.username, mqtt.client_id, mqtt.admin_timeout_s, mqtt.admin_keep_clients
+    )
+    link.route(RESPONSE_TOPIC, accounts.on_response)
+    return accounts
+
+
+def _admin_log_level(settings: ServerSettings, access: DeviceAccessService) -> int:
+    """An unadministered broker in production is worth a warning: revoking a device does not reach it."""
+    unadministered = access.admin is BrokerAdmin.NONE
+    return logging.WARNING if unadministered and settings.environment is Environment.PRODUCTION else logging.INFO
 
 
 def write_secret_file(path: Path, text: str) -> None:

@@ -13,6 +13,8 @@ from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.builder_registry import BuilderRegistryService
 from control_plane.services.builds import BuildService
+from control_plane.services.device_access import DeviceAccessService
+from control_plane.services.enrollment import EnrollmentService
 from control_plane.services.fleet import FleetService
 from control_plane.services.identity import IdentityService
 from control_plane.services.playbook_runs import PlaybookRunService
@@ -62,8 +64,16 @@ def _identity(request: Request) -> IdentityService:
     return get_runtime(request).identity
 
 
+def _enrollment(request: Request) -> EnrollmentService:
+    return get_runtime(request).enrollment
+
+
 def _audit(request: Request) -> AuditService:
     return get_runtime(request).audit
+
+
+def _device_access(request: Request) -> DeviceAccessService:
+    return get_runtime(request).device_access
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -78,3 +88,5 @@ PlaybookRunsDep = Annotated[PlaybookRunService, Depends(_playbook_runs)]
 IdentityDep = Annotated[IdentityService, Depends(_identity)]
 PrincipalDep = Annotated[Principal, Depends(principal_of)]
 AuditDep = Annotated[AuditService, Depends(_audit)]
+EnrollmentDep = Annotated[EnrollmentService, Depends(_enrollment)]
+DeviceAccessDep = Annotated[DeviceAccessService, Depends(_device_access)]

@@ -4,6 +4,8 @@
 is refused (fail closed), and tests/unit/control_plane/test_permissions.py fails on any route of the app without
 an entry. Only health and the signing public key are anonymous: an agent must be able to pin the key, and a load
 balancer to probe health, before either holds a credential. `AUTHENTICATED` is for "who am I": any valid identity.
+`ENROLLMENT` is for `POST /v1/enroll` alone: an enrollment token, or a device's own token (to rotate its key),
+authenticated by `EnrollmentService.authenticate` before the (small) body is read.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from control_plane.domain.identity import Permission
 class Access(str, Enum):
     ANONYMOUS = "anonymous"
     AUTHENTICATED = "authenticated"
+    ENROLLMENT = "enrollment"
 
 
 Requirement = Permission | Access
@@ -60,6 +63,20 @@ PERMISSIONS: dict[tuple[str, str], Requirement] = {
     ("GET", "/v1/devices/{device_id}/events"): R,
     ("PUT", "/v1/devices/{device_id}/enrollment"): Permission.FLEET_WRITE,
     ("DELETE", "/v1/devices/{device_id}"): Permission.FLEET_WRITE,
+    ("PUT", "/v1/devices/{device_id}/labels"): Permission.FLEET_WRITE,
+    # enrollment: operators hand out enrollment tokens and decide on requests; devices ask with a token
+    ("POST", "/v1/enrollment-tokens"): Permission.FLEET_WRITE,
+    ("GET", "/v1/enrollment-tokens"): Permission.FLEET_WRITE,
+    ("POST", "/v1/enrollment-tokens/{token_id}/revoke"): Permission.FLEET_WRITE,
+    ("GET", "/v1/enrollments"): R,
+    ("POST", "/v1/devices/{device_id}/approve"): Permission.FLEET_WRITE,
+    ("POST", "/v1/devices/{device_id}/deny"): Permission.FLEET_WRITE,
+    ("POST", "/v1/enroll"): Access.ENROLLMENT,
+    # broker access (docs/security.md, Broker identity)
+    ("POST", "/v1/devices/{device_id}/broker-credentials"): Permission.FLEET_WRITE,
+    ("POST", "/v1/devices/{device_id}/revoke"): Permission.FLEET_WRITE,
+    ("GET", "/v1/broker"): R,
+    ("POST", "/v1/broker/reconcile"): Permission.FLEET_WRITE,
     # rollouts
     ("POST", "/v1/rollouts"): Permission.ROLLOUT_WRITE,
     ("GET", "/v1/rollouts"): R,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from control_plane.domain.bounds import INT32_MAX
 from control_plane.domain.builds import BuildView
-from control_plane.domain.fleet import DeliveryFailure, DeviceEventRecord, DeviceView, Presence
+from control_plane.domain.fleet import DeliveryFailure, DeviceEventRecord, DeviceView, EventSource, Presence
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.registry import BuilderRecord, BuildStatus, Model, ModelVersion, TensorInfo
 from control_plane.domain.rollout_plan import (
@@ -383,6 +383,7 @@ class DeviceEventOut(_Out):
     version: int | None
     reason: str | None
     at: datetime
+    source: EventSource = Field(description="device: what the device sent; control-plane: what was recorded about it.")
 
     @classmethod
     def of(cls, e: DeviceEventRecord) -> DeviceEventOut:
@@ -394,6 +395,7 @@ class DeviceEventOut(_Out):
             version=e.version,
             reason=e.reason,
             at=e.at,
+            source=e.source,
         )
 
 

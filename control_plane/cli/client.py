@@ -249,6 +249,27 @@ class ApiClient:
     def forget_device(self, device_id: str) -> None:
         self.request("DELETE", f"/v1/devices/{device_id}")
 
+    def set_labels(self, device_id: str, labels: dict[str, str]) -> Any:
+        return self.request("PUT", f"/v1/devices/{device_id}/labels", json={"labels": labels}).json()
+
+    def create_enrollment_token(self, body: dict[str, Any]) -> Any:
+        return self.post("/v1/enrollment-tokens", body)
+
+    def enrollment_tokens(self) -> Any:
+        return self.get("/v1/enrollment-tokens")
+
+    def revoke_enrollment_token(self, token_id: str) -> Any:
+        return self.post(f"/v1/enrollment-tokens/{token_id}/revoke", {})
+
+    def enrollments(self, status: str | None = None) -> Any:
+        return self.get("/v1/enrollments", status=status)
+
+    def approve_device(self, device_id: str) -> Any:
+        return self.post(f"/v1/devices/{device_id}/approve", {})
+
+    def deny_device(self, device_id: str, reason: str | None = None) -> Any:
+        return self.post(f"/v1/devices/{device_id}/deny", {"reason": reason})
+
     def create_playbook_run(self, body: dict[str, Any]) -> Any:
         return self.post("/v1/playbook-runs", body)
 

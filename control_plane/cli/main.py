@@ -17,10 +17,12 @@ from control_plane.cli.client import DEFAULT_URL, CliError
 from control_plane.cli.commands import (
     audit,
     auth,
+    broker,
     builders,
     builds,
     certs,
     devices,
+    enrollment,
     info,
     models,
     playbooks,
@@ -97,7 +99,9 @@ server.register(app)
 models.register(app)
 builds.register(app)
 builders.register(app)
+broker.register(app)
 devices.register(app)
+enrollment.register(app)
 rollouts.register(app)
 training.register(app)
 playbooks.register(app)

@@ -352,6 +352,7 @@ def events_view(data: Any) -> RenderableType:
     rows: list[list[RenderableType]] = [
         [
             cell(e.get("at")),
+            cell(e.get("source")),
             cell(e.get("generation")),
             status_text(e.get("step")),
             cell(e.get("model")),
@@ -360,7 +361,8 @@ def events_view(data: Any) -> RenderableType:
         ]
         for e in data
     ]
-    return table("events (newest first)", ["at", "generation", "step", "model", "version", "reason"], rows)
+    columns = ["at", "from", "generation", "step", "model", "version", "reason"]
+    return table("events (newest first)", columns, rows)
 
 
 def rollouts_view(data: Any) -> RenderableType:
@@ -489,8 +491,68 @@ def token_created_view(data: Any) -> RenderableType:
     return Group(shown, Text("token (shown once, store it now): ", style="bold") + Text(cell(data.get("token"))))
 
 
+def broker_credential_view(data: Any) -> RenderableType:
+    shown = record("broker credentials", data, ["device_id", "username", "client_id"])
+    password = Text("password (shown once, put it in the agent's mqtt.password now): ", style="bold")
+    return Group(shown, password + Text(cell(data.get("password"))))
+
+
+def revocation_view(data: Any) -> RenderableType:
+    broker = {"dynsec": "client deleted, disconnected", "none": "not administered here: not told"}
+    shown = dict(data) | {"broker": broker.get(str(data.get("broker")), data.get("broker"))}
+    return record(f"revoked {data.get('device_id')}", shown, ["broker", "tokens_revoked"])
+
+
+def broker_view(data: Any) -> RenderableType:
+    last = data.get("last_reconcile") or {}
+    shown = {
+        "admin": data.get("admin"),
+        "last reconcile": data.get("last_reconcile_at"),
+        "last error": data.get("last_error"),
+    }
+    return Group(record("broker accounts", shown), reconcile_view(last) if last else Text(""))
+
+
+def reconcile_view(data: Any) -> RenderableType:
+    if not data.get("administered", True):
+        return Text("the broker is not administered by this control plane (mqtt.admin: none): nothing to reconcile")
+    return record("reconcile", data)
+
+
 def token_view(data: Any) -> RenderableType:
     return record("token", data)
+
+
+_ENROLLMENT_TOKEN_KEYS = ["id", "name", "auto_approve", "labels", "channel", "gpu_class", "uses", "max_uses"]
+
+
+def enrollment_tokens_view(data: Any) -> RenderableType:
+    columns = ["id", "name", "auto-approve", "labels", "channel", "gpu class", "uses", "max", "expires", "revoked"]
+    keys = [*_ENROLLMENT_TOKEN_KEYS, "expires_at", "revoked_at"]
+    return table("enrollment tokens", columns, ([cell(t.get(k)) for k in keys] for t in data))
+
+
+def enrollment_token_created_view(data: Any) -> RenderableType:
+    shown = record("enrollment token created", data, [*_ENROLLMENT_TOKEN_KEYS, "expires_at"])
+    secret = Text("token (shown once; give it to `edge-agent enroll --token`): ", style="bold")
+    return Group(shown, secret + Text(cell(data.get("token"))))
+
+
+def enrollment_token_view(data: Any) -> RenderableType:
+    return record("enrollment token", data)
+
+
+def enrollments_view(data: Any) -> RenderableType:
+    columns = ["device", "status", "key", "requested key", "requested", "with token", "gpu class", "decided by"]
+    keys = ["device_id", "status", "key", "requested_key", "requested_at", "requested_with", "gpu_class", "decided_by"]
+    rows: list[list[RenderableType]] = [
+        [status_text(e.get(k)) if k == "status" else cell(e.get(k)) for k in keys] for e in data
+    ]
+    return table("enrollments", columns, rows)
+
+
+def enrollment_view(data: Any) -> RenderableType:
+    return record(f"enrollment of {data.get('device_id')}", data)
 
 
 def audit_view(data: Any) -> RenderableType:

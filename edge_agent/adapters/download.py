@@ -1,6 +1,6 @@
 """Artifact fetching: resumable HTTP(S) downloads with Range, `file://` copies, and a local artifact directory.
 
-The only module that imports httpx. A cut transfer keeps its `.part` file and the next attempt asks for
+Imports httpx (so does `enrollment_client`). A cut transfer keeps its `.part` file and the next attempt asks for
 `Range: bytes=N-`: 206 appends, 200 restarts. Never verifies digests (the core does) and never raises anything
 but FetchError. With `deadline_s` it stops retrying and reading once that many seconds passed since the fetch
 began, so a download abandoned by the core's deadline does not go on writing in the background.

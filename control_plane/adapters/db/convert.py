@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,7 +104,16 @@ def device_from_row(row: DeviceRow) -> Device:
         telemetry=Telemetry.model_validate(row.telemetry) if row.telemetry else None,
         ansible=ansible_from_json(row.ansible),
         delivery_failure=delivery_from_json(row.delivery),
+        issued_builds=issued_from_json(row.issued_builds),
     )
+
+
+def issued_from_json(data: dict[str, Any] | None) -> dict[str, tuple[str, int]]:
+    return {str(build): (str(sent[0]), int(sent[1])) for build, sent in (data or {}).items()}
+
+
+def issued_to_json(issued: Mapping[str, tuple[str, int]]) -> dict[str, Any]:
+    return {build: [model, version] for build, (model, version) in issued.items()}
 
 
 def ansible_to_json(connection: AnsibleConnection | None) -> dict[str, Any] | None:

@@ -141,11 +141,16 @@ class DeviceRow(Base):
     # 0004: how Ansible reaches the device (enrollment), and the latest push that did not reach its agent.
     ansible: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     delivery: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # 0008: builds sent to the device ({build id: [model, version]}, oldest first): what its reports may name.
+    issued_builds: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class EventRow(Base):
     __tablename__ = "device_events"
-    __table_args__ = (Index("ix_device_events_device", "device_id", "id"),)
+    __table_args__ = (
+        Index("ix_device_events_device", "device_id", "id"),
+        Index("ix_device_events_source", "device_id", "source", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"))
@@ -155,6 +160,8 @@ class EventRow(Base):
     version: Mapped[int | None]
     reason: Mapped[str | None] = mapped_column(Text)
     at: Mapped[datetime]
+    # 0008: "device" (trimmed to the newest device_events_kept) or "control-plane" (never trimmed).
+    source: Mapped[str] = mapped_column(String(16), default="device")
 
 
 class RolloutRow(Base):
@@ -315,3 +322,57 @@ class AuditRow(Base):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class EnrollmentTokenRow(Base):
+    """An enrollment token (migration 0008): only the sha256 of the secret is kept."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    max_uses: Mapped[int | None] = mapped_column(nullable=True)
+    uses: Mapped[int]
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    auto_approve: Mapped[bool]
+    labels: Mapped[dict[str, Any]]
+    channel: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    gpu_class: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class DeviceEnrollmentRow(Base):
+    """A device's enrolled key and its latest request (migration 0008). No foreign key to devices: a pending
+    device has no device row yet."""
+
+    __tablename__ = "device_enrollments"
+    __table_args__ = (Index("ix_device_enrollments_status", "request_status"),)
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    artifact_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    request_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    request_hardware: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    request_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class BrokerAccountRow(Base):
+    """A device's broker access (migration 0009): the broker's dynamic-security clients follow the active rows."""
+
+    __tablename__ = "broker_accounts"
+    __table_args__ = (Index("ix_broker_accounts_active", "active"),)
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    active: Mapped[bool]
+    issued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    issued_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -20,7 +20,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from tests.support import EDGECTL, ControlPlaneProcess, Mosquitto, free_port, password_for, python_env, wait_for
+from tests.support import EDGECTL, ControlPlaneProcess, Mosquitto, enroll_agent, free_port, python_env, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -233,30 +233,17 @@ def test_failed_training_shows_its_log_and_exits_1(server: Server, training_code
 def start_agent(
     server: Server, mosquitto: Mosquitto, tmp_path: Path, site: str
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """A real `edge-agent run` (dev-12, label site=SITE) pinned to this control plane's key."""
-    public_key = ok_json(server, "keys")["public_key"]  # type: ignore[index]
-    token = ok_json(server, "tokens", "create", "agent-dev-12", "--role", "device", "--device", "dev-12")
+    """A real `edge-agent run` (device cli-SITE, label site=SITE), enrolled the operator's way: `edgectl
+    enrollment-tokens create --label site=SITE --auto-approve`, then `edge-agent enroll` on the device."""
+    created = ok_json(
+        server, "enrollment-tokens", "create", f"cli-{site}", "--label", f"site={site}", "--auto-approve",
+        "--max-uses", "1", "--expires-in", "10m",
+    )  # fmt: skip
     serving_port = free_port()
     config = tmp_path / "agent.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "device_id": "dev-12",
-                "labels": {"site": site},
-                "data_dir": str(tmp_path / "agent-data"),
-                "control_plane_public_key": public_key,
-                "telemetry_interval_s": 1,
-                "mqtt": {
-                    "host": mosquitto.host,
-                    "port": mosquitto.port,
-                    "username": "dev-12",
-                    "password": password_for("dev-12"),
-                },
-                "serving": {"host": "127.0.0.1", "port": serving_port},
-                "control_plane_token": token["token"],  # type: ignore[index]
-            }
-        )
-    )
+    base = {"data_dir": str(tmp_path / "agent-data"), "telemetry_interval_s": 1}
+    config.write_text(json.dumps(base | {"serving": {"host": "127.0.0.1", "port": serving_port}}))
+    enroll_agent(mosquitto, server.url, created["token"], config, f"cli-{site}")  # type: ignore[index]
     log = tmp_path / "agent.log"
     with log.open("wb") as out:
         agent = subprocess.Popen(
@@ -293,7 +280,7 @@ def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
     agent, serving_port, log = start_agent(server, mosquitto, tmp_path, "cli-wait")
     try:
         devices = wait_for(
-            lambda: ok_json(server, "devices", "list", "--selector", "site=cli-wait"), what="dev-12 to enroll"
+            lambda: ok_json(server, "devices", "list", "--selector", "site=cli-wait"), what="the agent to enroll"
         )
         gpu_class = devices[0]["gpu_class"]  # type: ignore[index]
         ok_json(server, "models", "push", "wait-model", str(tiny_model(tmp_path / "m.onnx")))
@@ -304,7 +291,7 @@ def test_rollout_create_wait_follows_a_real_agent_until_it_serves(
             "--wait", "--timeout", "60",
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr + log.read_text()[-2000:]
-        assert "dev-12" in result.stdout
+        assert "cli-cli-wait" in result.stdout
         assert "activated" in result.stdout
 
         answer = httpx.post(
@@ -325,7 +312,7 @@ def test_operator_pauses_then_aborts_a_canary_and_watch_reports_the_rollback(
     agent, serving_port, log = start_agent(server, mosquitto, tmp_path, "cli-stage")
     try:
         devices = wait_for(
-            lambda: ok_json(server, "devices", "list", "--selector", "site=cli-stage"), what="dev-12 to enroll"
+            lambda: ok_json(server, "devices", "list", "--selector", "site=cli-stage"), what="the agent to enroll"
         )
         gpu_class = devices[0]["gpu_class"]  # type: ignore[index]
         for version in (1, 2):

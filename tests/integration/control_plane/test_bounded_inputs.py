@@ -30,7 +30,7 @@ from tests.integration.control_plane.conftest import (
     start_server,
 )
 from tests.integration.control_plane.helpers import deployable, reported, wait_build
-from tests.support import Mosquitto, wait_for
+from tests.support import Mosquitto, enroll_device, wait_for
 from tests.unit.control_plane.onnx_models import linear_model, linear_samples, npz_bytes
 from tests.unit.model_builds.hostile_files import endless_loop_model, memory_hog_model, zip_bomb
 
@@ -324,9 +324,10 @@ def test_after_the_refusals_the_devices_are_free_for_a_real_rollout(
 @pytest.fixture(scope="module")
 def numbers_device(bounded: RunningServer, own_broker: Mosquitto) -> Iterator[str]:
     deployable(bounded.http, "numbers")
+    enroll_device(bounded.http, "dev-1", labels={"site": "numbers"})
     device: DeviceClient = connect_device(own_broker, "dev-1")
     device.send(MessageKind.REPORTED, reported("dev-1", labels={"site": "numbers"}))
-    wait_for(lambda: bounded.http.get("/v1/devices/dev-1").status_code == 200, what="dev-1 known")
+    wait_for(lambda: bounded.http.get("/v1/devices/dev-1").json()["reported"], what="dev-1 reported")
     yield "dev-1"
     device.client.disconnect()
     device.client.loop_stop()

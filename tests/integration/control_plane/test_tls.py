@@ -25,6 +25,7 @@ from tests.support import (
     EDGECTL,
     ControlPlaneProcess,
     Mosquitto,
+    enroll_device,
     free_port,
     mint_token,
     mosquitto_available,
@@ -137,6 +138,7 @@ def test_the_broker_speaks_only_tls(world: TlsWorld) -> None:
 def test_an_agent_pinning_the_ca_installs_and_serves_over_tls(world: TlsWorld, tmp_path: Path) -> None:
     with world.control_plane.client() as api:
         public_key = api.get("/v1/keys/signing").json()["public_key"]
+        enroll_device(api, "dev-11", labels={"site": "tls"})  # only enrolled devices' reports are taken
         config = write_config(
             tmp_path / "agent.yaml",
             tmp_path / "data",
@@ -151,7 +153,7 @@ def test_an_agent_pinning_the_ca_installs_and_serves_over_tls(world: TlsWorld, t
         )  # fmt: skip
         agent = AgentProcess(config, tmp_path / "agent.log").start()
         try:
-            wait_for(lambda: api.get("/v1/devices/dev-11").status_code == 200, timeout=30, what="dev-11 over TLS")
+            wait_for(lambda: api.get("/v1/devices/dev-11").json()["reported"], timeout=30, what="dev-11 over TLS")
             push_and_build(api, "tls-model", linear(1), inputs_only())
             body = {"model": "tls-model", "version": 1, "selector": {"labels": {"site": "tls"}}}
             assert api.post("/v1/rollouts", json=body).status_code == 201

@@ -25,7 +25,15 @@ from tests.integration.rollouts.fleet import (
     wait_phase,
 )
 from tests.integration.rollouts.models import inputs_only, linear, push_and_build
-from tests.support import ControlPlaneProcess, Mosquitto, mosquitto_available, wait_for
+from tests.support import (
+    ControlPlaneProcess,
+    DynsecMosquitto,
+    Mosquitto,
+    dynsec_available,
+    issue_test_pki,
+    mosquitto_available,
+    wait_for,
+)
 
 DEVICE_IDS = ("dev-1", "dev-2", "dev-3")
 
@@ -61,9 +69,12 @@ class Fleet:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if not mosquitto_available():
-        pytest.skip("mosquitto is not installed")
-    own = Mosquitto(workdir=tmp_path / "broker")
+    """Mosquitto as production runs it: TLS only, with a certificate from the control plane's CA, and accounts in
+    the dynamic-security plugin that the control plane administers (one client and role per enrolled device)."""
+    if not (mosquitto_available() and dynsec_available()):
+        pytest.fail("mosquitto with its dynamic-security plugin is needed (.ci/run installs Debian's mosquitto)")
+    issue_test_pki(tmp_path / "cp-data", tmp_path / "broker-certs")
+    own = DynsecMosquitto(workdir=tmp_path / "broker", tls_dir=tmp_path / "broker-certs")
     own.start()
     try:
         yield own
@@ -97,14 +108,22 @@ def bring_up(
     agent_overrides: dict[str, Any],
     public_url: str | None = None,
     port: int | None = None,
+    https: bool = True,
 ) -> Fleet:
-    """Control plane + 3 agents, v1 built and rolled out to every device (all at once) and served."""
-    control_plane = ControlPlaneProcess(broker, workdir / "cp-data", public_url=public_url)
+    """Control plane + 3 agents, v1 built and rolled out to every device (all at once) and served.
+
+    Everything is verified against the control plane's CA: MQTT over TLS, and the REST API and artifact downloads
+    over HTTPS unless `https` is off (a test whose proxy must read the HTTP it forwards)."""
+    ca = workdir / "cp-data" / "pki" / "ca.pem"
+    mqtt = {"EDGE_CP_MQTT__TLS_CA_FILE": str(ca), "EDGE_CP_MQTT__ADMIN": "dynsec"}
+    control_plane = ControlPlaneProcess(
+        broker, workdir / "cp-data", public_url=public_url, ca_file=ca if https else None, extra_env=mqtt
+    )
     if port is not None:
         control_plane.port = port
     control_plane.start()
     api = control_plane.client()
-    agents = start_agents(broker, api, workdir / "agents", **agent_overrides)
+    agents = start_agents(broker, api, workdir / "agents", mqtt_ca=ca, api_ca=ca if https else None, **agent_overrides)
     fleet = Fleet(broker, control_plane, agents, api)
     try:
         wait_for(

@@ -2,7 +2,8 @@
 
 - `ControlPlaneProcess`: `edgectl server` as a subprocess on a data dir, killable with SIGKILL and restartable on
   the same data dir and port (what `kill -9` and a supervisor restart do to a production control plane);
-- `start_agents`: real `edge-agent run` processes (dev-1..dev-N) on a private broker, own data dirs and ports;
+- `start_agents`: real `edge-agent run` processes (dev-1..dev-N) on a private broker, own data dirs and ports, each
+  enrolled first with `edge-agent enroll` and an auto-approving enrollment token that presets its labels;
 - `LoadGenerator`: a bounded number of KServe v2 requests from a few threads, recording every answer's version
   and every failure;
 - `CuttableProxy`: a loopback TCP proxy, throttled, that can drop every connection it carries and refuse new ones
@@ -24,10 +25,11 @@ from typing import Any
 
 import httpx
 import numpy as np
+import yaml
 
 from tests.integration.agent.harness import AgentProcess
 from tests.integration.rollouts.models import FEATURES
-from tests.support import Mosquitto, free_port, mint_token, password_for, wait_for
+from tests.support import DynsecMosquitto, Mosquitto, enroll_agent, enrollment_token, free_port, wait_for
 from tests.unit.agent.builders import write_config
 
 
@@ -49,31 +51,36 @@ def start_agents(
     api: httpx.Client,
     workdir: Path,
     specs: tuple[AgentSpec, ...] = DEFAULT_AGENTS,
+    mqtt_ca: Path | None = None,
+    api_ca: Path | None = None,
     **overrides: Any,
 ) -> dict[str, AgentProcess]:
-    """One real agent process per spec, each with its own data dir, serving port and device token (the control
-    plane `api` talks to mints it), pinning that control plane's signing key."""
+    """One real agent process per spec, each with its own data dir and serving port, enrolled as production devices
+    are: `edge-agent enroll` with an auto-approving enrollment token presetting its labels (one token per label set)
+    gives it its identity (broker credentials, the pinned signing key, its artifact credential). `mqtt_ca`: the
+    broker speaks TLS with a certificate from that CA; `api_ca`: the control plane speaks HTTPS with one (enrollment
+    and downloads verify it). A broker with dynamic security gets the device's account from the control plane; a
+    password-file broker learns it from the test. `overrides` are agent settings added after enrollment."""
     public_key = api.get("/v1/keys/signing").json()["public_key"]
+    tokens: dict[tuple[tuple[str, str], ...], str] = {}
     agents: dict[str, AgentProcess] = {}
     for spec in specs:
+        labels = tuple(sorted(spec.labels.items()))
+        if labels not in tokens:
+            tokens[labels] = enrollment_token(api, f"agents-{len(tokens)}", labels=spec.labels)
         home = workdir / spec.device_id
         home.mkdir(parents=True, exist_ok=True)
+        serving = {"host": "127.0.0.1", "port": free_port()}
+        tls = {"mqtt": {"tls_ca_file": str(mqtt_ca)}} if mqtt_ca else {}
         config = write_config(
-            home / "agent.yaml",
-            home / "data",
-            public_key,
-            device_id=spec.device_id,
-            labels=spec.labels,
-            mqtt={
-                "host": broker.host,
-                "port": broker.port,
-                "username": spec.device_id,
-                "password": password_for(spec.device_id),
-            },
-            serving={"host": "127.0.0.1", "port": free_port()},
-            control_plane_token=mint_token(api, "device", f"agent-{spec.device_id}", spec.device_id),
-            **overrides,
+            home / "agent.yaml", home / "data", public_key, labels=spec.labels, serving=serving, **tls
         )
+        accounts = None if isinstance(broker, DynsecMosquitto) else broker
+        verify = ("--ca-file", str(api_ca)) if api_ca else ()
+        enroll_agent(accounts, str(api.base_url), tokens[labels], config, spec.device_id, *verify)
+        if overrides:
+            written = yaml.safe_load(config.read_text())
+            config.write_text(yaml.safe_dump(written | overrides))
         agents[spec.device_id] = AgentProcess(config, home / "agent.log").start()
     return agents
 

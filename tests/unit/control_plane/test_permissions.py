@@ -61,13 +61,15 @@ def test_only_health_and_the_signing_key_are_anonymous() -> None:
 
 
 def test_nothing_that_changes_state_is_a_read() -> None:
-    """Every operation other than GET needs a permission that changes something (never READ, never anonymous)."""
+    """Every operation other than GET needs a permission that changes something (never READ, never anonymous);
+    the one exception is a device enrolling, which needs an enrollment token or its own device token."""
     loose = sorted(
         op
         for op, needed in PERMISSIONS.items()
         if op[0] != "GET" and (isinstance(needed, Access) or needed not in WRITES)
     )
-    assert loose == []
+    assert loose == [("POST", "/v1/enroll")]
+    assert [op for op, needed in PERMISSIONS.items() if needed is Access.ENROLLMENT] == [("POST", "/v1/enroll")]
 
 
 def test_the_openapi_document_declares_the_bearer_scheme_on_each_operation() -> None:
