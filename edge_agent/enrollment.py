@@ -160,6 +160,10 @@ def write_identity(options: EnrollOptions, existing: dict[str, Any], identity: D
         mqtt["host"] = identity.mqtt_host
     if identity.mqtt_port is not None:
         mqtt["port"] = identity.mqtt_port
+    if identity.broker_ca_pem is not None:  # the broker speaks TLS: verify it against the CA it chains to
+        broker_ca = options.config_path.parent / "broker-ca.pem"
+        broker_ca.write_text(identity.broker_ca_pem)
+        mqtt["tls_ca_file"] = str(broker_ca.resolve())
     config.update(
         device_id=identity.device_id,
         control_plane_url=options.url.rstrip("/"),

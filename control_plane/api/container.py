@@ -295,6 +295,7 @@ def _enrollment(
         mqtt_port=settings.enrollment.broker_port or settings.mqtt.port,
         topic_prefix=settings.mqtt.topic_prefix,
         retry_after_s=settings.enrollment.retry_after_s,
+        broker_ca_pem=settings.mqtt.tls_ca_file.read_text() if settings.mqtt.tls_ca_file else None,
     )
     return EnrollmentService(store, fleet, identity, policy, clock, broker=broker)
 

@@ -86,6 +86,7 @@ class IdentityPolicy:
     mqtt_port: int | None = None
     topic_prefix: str = "edge"
     retry_after_s: float = RETRY_AFTER_S
+    broker_ca_pem: str | None = None  # what the control plane verifies the broker with: the device needs the same
 
 
 class EnrollmentService:
@@ -366,6 +367,7 @@ class EnrollmentService:
             topic_prefix=p.topic_prefix,
             control_plane_public_key=p.control_plane_public_key,
             control_plane_token=secret,
+            broker_ca_pem=p.broker_ca_pem,
         )
 
     def _retire_credentials(self, record: DeviceEnrollment) -> None:

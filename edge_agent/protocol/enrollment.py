@@ -109,6 +109,11 @@ class DeviceIdentity(_Wire):
     topic_prefix: str = Field(default="edge", min_length=1, max_length=128)
     control_plane_public_key: str = Field(min_length=44, max_length=44, description="The key to pin.")
     control_plane_token: str = Field(min_length=16, max_length=256, description="The device's artifact credential.")
+    broker_ca_pem: str | None = Field(
+        default=None,
+        max_length=32_768,
+        description="The CA (PEM) the broker's TLS certificate chains to; None when the broker speaks plain MQTT.",
+    )
 
 
 class EnrollAnswer(_Wire):

@@ -123,7 +123,7 @@ def bring_up(
         control_plane.port = port
     control_plane.start()
     api = control_plane.client()
-    agents = start_agents(broker, api, workdir / "agents", mqtt_ca=ca, api_ca=ca if https else None, **agent_overrides)
+    agents = start_agents(broker, api, workdir / "agents", api_ca=ca if https else None, **agent_overrides)
     fleet = Fleet(broker, control_plane, agents, api)
     try:
         wait_for(

@@ -51,14 +51,13 @@ def start_agents(
     api: httpx.Client,
     workdir: Path,
     specs: tuple[AgentSpec, ...] = DEFAULT_AGENTS,
-    mqtt_ca: Path | None = None,
     api_ca: Path | None = None,
     **overrides: Any,
 ) -> dict[str, AgentProcess]:
     """One real agent process per spec, each with its own data dir and serving port, enrolled as production devices
     are: `edge-agent enroll` with an auto-approving enrollment token presetting its labels (one token per label set)
-    gives it its identity (broker credentials, the pinned signing key, its artifact credential). `mqtt_ca`: the
-    broker speaks TLS with a certificate from that CA; `api_ca`: the control plane speaks HTTPS with one (enrollment
+    gives it its identity (broker credentials and the CA the broker's certificate chains to, the pinned signing key,
+    its artifact credential). `api_ca`: the control plane speaks HTTPS with a certificate from that CA (enrollment
     and downloads verify it). A broker with dynamic security gets the device's account from the control plane; a
     password-file broker learns it from the test. `overrides` are agent settings added after enrollment."""
     public_key = api.get("/v1/keys/signing").json()["public_key"]
@@ -71,10 +70,7 @@ def start_agents(
         home = workdir / spec.device_id
         home.mkdir(parents=True, exist_ok=True)
         serving = {"host": "127.0.0.1", "port": free_port()}
-        tls = {"mqtt": {"tls_ca_file": str(mqtt_ca)}} if mqtt_ca else {}
-        config = write_config(
-            home / "agent.yaml", home / "data", public_key, labels=spec.labels, serving=serving, **tls
-        )
+        config = write_config(home / "agent.yaml", home / "data", public_key, labels=spec.labels, serving=serving)
         accounts = None if isinstance(broker, DynsecMosquitto) else broker
         verify = ("--ca-file", str(api_ca)) if api_ca else ()
         enroll_agent(accounts, str(api.base_url), tokens[labels], config, spec.device_id, *verify)

@@ -210,3 +210,16 @@ def test_an_enrollment_request_carries_a_real_key_and_a_signature_over_what_it_s
         Verifier(key.public_key_b64).verify(moved.signed_bytes(), moved.signature)
     with pytest.raises(ValidationError):
         EnrollRequest.model_validate(request.model_dump() | {"public_key": "A" * 44})
+
+
+def test_an_identity_for_a_tls_broker_makes_the_agent_verify_the_broker_against_its_ca(home: Path) -> None:
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+    approved = EnrollAnswer(
+        status=EnrollmentStatus.APPROVED,
+        device_id="dev-1",
+        message="approved",
+        identity=identity().model_copy(update={"broker_ca_pem": ca}),
+    )
+    enrollment(home, ScriptedControlPlane([approved]), VirtualTime()).run()
+    written = yaml.safe_load((home / "agent.yaml").read_text())
+    assert Path(written["mqtt"]["tls_ca_file"]).read_text() == ca
