@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from edge_agent.core.deadlines import Deadlines
-from edge_agent.protocol.signing import SignatureError, Verifier
+from edge_agent.protocol.signing import valid_public_key
 from edge_agent.protocol.topics import validate_device_id
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.yaml")
@@ -169,11 +169,7 @@ class AgentConfig(BaseSettings):
     @field_validator("control_plane_public_key")
     @classmethod
     def _public_key(cls, value: str) -> str:
-        try:
-            Verifier(value)
-        except SignatureError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return valid_public_key(value)
 
     @classmethod
     def settings_customise_sources(

@@ -17,7 +17,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.protocol.messages import HardwareFacts, Name
-from edge_agent.protocol.signing import SignatureError, Signer, Verifier, canonical_json
+from edge_agent.protocol.signing import Signer, canonical_json, valid_public_key
 
 ENROLL_PATH = "/v1/enroll"
 ENROLLMENT_TOKEN_PREFIX = "enroll_"  # noqa: S105 (marks enrollment tokens apart from API tokens; not a secret)
@@ -49,11 +49,7 @@ class EnrollRequest(_Wire):
     @field_validator("public_key")
     @classmethod
     def _key(cls, value: str) -> str:
-        try:
-            Verifier(value)
-        except SignatureError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return valid_public_key(value)
 
     @field_validator("signature", "previous_signature")
     @classmethod

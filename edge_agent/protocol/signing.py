@@ -62,6 +62,13 @@ class Signer:
         return SignedDesiredState(document=text, signature=self.sign(text.encode()), key_id=self.key_id)
 
 
+def valid_public_key(value: str) -> str:
+    """`value` when it is a base64 raw ed25519 public key; else SignatureError (a ValueError, so a pydantic validator
+    can return this directly)."""
+    Verifier(value)
+    return value
+
+
 class Verifier:
     def __init__(self, public_key_b64: str) -> None:
         try:
