@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from control_plane.adapters.private_files import write_private
 
 CA_LIFETIME = timedelta(days=3650)
 SERVER_LIFETIME = timedelta(days=397)  # the CA/Browser Forum's ceiling for a server certificate
@@ -78,7 +79,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        _write_secret(self.key_file, _key_pem(key))
+        write_private(self.key_file, _key_pem(key))
         self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
     @property
@@ -100,7 +101,7 @@ class CertificateAuthority:
         where.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = self._issue(key, wanted, now)
-        _write_secret(files.key, _key_pem(key))
+        write_private(files.key, _key_pem(key))
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM) + self.pem)
         return files
 
@@ -146,13 +147,3 @@ def _key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    """Write `data` readable by this user only, never for a moment by others."""
-    partial = path.with_name(path.name + ".tmp")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    partial.replace(path)

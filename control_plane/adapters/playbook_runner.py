@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from control_plane.adapters.private_files import write_private
 from control_plane.domain.errors import Unavailable
 from control_plane.domain.playbook_vars import DeclarationError, VarSpec, parse_declarations
 from control_plane.domain.playbooks import (
@@ -371,9 +372,9 @@ class PlaybookRunner:
             (run_dir / sub).mkdir(mode=0o700, exist_ok=True)
         inventory = run_dir / "inventory" / "hosts.yml"
         hosts = {host: unsafe_vars(variables) for host, variables in job.hosts.items()}
-        _write_private(inventory, unsafe_yaml(build_inventory(hosts, self._settings.vars)))  # may carry credentials
+        write_private(inventory, unsafe_yaml(build_inventory(hosts, self._settings.vars)))  # may carry credentials
         if job.extra_vars:
-            _write_private(run_dir / "env" / "extravars", unsafe_yaml(unsafe_vars(job.extra_vars)))
+            write_private(run_dir / "env" / "extravars", unsafe_yaml(unsafe_vars(job.extra_vars)))
         return inventory
 
     def _envvars(self, run_dir: Path) -> dict[str, str]:
@@ -404,11 +405,3 @@ class PlaybookRunner:
         for old in dirs[self._settings.keep_runs :]:
             if old.name not in active:
                 shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to a file only its owner can read, created so from the start (no window at the umask's mode)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    path.chmod(0o600)

@@ -5,9 +5,9 @@ It never logs or returns the private key material; only the Signer leaves this m
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from control_plane.adapters.private_files import write_private
 from edge_agent.protocol import Signer
 
 
@@ -16,7 +16,5 @@ def load_or_create_signer(path: Path) -> Signer:
         return Signer.from_pem(path.read_bytes())
     path.parent.mkdir(parents=True, exist_ok=True)
     signer = Signer.generate()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(signer.to_pem())
+    write_private(path, signer.to_pem())
     return signer

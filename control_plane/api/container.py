@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from control_plane.adapters.artifacts import ArtifactStore
 from control_plane.adapters.broker_admin import RESPONSE_TOPIC, DynsecAccounts, UnadministeredBroker
@@ -28,6 +26,7 @@ from control_plane.adapters.db.rollout_repository import RolloutRepository
 from control_plane.adapters.mqtt import MqttLink
 from control_plane.adapters.oidc import OidcVerifier
 from control_plane.adapters.playbook_runner import PlaybookRunner
+from control_plane.adapters.private_files import write_private
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.adapters.training_local import LocalTrainingBackend
 from control_plane.domain.broker_identity import BrokerAdmin
@@ -270,7 +269,7 @@ def _identity(settings: ServerSettings, tokens: TokenRepository, clock: Callable
     given = settings.bootstrap_token.get_secret_value() if settings.bootstrap_token else None
     created = identity.bootstrap(given)
     if created is not None:
-        write_secret_file(settings.admin_token_file, created + "\n")
+        write_private(settings.admin_token_file, created + "\n")
         log.warning(
             "first start: wrote an admin token to %s (mode 0600); `edgectl login` takes it", "data_dir/admin-token"
         )
@@ -316,14 +315,6 @@ def _admin_log_level(settings: ServerSettings, access: DeviceAccessService) -> i
     """An unadministered broker in production is worth a warning: revoking a device does not reach it."""
     unadministered = access.admin is BrokerAdmin.NONE
     return logging.WARNING if unadministered and settings.environment is Environment.PRODUCTION else logging.INFO
-
-
-def write_secret_file(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by this user only, never for a moment by others."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
 
 
 def _ansible_settings(settings: ServerSettings, signer: Signer) -> AnsibleSettings:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from control_plane.adapters.private_files import write_private
 from control_plane.cli.client import DEFAULT_URL, CliError
 
 
@@ -64,9 +65,4 @@ def save_config(path: Path, url: str, token: str | None, ca_file: Path | None = 
     """Write url, token and CA file readable by this user only (never, even for a moment, by others)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     data = {"url": url} | ({"token": token} if token else {}) | ({"ca_file": str(ca_file.resolve())} if ca_file else {})
-    partial = path.with_name(path.name + ".tmp")
-    partial.unlink(missing_ok=True)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        yaml.safe_dump(data, out)
-    partial.replace(path)
+    write_private(path, yaml.safe_dump(data))
