@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import onnx
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds import fp16, onnx_build, ort_quantize, ort_runtime, ort_sandbox, tensorrt_plan
 from model_builds.capabilities import tensorrt_importable
 from model_builds.errors import BuildError
 from model_builds.hardware import HostHardware
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.onnx_model import Arrays, ModelSignature
 
 if TYPE_CHECKING:

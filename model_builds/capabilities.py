@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.hardware import HostHardware, detect_host
-from model_builds.kinds import ONNX_KINDS, ArtifactKind
+from model_builds.kinds import ONNX_KINDS
 
 
 class _HasSpec(Protocol):

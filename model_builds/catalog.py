@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from model_builds.kinds import ArtifactKind, Precision
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 
 __all__ = ["ArtifactKind", "Catalog", "CatalogError", "DeviceType", "Precision", "TargetSpec", "load_catalog"]
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds import ort_runtime
 from model_builds.build_steps import build_artifact, candidate_providers
 from model_builds.errors import BuildError
 from model_builds.hardware import HostHardware, detect_host
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.onnx_model import Arrays, InvalidModel, ModelSignature, load_npz, split_samples
 from model_builds.ort_sandbox import (
     EvalLimits,

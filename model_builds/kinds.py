@@ -1,26 +1,12 @@
-"""The names every part of the build toolchain shares: artifact kinds and numeric precisions.
+"""What the build toolchain knows of each artifact kind: its natural precision and the precisions it builds at.
 
-It exists so the catalog, the planner, the builders and the control plane spell a kind one way. It must never
-import anything heavier than the standard library.
+The words themselves (ArtifactKind, Precision) live in the wire contract, edge_agent/protocol/vocabulary.py, and are
+imported from there. It must never import anything heavier than the standard library.
 """
 
 from __future__ import annotations
 
-from enum import Enum
-
-
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
-
-
-class ArtifactKind(str, Enum):
-    ONNX = "onnx"
-    ONNX_FP16 = "onnx-fp16"
-    ONNX_INT8_QDQ = "onnx-int8-qdq"
-    TENSORRT_PLAN = "tensorrt-plan"
-
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 
 # The precision a kind has when none is asked for, and the precisions it can be built at.
 NATURAL_PRECISION: dict[ArtifactKind, Precision] = {

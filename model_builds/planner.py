@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import Catalog, CatalogError, TargetSpec
-from model_builds.kinds import KIND_PRECISIONS, NATURAL_PRECISION, ArtifactKind, Precision
+from model_builds.kinds import KIND_PRECISIONS, NATURAL_PRECISION
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ TensorRT release is never loaded by another. Pure; it must never look at the hos
 
 from __future__ import annotations
 
+from edge_agent.protocol.vocabulary import Precision
 from model_builds.catalog import TargetSpec
-from model_builds.kinds import Precision
 
 TENSORRT_EP = "TensorrtExecutionProvider"
 

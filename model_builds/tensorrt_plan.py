@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from model_builds.kinds import Precision
+from edge_agent.protocol.vocabulary import Precision
 from model_builds.planner import BuildOptions, ProfileShape
 
 EP_CONTEXT_OP = "EPContext"

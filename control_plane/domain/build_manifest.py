@@ -13,7 +13,7 @@ from typing import Any
 
 from control_plane.domain.errors import InvalidInput
 from control_plane.domain.registry import Build, ModelVersion
-from model_builds.kinds import ArtifactKind
+from edge_agent.protocol.vocabulary import ArtifactKind
 
 
 @dataclass(frozen=True)

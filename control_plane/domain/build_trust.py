@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import Enum
 
 from control_plane.domain.registry import Build, BuildStatus
-from model_builds.kinds import ArtifactKind
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.reports import ParityReport
 
 # The kinds the control plane runs on its own CPU onnxruntime (QDQ included: the CPU EP runs it).

@@ -53,8 +53,8 @@ from control_plane.domain.registry import Build, BuilderRecord, BuildStatus, Mod
 from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
 from control_plane.services.reproof import ReProver
 from edge_agent.protocol import Signer, canonical_json
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.capabilities import BuilderInfo
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.planner import BuildSpec, Tolerances
 from model_builds.reports import ParityReport, judge
 

@@ -20,8 +20,8 @@ from control_plane.domain.identity import Principal
 from control_plane.domain.registry import Build, BuildStatus, ModelVersion
 from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import Catalog, CatalogError, TargetSpec
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.planner import BuildOptions, BuildSpec, Skipped, build_key, plan_builds
 
 

@@ -17,8 +17,8 @@ from edge_agent.protocol import (
     RuntimeOptions,
     SelfTestSpec,
 )
+from edge_agent.protocol.vocabulary import Precision
 from model_builds.catalog import Catalog
-from model_builds.kinds import Precision
 from model_builds.planner import Tolerances
 
 

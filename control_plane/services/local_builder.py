@@ -23,9 +23,9 @@ from control_plane.domain.errors import NotFound
 from control_plane.domain.identity import Principal, Role
 from control_plane.services.build_queue import BuildQueueService, LeaseLost
 from control_plane.services.ports import Artifacts
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.capabilities import BuilderInfo
 from model_builds.execute import BuildProduct, BuildTask, EvalLimits, RemoteFile, execute
-from model_builds.kinds import ArtifactKind
 from model_builds.worker import run_builder
 
 log = logging.getLogger(__name__)

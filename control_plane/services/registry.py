@@ -22,7 +22,7 @@ from control_plane.domain.errors import InvalidInput, NotFound, TooLarge
 from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
 from control_plane.services.ports import Artifacts, Clock, RegistryStore
 from edge_agent.protocol.messages import Name
-from model_builds.kinds import Precision
+from edge_agent.protocol.vocabulary import Precision
 from model_builds.npz import NpzLimits
 from model_builds.onnx_model import (
     Arrays,

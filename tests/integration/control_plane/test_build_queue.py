@@ -30,9 +30,9 @@ from control_plane.services.local_builder import builtin_principal
 from control_plane.services.registry import RegistryService
 from control_plane.services.reproof import ReProver
 from edge_agent.protocol import Verifier, canonical_json
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.capabilities import BuilderInfo
 from model_builds.catalog import load_catalog
-from model_builds.kinds import ArtifactKind
 from model_builds.ort_sandbox import run_bounded
 from tests.unit.control_plane.onnx_models import linear_model, linear_samples
 

@@ -19,9 +19,10 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, File, Form, Request, Response, UploadFile
 
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.capabilities import BuilderInfo
 from model_builds.execute import RemoteFile
-from model_builds.kinds import ONNX_KINDS, ArtifactKind
+from model_builds.kinds import ONNX_KINDS
 from model_builds.remote_queue import HttpBuildQueue, QueueError
 from model_builds.worker import run_once
 from tests.support import free_port, port_open, wait_for

@@ -11,9 +11,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.capabilities import tensorrt_importable
 from model_builds.execute import execute, this_host
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.tensorrt_plan import plan_bytes
 from tests.unit.model_builds.models import convnet, write
 from tests.unit.model_builds.test_builds import task_for

@@ -10,10 +10,11 @@ import numpy as np
 import onnx
 import pytest
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds import ort_runtime
 from model_builds.execute import BuildError, BuildProduct, BuildTask, RemoteFile, execute
 from model_builds.hardware import HostHardware
-from model_builds.kinds import NATURAL_PRECISION, ArtifactKind, Precision
+from model_builds.kinds import NATURAL_PRECISION
 from model_builds.onnx_model import load_npz
 from model_builds.planner import BuildOptions, BuildSpec, Tolerances, default_tolerances
 from model_builds.reports import parity

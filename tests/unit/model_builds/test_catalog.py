@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import CatalogError, DeviceType, load_catalog
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.providers import resolve_provider_options
 
 GPU = """\

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.capabilities import BuilderInfo, builder_info, detect_builder
 from model_builds.hardware import NVIDIA_SMI_QUERY, HostHardware, detect_host, jetpack_for_l4t, parse_tegra_release
-from model_builds.kinds import ONNX_KINDS, ArtifactKind, Precision
+from model_builds.kinds import ONNX_KINDS
 from model_builds.planner import BuildSpec
 
 # Recorded real outputs (nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader; Jetson files).

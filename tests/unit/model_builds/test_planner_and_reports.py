@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import CatalogError, load_catalog
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.planner import (
     BuildOptions,
     BuildSpec,

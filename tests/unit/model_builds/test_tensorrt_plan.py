@@ -8,9 +8,9 @@ from pathlib import Path
 import onnx
 import pytest
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.build_steps import plan_refusal
 from model_builds.hardware import HostHardware
-from model_builds.kinds import ArtifactKind, Precision
 from model_builds.planner import BuildOptions, ProfileShape
 from model_builds.tensorrt_plan import (
     PlanError,

@@ -11,9 +11,10 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.capabilities import BuilderInfo
 from model_builds.execute import BuildProduct, BuildTask, RemoteFile
-from model_builds.kinds import ONNX_KINDS, ArtifactKind
+from model_builds.kinds import ONNX_KINDS
 from model_builds.worker import run_builder, run_once
 from tests.unit.model_builds.models import mlp, write
 from tests.unit.model_builds.test_builds import task_for
