@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edge_agent.core.deadlines import Deadlines
 from edge_agent.protocol.signing import valid_public_key
 from edge_agent.protocol.topics import validate_device_id
+from edge_agent.protocol.validation import describe_error
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.yaml")
 
@@ -213,9 +214,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _describe(exc: ValidationError, path: Path | None) -> str:
     where = f"in {path}" if path else "in the environment"
     lines = [f"invalid agent configuration {where}:"]
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
-        lines.append(f"  {key}: {error.get('msg', 'invalid')}")
+    lines.extend(f"  {describe_error(error)}" for error in exc.errors())
     return "\n".join(lines)
 
 

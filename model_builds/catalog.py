@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_agent.protocol.validation import describe_error
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 
 __all__ = ["ArtifactKind", "Catalog", "CatalogError", "DeviceType", "Precision", "TargetSpec", "load_catalog"]
@@ -202,9 +203,8 @@ def load_target_file(path: Path) -> TargetSpec:
         spec = TargetSpec.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = tuple(first.get("loc", ()))
-        where = ".".join(str(p) for p in loc) or "(root)"
-        raise CatalogError(f"{path}:{_node_line(root, loc)}: {where}: {first.get('msg', 'invalid')}") from exc
+        line = _node_line(root, tuple(first.get("loc", ())))
+        raise CatalogError(f"{path}:{line}: {describe_error(first)}") from exc
     if spec.name != path.stem:
         line = _node_line(root, ("name",))
         raise CatalogError(f"{path}:{line}: name {spec.name!r} must equal the file name {path.stem!r}")

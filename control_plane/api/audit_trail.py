@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.domain.audit import ANONYMOUS, AuditEntry, accepted_request_id, is_audited
 from control_plane.domain.identity import Principal
+from edge_agent.protocol.validation import REQUEST_PARTS, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -141,5 +142,4 @@ def error_detail(body: bytes) -> str | None:
 def _validation_item(item: Any) -> str:
     if not isinstance(item, dict):
         return "invalid"
-    loc = ".".join(str(part) for part in item.get("loc", []) if part not in ("body", "query", "path"))
-    return f"{loc or '(request)'}: {item.get('msg', 'invalid')}"
+    return describe_error(item, skip=REQUEST_PARTS, root="(request)")

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from edge_agent.protocol.validation import REQUEST_PARTS, describe_error
+
 ProgressCallback = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -72,11 +74,7 @@ def format_detail(payload: Any) -> str:
 def _format_validation_item(item: Any) -> str:
     if not isinstance(item, dict):
         return str(item)
-    loc = [str(part) for part in item.get("loc", [])]
-    if loc and loc[0] in ("body", "query", "path"):
-        loc = loc[1:]
-    field = ".".join(loc) or "(request)"
-    return f"{field}: {item.get('msg', 'invalid')}"
+    return describe_error(item, skip=REQUEST_PARTS, root="(request)")
 
 
 class ApiClient:

@@ -18,6 +18,7 @@ from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.selectors import Selector, parse_selector
 from control_plane.domain.training import TrainingJobSpec
 from control_plane.domain.training_paths import DATA, ENTRYPOINT, relative_path
+from edge_agent.protocol.validation import error_location
 
 
 class SpecError(CliError):
@@ -90,11 +91,7 @@ def _read_yaml_mapping(path: Path) -> dict[str, Any]:
 
 
 def _field_errors(exc: ValidationError) -> list[str]:
-    out = []
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
-        out.append(f"field `{field}`: {error.get('msg', 'invalid')}")
-    return out
+    return [f"field `{error_location(error)}`: {error.get('msg', 'invalid')}" for error in exc.errors()]
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -22,6 +22,7 @@ from control_plane.domain.errors import InvalidInput, NotFound, TooLarge
 from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
 from control_plane.services.ports import Artifacts, Clock, RegistryStore
 from edge_agent.protocol.messages import Name
+from edge_agent.protocol.validation import describe_error
 from edge_agent.protocol.vocabulary import Precision
 from model_builds.npz import NpzLimits
 from model_builds.onnx_model import (
@@ -95,9 +96,7 @@ def parse_metadata(text: str | None) -> UploadMetadata:
     try:
         return UploadMetadata.model_validate_json(text)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "(root)"
-        raise InvalidInput(f"metadata is not valid: {where}: {first.get('msg')}") from exc
+        raise InvalidInput(f"metadata is not valid: {describe_error(exc.errors()[0])}") from exc
 
 
 class RegistryService:

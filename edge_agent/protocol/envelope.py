@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.protocol.validation import describe_error
+
 PROTOCOL_VERSION = 1
 MAX_PAYLOAD_BYTES = 1_048_576
 
@@ -81,7 +83,5 @@ def _first_error(exc: ValidationError) -> str:
     errors = exc.errors()
     if not errors:
         return str(exc)
-    first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "(root)"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{where}: {first.get('msg', 'invalid')}{more}"
+    return f"{describe_error(errors[0])}{more}"

@@ -25,6 +25,7 @@ from edge_agent.core.errors import InferenceInputError, RunnerError
 from edge_agent.core.serving_table import LoadedModel, ServedModel, ServingTable
 from edge_agent.core.telemetry import RequestWindow
 from edge_agent.core.tensors import V2_DTYPES, TensorSpec, v2_datatype
+from edge_agent.protocol.validation import describe_error
 
 PLATFORM = "onnxruntime"
 MAX_ELEMENTS = 16_000_000
@@ -59,8 +60,9 @@ def create_app(table: ServingTable, window: RequestWindow, clock: Callable[[], f
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return JSONResponse({"error": f"invalid request: {where}: {first.get('msg', 'invalid')}"}, status_code=400)
+        return JSONResponse(
+            {"error": f"invalid request: {describe_error(first, skip=('body',), root='body')}"}, status_code=400
+        )
 
     @app.exception_handler(BadRequest)
     async def _bad(_request: Request, exc: BadRequest) -> JSONResponse:
