@@ -29,12 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.build_steps import calibration_feeds
-from model_builds.execute import BuildTask, RemoteFile, execute
+from model_builds.execute import execute
 from model_builds.hardware import HostHardware
 from model_builds.kinds import NATURAL_PRECISION
 from model_builds.onnx_model import save_npz
 from model_builds.ort_quantize import FeedsReader
-from model_builds.planner import BuildOptions, BuildSpec, default_tolerances
+from model_builds.protocol import BuildOptions, BuildSpec, BuildTask, RemoteFile, default_tolerances
 
 KINDS = (ArtifactKind.ONNX, ArtifactKind.ONNX_FP16, ArtifactKind.ONNX_INT8_QDQ)
 HOST = HostHardware(gpu_class="cpu-x86_64", arch="x86_64", gpu_present=False)

@@ -2,22 +2,33 @@
 
 There is no module-level settings instance. Every setting can come from a YAML file
 (`edgectl server --config FILE`) or from environment variables with the prefix
-`EDGE_CP_` (nested with `__`, e.g. `EDGE_CP_MQTT__PORT=1883`). Environment wins over the file.
+`EDGE_CP_` (nested with `__`, e.g. `EDGE_CP_MQTT__PORT=1883`). Environment wins over the file, flags over both;
+pydantic-settings merges them (its YAML source reads the file). Secrets are `SecretStr`: nothing here may print
+or log their values, and each is unwrapped only where it is handed to a library.
 """
 
 from __future__ import annotations
 
+import errno
+from contextvars import ContextVar
 from enum import Enum
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 from control_plane.domain.broker_identity import BrokerAdmin
 from control_plane.domain.identity import HUMAN_ROLES, Role
+from edge_agent.protocol.vocabulary import MqttProtocol
 
 
 class Environment(str, Enum):
@@ -25,17 +36,11 @@ class Environment(str, Enum):
     PRODUCTION = "production"
 
 
-class MqttProtocol(str, Enum):
-    AUTO = "auto"  # MQTT 5 where the broker offers it, else 3.1.1
-    V311 = "3.1.1"
-    V5 = "5"
-
-
 class MqttSettings(BaseModel):
     host: str = Field(default="127.0.0.1", description="Broker host name or address.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
     username: str | None = Field(default=None, description="MQTT user name of the control plane.")
-    password: str | None = Field(default=None, description="MQTT password of the control plane.")
+    password: SecretStr | None = Field(default=None, description="MQTT password of the control plane.")
     topic_prefix: str = Field(
         default="edge",
         pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$",
@@ -288,7 +293,8 @@ class ServerSettings(BaseSettings):
     def _no_dev_secrets_in_production(self) -> ServerSettings:
         if self.environment is not Environment.PRODUCTION:
             return self
-        if self.mqtt.password in (None, "", "changeme"):
+        password = self.mqtt.password.get_secret_value() if self.mqtt.password is not None else None
+        if password in (None, "", "changeme"):
             raise ValueError("production needs mqtt.password set (EDGE_CP_MQTT__PASSWORD)")
         if not self.tls.enabled:
             raise ValueError("production refuses plain HTTP: set tls.enabled (EDGE_CP_TLS__ENABLED=true)")
@@ -349,23 +355,49 @@ class ServerSettings(BaseSettings):
 
     @classmethod
     def load(cls, config_file: Path | None = None, **overrides: Any) -> ServerSettings:
-        """File values, then environment, then explicit overrides (CLI flags)."""
-        file_values: dict[str, Any] = {}
-        if config_file is not None:
-            loaded = yaml.safe_load(config_file.read_text())
-            if loaded is not None and not isinstance(loaded, dict):
-                raise ValueError(f"{config_file}: expected a mapping of settings at the top level")
-            file_values = loaded or {}
-        env_values = cls().model_dump(exclude_unset=True)  # environment only
-        merged = _deep_merge(_deep_merge(file_values, env_values), overrides)
-        return cls.model_validate(merged)
+        """File values, then environment, then explicit overrides (CLI flags); each merged into the one below it
+        setting by setting (`EDGE_CP_MQTT__PORT` changes the file's mqtt.port and keeps its mqtt.host)."""
+        if config_file is not None and not config_file.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such settings file", str(config_file))
+        reading = _SETTINGS_FILE.set(config_file)
+        try:
+            return cls(**overrides)
+        finally:
+            _SETTINGS_FILE.reset(reading)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first: explicit values (the CLI's flags), the environment, then the file `load` was given.
+        settings_file = _SettingsFile(settings_cls, _SETTINGS_FILE.get())
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, settings_file
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+# The file a `load` call reads, for that call only: pydantic-settings asks the class, not the call, for its sources.
+_SETTINGS_FILE: ContextVar[Path | None] = ContextVar("settings_file", default=None)
+
+
+class _SettingsFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, reading the file itself to refuse one that is not YAML or not a mapping of
+    settings (the library takes any empty value for an empty file)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls, yaml_file=path)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            with file_path.open(encoding="utf-8") as stream:
+                loaded = yaml.safe_load(stream)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{file_path}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            return {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{file_path}: expected a mapping of settings at the top level")
+        return loaded

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from edge_agent.protocol import HardwareFacts
 
 if TYPE_CHECKING:
-    from model_builds.capabilities import BuilderInfo
+    from model_builds.protocol import BuilderInfo
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 30.0

@@ -93,15 +93,17 @@ def apply(
     _logging("warning")
     from edge_agent.adapters.lockfile import apply_lock
     from edge_agent.core.errors import AgentError
+    from edge_agent.core.reconcile import DecisionKind
     from edge_agent.daemon import build_core, detect, parse_desired
     from edge_agent.protocol import ProtocolError
+    from edge_agent.protocol.vocabulary import Channel
 
     try:
         signed = parse_desired(desired.read_bytes())
     except (OSError, ProtocolError) as exc:
         typer.echo(f"error: cannot use desired-state file {desired}: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
-    core = build_core(settings, detect(settings), "ansible", artifact_dir=artifact_dir)
+    core = build_core(settings, detect(settings), Channel.ANSIBLE, artifact_dir=artifact_dir)
     try:
         with apply_lock(settings.data_dir, timeout_s=lock_timeout_s):
             core.recover(load_models=False)
@@ -114,7 +116,7 @@ def apply(
     # A generation that failed before is skipped by the agent (ok, nothing to do) but is still not applied: for
     # a push it is a failure, so that re-running a playbook with a refused document fails the host again.
     ok = result.ok and core.state.applied_generation >= result.generation
-    changed = ok and result.outcome.value == "apply"
+    changed = ok and result.outcome is DecisionKind.APPLY
     if as_json:
         reported = core.reported(from_journal=True).model_dump(mode="json")
         summary = {"ok": ok, "changed": changed, "generation": result.generation, "reason": result.reason}
@@ -230,7 +232,7 @@ def status(
 ) -> None:
     """Print the journal: applied generation, active and previous models, the last apply."""
     from edge_agent.core.errors import JournalError
-    from edge_agent.core.journal import Journal
+    from edge_agent.core.journal_file import Journal
 
     settings = _config(config)
     try:

@@ -1,36 +1,35 @@
 """The agent's settings: one YAML file plus `EDGE_AGENT_*` environment variables (nested with `__`).
 
 Built once in `main` (the CLI) and passed down; there is no module-level settings object, so many agent cores
-can live in one process. Every setting carries a description: `edge-agent config-help` prints them.
+can live in one process. Every setting carries a description: `edge-agent config-help` prints them (never a
+secret's value: secrets are `SecretStr`, unwrapped only where they are handed to a library).
+pydantic-settings reads the file (its YAML source) and the environment, which wins over the file setting by setting.
 A bad file or value becomes a `ConfigError` with the reason, never a traceback.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from enum import Enum
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 from edge_agent.core.deadlines import Deadlines
 from edge_agent.protocol.signing import valid_public_key
 from edge_agent.protocol.topics import validate_device_id
 from edge_agent.protocol.validation import describe_error
+from edge_agent.protocol.vocabulary import MqttProtocol
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.yaml")
 
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the text says which setting and why."""
-
-
-class MqttProtocol(str, Enum):
-    AUTO = "auto"
-    V311 = "3.1.1"
-    V5 = "5"
 
 
 class MqttSettings(BaseModel):
@@ -181,34 +180,55 @@ class AgentConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's values arrive as init values; the environment overrides them (deployment tooling
-        # sets secrets through the environment without rewriting the file).
-        return env_settings, init_settings
+        # Highest first. The environment overrides the file (deployment tooling sets secrets through the environment
+        # without rewriting the file), and also values given in code, as it always has.
+        return env_settings, init_settings, _ConfigFile(settings_cls, _CONFIG_FILE.get())
+
+
+# The file a `load_config` call reads, for that call only: pydantic-settings asks the class for its sources.
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("agent_config_file", default=None)
+
+
+class _ConfigFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, reading the file itself to refuse with a `ConfigError` one that cannot be
+    read, is not YAML, or does not hold a mapping of settings (the library takes any empty value for an empty file)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls, yaml_file=path)
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            with file_path.open(encoding="utf-8") as stream:
+                loaded = yaml.safe_load(stream)
+        except OSError as exc:
+            raise ConfigError(_unreadable(file_path, exc)) from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {file_path} is not valid YAML: {exc}") from exc
+        if loaded is None:
+            return {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {file_path} must hold a mapping of settings, not {type(loaded).__name__}")
+        return loaded
 
 
 def load_config(path: Path | None) -> AgentConfig:
     """Settings from `path` (may be None: environment only), or ConfigError with a readable reason."""
-    data: dict[str, Any] = {}
     if path is not None:
-        data = _read_yaml(path)
+        try:  # the YAML source skips a file it cannot find; one the operator named must be there
+            path.open("rb").close()
+        except OSError as exc:
+            raise ConfigError(_unreadable(path, exc)) from exc
+    reading = _CONFIG_FILE.set(path)
     try:
-        return AgentConfig(**data)
+        return AgentConfig()
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from exc
+    finally:
+        _CONFIG_FILE.reset(reading)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings, not {type(loaded).__name__}")
-    return loaded
+def _unreadable(path: Path | Traversable, exc: OSError) -> str:
+    return f"cannot read config file {path}: {exc.strerror or exc}"
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

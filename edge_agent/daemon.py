@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,12 +25,17 @@ from edge_agent.adapters.download import HttpFetcher
 from edge_agent.adapters.hardware import Detected, detect_hardware
 from edge_agent.adapters.host_metrics import HostMetrics
 from edge_agent.adapters.lockfile import apply_lock
-from edge_agent.adapters.mqtt_link import LastWill, MqttLink
+from edge_agent.adapters.mqtt_link import MqttLink
+from edge_agent.adapters.mqtt_session import LastWill
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory, available_providers, runtime_version
 from edge_agent.builder import BuilderThread
 from edge_agent.config import AgentConfig
-from edge_agent.core.agent import AgentCore, AgentIdentity
+from edge_agent.core.agent import AgentCore
+from edge_agent.core.context import AgentIdentity
 from edge_agent.core.errors import LockBusyError
+from edge_agent.core.journal_file import Journal
+from edge_agent.core.ports import AgentPorts, ChangeSink, EventSink, drop_event, ignore_change
+from edge_agent.core.store import Store
 from edge_agent.core.telemetry import RequestWindow
 from edge_agent.protocol import (
     DeviceEvent,
@@ -45,6 +50,7 @@ from edge_agent.protocol import (
     open_envelope,
     seal,
 )
+from edge_agent.protocol.vocabulary import Channel
 from edge_agent.serving.app import create_app
 
 log = logging.getLogger(__name__)
@@ -62,11 +68,13 @@ def detect(config: AgentConfig) -> Detected:
 def build_core(
     config: AgentConfig,
     detected: Detected,
-    channel: str,
-    on_event: Callable[[DeviceEvent], None] | None = None,
-    on_change: Callable[[], None] | None = None,
+    channel: Channel,
+    on_event: EventSink = drop_event,
+    on_change: ChangeSink = ignore_change,
     artifact_dir: Path | None = None,
 ) -> AgentCore:
+    """The core with its real ports: the data directory's journal and slots, HTTP (or `artifact_dir`) downloads,
+    onnxruntime runners. The daemon and `edge-agent apply` both build theirs here."""
     identity = AgentIdentity(
         device_id=config.device_id,
         hardware=detected.facts,
@@ -83,17 +91,17 @@ def build_core(
         token=config.control_plane_token.get_secret_value() if config.control_plane_token else None,
         ca_file=config.control_plane_ca_file,
     )
-    return AgentCore(
-        config.data_dir,
-        identity,
-        Verifier(config.control_plane_public_key),
-        fetcher,
-        OnnxRunnerFactory(detected.gpu_present, config.data_dir, detected.facts),
+    ports = AgentPorts(
+        verifier=Verifier(config.control_plane_public_key),
+        fetcher=fetcher,
+        runners=OnnxRunnerFactory(detected.gpu_present, config.data_dir, detected.facts),
+        journal=Journal(config.data_dir),
+        store=Store(config.data_dir),
         clock=utcnow,
         on_event=on_event,
         on_change=on_change,
-        deadlines=config.deadlines.to_core(),
     )
+    return AgentCore(identity, ports, deadlines=config.deadlines.to_core())
 
 
 def parse_desired(payload: bytes) -> SignedDesiredState:
@@ -174,7 +182,7 @@ class Daemon:
         self.device_id = config.device_id
         self.window = RequestWindow(config.telemetry_interval_s)
         detected = detect(config)
-        self.core = build_core(config, detected, "mqtt", self._publish_event, self._publish_reported)
+        self.core = build_core(config, detected, Channel.MQTT, self._publish_event, self._publish_reported)
         self.builder = self._builder(config, detected)
         self.worker = ApplyWorker(self.core, config.data_dir)
         self.link = MqttLink(

@@ -12,24 +12,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import onnx
 
-from edge_agent.protocol.vocabulary import ArtifactKind, Precision
-from model_builds import fp16, onnx_build, ort_quantize, ort_runtime, ort_sandbox, tensorrt_plan
+from edge_agent.protocol.vocabulary import GPU_PROVIDERS, ArtifactKind, ExecutionProvider, Precision
+from model_builds import fp16, ort_quantize, ort_runtime, ort_sandbox, tensorrt_plan
 from model_builds.capabilities import tensorrt_importable
 from model_builds.errors import BuildError
 from model_builds.hardware import HostHardware
 from model_builds.onnx_model import Arrays, ModelSignature
-
-if TYPE_CHECKING:
-    from model_builds.execute import BuildTask
+from model_builds.protocol import BuildTask, wire
 
 ARTIFACT_NAME = "artifact.onnx"
+# The portable `onnx` kind: standard-ONNX rewrites only (no contrib ops), so any onnxruntime runs it.
+PORTABLE_LEVEL = ort_runtime.OptimizationLevel.BASIC
 CALIBRATION_CHUNK = 8  # rows per calibration feed: fewer calibrator passes than one row at a time
-TENSORRT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-CPU_PROVIDERS = ("CPUExecutionProvider",)
+TENSORRT_PROVIDERS = tuple(p.value for p in GPU_PROVIDERS)
+CPU_PROVIDERS = (ExecutionProvider.CPU.value,)
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def build_artifact(
     timeout_s, memory_bytes = limits.long_timeout_s, limits.memory_bytes
     try:
         if kind is ArtifactKind.ONNX:
-            progress(f"optimising the graph (ORT_ENABLE_{onnx_build.PORTABLE_LEVEL.name}: standard ONNX ops only)", 0.2)
+            progress(f"optimising the graph (ORT_ENABLE_{PORTABLE_LEVEL.name}: standard ONNX ops only)", 0.2)
             ort_sandbox.optimise_bounded(
-                source, artifact, onnx_build.PORTABLE_LEVEL.value, timeout_s=timeout_s, memory_bytes=memory_bytes
+                source, artifact, PORTABLE_LEVEL.value, timeout_s=timeout_s, memory_bytes=memory_bytes
             )
             onnx.checker.check_model(str(artifact))
         elif kind is ArtifactKind.ONNX_FP16:
@@ -158,5 +158,5 @@ def _build_plan(
     batches = set(latency_batches(signature, inputs))
     for shape in settings.profiles.values():
         batches |= {shape.opt[0], shape.max[0]}
-    profiles = {k: v.as_dict() for k, v in settings.profiles.items()}
+    profiles = {k: wire(v) for k, v in settings.profiles.items()}
     return Built(artifact, tuple(sorted(batches)), {"profiles": profiles, "flags": list(settings.flags_on)})

@@ -10,67 +10,12 @@ from __future__ import annotations
 import importlib.util
 import socket
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.hardware import HostHardware, detect_host
 from model_builds.kinds import ONNX_KINDS
-
-
-class _HasSpec(Protocol):
-    @property
-    def kind(self) -> ArtifactKind: ...
-    @property
-    def compute_capability(self) -> str | None: ...
-    @property
-    def tensorrt_version(self) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class BuilderInfo:
-    builder_id: str
-    hostname: str
-    kinds: tuple[ArtifactKind, ...]
-    gpu_class: str | None = None
-    compute_capability: str | None = None
-    tensorrt_version: str | None = None
-    gpu_name: str | None = None
-    reasons: tuple[str, ...] = ()
-
-    def can_build(self, spec: _HasSpec) -> bool:
-        """The kind is one this host builds; a plan also needs this GPU's compute capability and TensorRT."""
-        if spec.kind not in self.kinds:
-            return False
-        if spec.kind is ArtifactKind.TENSORRT_PLAN:
-            return spec.compute_capability == self.compute_capability and spec.tensorrt_version == self.tensorrt_version
-        return True
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "builder_id": self.builder_id,
-            "hostname": self.hostname,
-            "kinds": [k.value for k in self.kinds],
-            "gpu_class": self.gpu_class,
-            "compute_capability": self.compute_capability,
-            "tensorrt_version": self.tensorrt_version,
-            "gpu_name": self.gpu_name,
-            "reasons": list(self.reasons),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BuilderInfo:
-        return cls(
-            builder_id=str(data["builder_id"]),
-            hostname=str(data.get("hostname") or ""),
-            kinds=tuple(ArtifactKind(k) for k in data.get("kinds") or ()),
-            gpu_class=data.get("gpu_class"),
-            compute_capability=data.get("compute_capability"),
-            tensorrt_version=data.get("tensorrt_version"),
-            gpu_name=data.get("gpu_name"),
-            reasons=tuple(str(r) for r in data.get("reasons") or ()),
-        )
+from model_builds.protocol import BuilderInfo
 
 
 def tensorrt_importable() -> bool:

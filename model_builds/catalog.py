@@ -17,14 +17,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge_agent.protocol.validation import describe_error
-from edge_agent.protocol.vocabulary import ArtifactKind, Precision
-
-__all__ = ["ArtifactKind", "Catalog", "CatalogError", "DeviceType", "Precision", "TargetSpec", "load_catalog"]
+from edge_agent.protocol.vocabulary import GPU_PROVIDERS, ArtifactKind, ExecutionProvider, Precision
 
 BUILTIN_TARGETS_DIR = Path(__file__).parent / "targets"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 _VERSION = r"^\d+(\.\d+){0,3}$"
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 Loc = tuple[str | int, ...]
 
 
@@ -41,7 +38,9 @@ class RuntimeSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     preference: list[ArtifactKind] = Field(min_length=1, description="Artifact kinds, best first.")
-    providers: list[str] = Field(min_length=1, description="ONNX Runtime execution providers, best first.")
+    providers: list[ExecutionProvider] = Field(
+        min_length=1, description="ONNX Runtime execution providers, best first."
+    )
 
 
 class TargetSpec(BaseModel):
@@ -59,7 +58,7 @@ class TargetSpec(BaseModel):
     precisions: list[Precision] = Field(min_length=1)
     kinds: list[ArtifactKind] = Field(default_factory=list, description="Allowed kinds; derived when left out.")
     runtime: RuntimeSpec
-    provider_options: dict[str, dict[str, str]] = Field(default_factory=dict)
+    provider_options: dict[ExecutionProvider, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("compute_capabilities")
     @classmethod
@@ -116,7 +115,7 @@ def contradictions(spec: TargetSpec) -> list[tuple[Loc, str]]:
     if spec.device is DeviceType.GPU and not spec.compute_capabilities:
         found.append((("device",), "a gpu class needs at least one compute capability"))
     if not spec.has_gpu:
-        gpu = [p for p in spec.runtime.providers if p in GPU_PROVIDERS]
+        gpu = [p.value for p in spec.runtime.providers if p in GPU_PROVIDERS]
         if gpu:
             found.append((("runtime", "providers"), f"a class without a GPU cannot use {gpu}"))
         if spec.tensorrt_versions:
@@ -134,9 +133,10 @@ def contradictions(spec: TargetSpec) -> list[tuple[Loc, str]]:
             found.append((("runtime", "preference", i), f"{kind.value} is preferred but not in kinds"))
     for provider, options in spec.provider_options.items():
         if provider not in spec.runtime.providers:
-            found.append((("provider_options", provider), f"options for {provider}, which is not in providers"))
+            reason = f"options for {provider.value}, which is not in providers"
+            found.append((("provider_options", provider.value), reason))
         if options.get("trt_dla_enable", "false").lower() in ("1", "true") and "dla" not in spec.accelerators:
-            found.append((("provider_options", provider), "DLA enabled but the class lists no dla accelerator"))
+            found.append((("provider_options", provider.value), "DLA enabled but the class lists no dla accelerator"))
     return found
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edge_agent.protocol.vocabulary import ArtifactKind, Precision
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds import ort_runtime
 from model_builds.build_steps import build_artifact, candidate_providers
 from model_builds.errors import BuildError
@@ -34,94 +34,10 @@ from model_builds.ort_sandbox import (
     run_and_time_bounded,
     run_bounded,
 )
-from model_builds.planner import BuildOptions, BuildSpec, Tolerances
-from model_builds.reports import LatencyReport, ParityReport, batch_latency, parity
-
-__all__ = ["BuildError", "BuildProduct", "BuildTask", "EvalLimits", "RemoteFile", "execute"]
+from model_builds.protocol import BuildReport, BuildTask, LatencyReport, ParityReport, wire
+from model_builds.reports import batch_latency, parity
 
 Progress = Callable[[str, float | None], None]
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    url: str
-    sha256: str
-    size: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"url": self.url, "sha256": self.sha256, "size": self.size}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RemoteFile:
-        return cls(str(data["url"]), str(data["sha256"]), int(data["size"]))
-
-
-@dataclass(frozen=True)
-class BuildTask:
-    """A claimed build, as the builder protocol carries it (docs/builds.md, `BuildTask`)."""
-
-    build_id: str
-    key: str
-    model: str
-    version: int
-    spec: BuildSpec
-    options: BuildOptions
-    source: RemoteFile
-    samples: RemoteFile
-    calibration: RemoteFile | None
-    tolerances: Tolerances
-    lease_s: float
-
-    @property
-    def kind(self) -> ArtifactKind:
-        return self.spec.kind
-
-    @property
-    def compute_capability(self) -> str | None:
-        return self.spec.compute_capability
-
-    @property
-    def tensorrt_version(self) -> str | None:
-        return self.spec.tensorrt_version
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "build_id": self.build_id,
-            "key": self.key,
-            "model": self.model,
-            "version": self.version,
-            **self.spec.as_dict(),
-            "options": self.options.as_dict(),
-            "source": self.source.as_dict(),
-            "samples": self.samples.as_dict(),
-            "calibration": None if self.calibration is None else self.calibration.as_dict(),
-            "tolerances": self.tolerances.as_dict(),
-            "lease_s": self.lease_s,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> BuildTask:
-        spec = BuildSpec(
-            target=str(data["target"]),
-            kind=ArtifactKind(data["kind"]),
-            precision=Precision(data["precision"]),
-            compute_capability=data.get("compute_capability"),
-            tensorrt_version=data.get("tensorrt_version"),
-        )
-        calibration = data.get("calibration")
-        return cls(
-            build_id=str(data["build_id"]),
-            key=str(data["key"]),
-            model=str(data["model"]),
-            version=int(data["version"]),
-            spec=spec,
-            options=BuildOptions.from_dict(data.get("options")),
-            source=RemoteFile.from_dict(data["source"]),
-            samples=RemoteFile.from_dict(data["samples"]),
-            calibration=None if not calibration else RemoteFile.from_dict(calibration),
-            tolerances=Tolerances.from_dict(data["tolerances"]),
-            lease_s=float(data.get("lease_s") or 60.0),
-        )
 
 
 @dataclass(frozen=True)
@@ -133,15 +49,15 @@ class BuildProduct:
     hardware: dict[str, str | None]
     options: dict[str, Any]
 
-    def report(self) -> dict[str, Any]:
-        """The `report` JSON of the builder protocol's complete call."""
-        return {
-            "parity": self.parity.as_dict(),
-            "latency": self.latency.as_dict(),
-            "toolchain": self.toolchain,
-            "hardware": self.hardware,
-            "build_options": self.options,
-        }
+    def report(self) -> BuildReport:
+        """The `report` of the builder protocol's complete call."""
+        return BuildReport(
+            parity=wire(self.parity),
+            latency=wire(self.latency),
+            toolchain=self.toolchain,
+            hardware=self.hardware,
+            build_options=self.options,
+        )
 
 
 @functools.cache
@@ -247,7 +163,7 @@ def execute(
         latency=latency,
         toolchain=toolchain(host, task.spec.kind),
         hardware=hardware_of(host, task),
-        options=task.options.as_dict() | built.options,
+        options=wire(task.options) | built.options,
     )
 
 

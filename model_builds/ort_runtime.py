@@ -13,6 +13,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from edge_agent.protocol.vocabulary import ExecutionProvider
+
 
 class RuntimeFailure(RuntimeError):
     """ONNX Runtime could not load or run a model; the text is ONNX Runtime's reason."""
@@ -35,7 +37,7 @@ def version() -> str:
 
 Feeds = Mapping[str, npt.NDArray[np.generic]]
 Outputs = dict[str, npt.NDArray[np.generic]]
-CPU = ("CPUExecutionProvider",)
+CPU = (ExecutionProvider.CPU.value,)
 
 
 def available_providers() -> list[str]:

@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge_agent.protocol.vocabulary import ExecutionProvider
 from model_builds.errors import BuildError
 from model_builds.npz import NpzLimits, read_npz
 from model_builds.onnx_model import ModelSignature, TensorSpec
 
-CPU = ("CPUExecutionProvider",)
+CPU = (ExecutionProvider.CPU.value,)
 CPU_ONLY = frozenset(CPU)
 MODEL_NAME = "model.onnx"
 REQUEST = "request.json"

@@ -8,33 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import Catalog, CatalogError, TargetSpec
 from model_builds.kinds import KIND_PRECISIONS, NATURAL_PRECISION
-
-
-@dataclass(frozen=True)
-class BuildSpec:
-    """One artifact to build: the key's hardware half (compute capability, TensorRT) is set for plans only."""
-
-    target: str
-    kind: ArtifactKind
-    precision: Precision
-    compute_capability: str | None = None
-    tensorrt_version: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "kind": self.kind.value,
-            "precision": self.precision.value,
-            "compute_capability": self.compute_capability,
-            "tensorrt_version": self.tensorrt_version,
-        }
+from model_builds.protocol import BuildOptions, BuildSpec, wire
 
 
 @dataclass(frozen=True)
@@ -43,52 +24,6 @@ class Skipped:
     kind: ArtifactKind
     precision: Precision
     reason: str
-
-
-@dataclass(frozen=True)
-class ProfileShape:
-    """A TensorRT optimisation profile for one input: the smallest, typical and largest shapes it serves."""
-
-    min: tuple[int, ...]
-    opt: tuple[int, ...]
-    max: tuple[int, ...]
-
-    def as_dict(self) -> dict[str, list[int]]:
-        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Sequence[int]]) -> ProfileShape:
-        return cls(tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything besides the source and the spec that decides an artifact's bytes (so it is part of the key)."""
-
-    workspace_mb: int = 1024
-    hardware_compatibility_level: str | None = None
-    profiles: Mapping[str, ProfileShape] | None = None
-    calibration_sha256: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        profiles = None if self.profiles is None else {k: v.as_dict() for k, v in sorted(self.profiles.items())}
-        return {
-            "workspace_mb": self.workspace_mb,
-            "hardware_compatibility_level": self.hardware_compatibility_level,
-            "profiles": profiles,
-            "calibration_sha256": self.calibration_sha256,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> BuildOptions:
-        data = data or {}
-        profiles = data.get("profiles")
-        return cls(
-            workspace_mb=int(data.get("workspace_mb") or 1024),
-            hardware_compatibility_level=data.get("hardware_compatibility_level"),
-            profiles=None if not profiles else {k: ProfileShape.from_dict(v) for k, v in profiles.items()},
-            calibration_sha256=data.get("calibration_sha256"),
-        )
 
 
 def canonical_json(value: Any) -> str:
@@ -101,56 +36,12 @@ def build_key(source_sha256: str, spec: BuildSpec, options: BuildOptions) -> str
     Options that cannot change a kind's bytes are left out (an fp32 ONNX build does not depend on the workspace),
     so asking for one with a different workspace still finds the existing build.
     """
-    opts = options.as_dict()
+    opts = wire(options)
     if spec.kind is not ArtifactKind.TENSORRT_PLAN:
         opts = {"calibration_sha256": opts["calibration_sha256"] if spec.precision is Precision.INT8 else None}
     elif spec.precision is not Precision.INT8:
         opts["calibration_sha256"] = None
-    return hashlib.sha256(
-        canonical_json({"source": source_sha256, **spec.as_dict(), "options": opts}).encode()
-    ).hexdigest()
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """What a candidate must meet against the fp32 source; `top1` None means top-1 agreement is not required."""
-
-    atol: float
-    rtol: float
-    cosine: float
-    top1: float | None = None
-
-    def as_dict(self) -> dict[str, float | None]:
-        return {"atol": self.atol, "rtol": self.rtol, "cosine": self.cosine, "top1": self.top1}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Tolerances:
-        top1 = data.get("top1")
-        return cls(
-            float(data["atol"]), float(data["rtol"]), float(data["cosine"]), None if top1 is None else float(top1)
-        )
-
-    @classmethod
-    def from_overrides(cls, precision: Precision, overrides: Mapping[str, Any] | None) -> Tolerances:
-        """The precision's defaults, with a model's `tolerances: {fp16: {atol: ...}}` applied on top."""
-        base = default_tolerances(precision)
-        mine = dict((overrides or {}).get(precision.value) or {})
-        unknown = sorted(set(mine) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown tolerance(s) {unknown} for {precision.value}; known: atol, rtol, cosine, top1")
-        merged: dict[str, Any] = base.as_dict() | {k: (None if v is None else float(v)) for k, v in mine.items()}
-        return cls.from_dict(merged)
-
-
-_DEFAULT_TOLERANCES = {
-    Precision.FP32: Tolerances(atol=1e-4, rtol=1e-3, cosine=0.99999),
-    Precision.FP16: Tolerances(atol=1e-2, rtol=1e-2, cosine=0.999),
-    Precision.INT8: Tolerances(atol=0.25, rtol=0.25, cosine=0.98, top1=0.9),
-}
-
-
-def default_tolerances(precision: Precision) -> Tolerances:
-    return _DEFAULT_TOLERANCES[precision]
+    return hashlib.sha256(canonical_json({"source": source_sha256, **wire(spec), "options": opts}).encode()).hexdigest()
 
 
 @dataclass

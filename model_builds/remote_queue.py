@@ -9,19 +9,19 @@ deleted and refused. It must never decide build outcomes: it carries claims, hea
 
 from __future__ import annotations
 
-import hashlib
-import json
 import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
+from pydantic import ValidationError
 
-from model_builds.capabilities import BuilderInfo
-from model_builds.execute import BuildProduct, BuildTask, RemoteFile
+from edge_agent.protocol.validation import describe_error
+from model_builds.digests import CHUNK, file_digest
+from model_builds.execute import BuildProduct
+from model_builds.protocol import BuilderClaim, BuilderInfo, BuildFailure, BuildHeartbeat, BuildTask, RemoteFile
 
-CHUNK = 1 << 20
 # Answers to a heartbeat that mean "stop working on this build": not found, not yours (lease lost, cancelled),
 # or this builder's token is no longer accepted.
 STOP = frozenset({401, 403, 404, 409})
@@ -29,16 +29,6 @@ STOP = frozenset({401, 403, 404, 409})
 
 class QueueError(RuntimeError):
     """The control plane refused a call or answered something unusable; the text says which and why."""
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 class HttpBuildQueue:
@@ -69,15 +59,16 @@ class HttpBuildQueue:
             raise QueueError(f"POST {path}: {exc}") from exc
 
     def claim(self, info: BuilderInfo) -> BuildTask | None:
-        body = info.as_dict() | {"builder_id": self.builder_id}
-        response = self._post("v1/builders/claim", json=body)
+        claim = BuilderClaim.of(info).model_copy(update={"builder_id": self.builder_id})
+        response = self._post("v1/builders/claim", json=claim.model_dump(mode="json"))
         if response.status_code == 204:
             return None
         _expect(response, "claim")
         try:
-            return BuildTask.from_dict(response.json())
-        except (KeyError, TypeError, ValueError) as exc:
-            raise QueueError(f"claim: the control plane sent an unusable task: {exc}") from exc
+            return BuildTask.model_validate_json(response.content)
+        except ValidationError as exc:
+            why = describe_error(exc.errors()[0])
+            raise QueueError(f"claim: the control plane sent an unusable task: {why}") from exc
 
     def fetch(self, remote: RemoteFile, dest: Path) -> Path:
         """Download `remote` to `dest` (resuming a partial `dest.part`), refusing it unless sha256 and size match."""
@@ -104,26 +95,29 @@ class HttpBuildQueue:
         return dest
 
     def heartbeat(self, build_id: str, message: str | None, progress: float | None) -> bool:
-        body: dict[str, Any] = {"builder_id": self.builder_id}
-        if message is not None:
-            body["message"] = message[:2000]
-        if progress is not None:
-            body["progress"] = min(max(progress, 0.0), 1.0)
+        beat = BuildHeartbeat(
+            builder_id=self.builder_id,
+            message=None if message is None else message[:2000],
+            progress=None if progress is None else min(max(progress, 0.0), 1.0),
+        )
         try:
-            response = self._post(f"v1/builds/{build_id}/heartbeat", json=body)
+            response = self._post(
+                f"v1/builds/{build_id}/heartbeat", json=beat.model_dump(mode="json", exclude_none=True)
+            )
         except QueueError:
             return True  # unreachable for now: keep building; if the lease expires, complete is refused
         return response.status_code not in STOP
 
     def complete(self, build_id: str, product: BuildProduct) -> None:
-        data = {"report": json.dumps(product.report()), "builder_id": self.builder_id}
+        data = {"report": product.report().model_dump_json(), "builder_id": self.builder_id}
         with product.artifact.open("rb") as fh:
             files = {"artifact": (product.artifact.name, fh, "application/octet-stream")}
             response = self._post(f"v1/builds/{build_id}/complete", data=data, files=files)
         _expect(response, "complete")
 
     def fail(self, build_id: str, error: str) -> None:
-        response = self._post(f"v1/builds/{build_id}/fail", json={"builder_id": self.builder_id, "error": error[:4000]})
+        failure = BuildFailure(builder_id=self.builder_id, error=error[:4000] or "the builder gave no reason")
+        response = self._post(f"v1/builds/{build_id}/fail", json=failure.model_dump(mode="json"))
         _expect(response, "fail")
 
 

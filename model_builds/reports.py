@@ -9,69 +9,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import TypeAdapter, ValidationError
 
-from model_builds.planner import Tolerances
+from edge_agent.protocol.validation import describe_error
+from model_builds.protocol import BatchLatency, OutputParity, ParityReport, Tolerances
+
+_OUTPUTS = TypeAdapter(list[OutputParity])
 
 Array = npt.NDArray[np.generic]
-
-
-@dataclass(frozen=True)
-class OutputParity:
-    """Figures for one output. A candidate is within tolerance when max_abs <= atol + rtol * reference_scale."""
-
-    name: str
-    max_abs: float
-    max_rel: float  # max_abs relative to the reference's largest magnitude
-    reference_scale: float
-    cosine: float
-    top1_agreement: float | None  # None when the output has no class axis
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "max_abs": self.max_abs,
-            "max_rel": self.max_rel,
-            "reference_scale": self.reference_scale,
-            "cosine": self.cosine,
-            "top1_agreement": self.top1_agreement,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> OutputParity:
-        top1 = data.get("top1_agreement")
-        return cls(
-            name=str(data["name"]),
-            max_abs=float(data["max_abs"]),
-            max_rel=float(data["max_rel"]),
-            reference_scale=float(data["reference_scale"]),
-            cosine=float(data["cosine"]),
-            top1_agreement=None if top1 is None else float(top1),
-        )
-
-
-@dataclass(frozen=True)
-class ParityReport:
-    outputs: tuple[OutputParity, ...]
-    tolerances: Tolerances
-    passed: bool
-    reasons: tuple[str, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "reasons": list(self.reasons),
-            "tolerances": self.tolerances.as_dict(),
-            "outputs": [o.as_dict() for o in self.outputs],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ParityReport:
-        return judge(data, Tolerances.from_dict(data["tolerances"]))
 
 
 def _figures(name: str, got: Array, want: Array) -> OutputParity:
@@ -118,8 +67,11 @@ def judge(report: Mapping[str, Any], tolerances: Tolerances) -> ParityReport:
             raise TypeError("`outputs` must be a list of objects")
         if not isinstance(raw_reasons, list):
             raise TypeError("`reasons` must be a list")
-        outputs = [OutputParity.from_dict(o) for o in raw_outputs]
+        outputs = _OUTPUTS.validate_python(raw_outputs)
         carried = [str(r) for r in raw_reasons if str(r).startswith("output ") and "shape" in str(r)]
+    except ValidationError as exc:
+        why = describe_error(exc.errors()[0], root="outputs")
+        return ParityReport((), tolerances, False, (f"the parity report is malformed: outputs.{why}",))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         return ParityReport((), tolerances, False, (f"the parity report is malformed: {exc}",))
     if not outputs and not carried:
@@ -141,26 +93,6 @@ def _verdict(outputs: Sequence[OutputParity], tol: Tolerances, reasons: list[str
         if tol.top1 is not None and o.top1_agreement is not None and not o.top1_agreement >= tol.top1:
             reasons.append(f"output {o.name!r}: top-1 agreement {o.top1_agreement:.3f} < {tol.top1:g}")
     return ParityReport(tuple(outputs), tol, not reasons, tuple(reasons))
-
-
-@dataclass(frozen=True)
-class BatchLatency:
-    batch: int
-    runs: int
-    p50_ms: float
-    p99_ms: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "runs": self.runs, "p50_ms": self.p50_ms, "p99_ms": self.p99_ms}
-
-
-@dataclass(frozen=True)
-class LatencyReport:
-    provider: str
-    batches: tuple[BatchLatency, ...]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"provider": self.provider, "batches": [b.as_dict() for b in self.batches]}
 
 
 def batch_latency(batch: int, durations_s: Sequence[float]) -> BatchLatency:

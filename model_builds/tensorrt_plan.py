@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from edge_agent.protocol.vocabulary import Precision
-from model_builds.planner import BuildOptions, ProfileShape
+from edge_agent.protocol.vocabulary import ExecutionProvider, Precision
+from model_builds.protocol import BuildOptions, ProfileShape
 
 EP_CONTEXT_OP = "EPContext"
 EP_CONTEXT_DOMAIN = "com.microsoft"
-TENSORRT_EP = "TensorrtExecutionProvider"
 # HardwareKey.hardware_compatibility_level -> the name of tensorrt.HardwareCompatibilityLevel.
 COMPATIBILITY_LEVELS = {"none": "NONE", "same_compute_capability": "NONE", "ampere+": "AMPERE_PLUS"}
 
@@ -125,7 +124,7 @@ def wrap_plan(plan: bytes, source: onnx.ModelProto, compute_capability: str, ten
         ep_cache_context=plan,
         ep_sdk_version=tensorrt_version,
         hardware_architecture=compute_capability.replace(".", ""),  # the EP compares it with its GPU's "87"
-        source=TENSORRT_EP,
+        source=ExecutionProvider.TENSORRT.value,
     )
     graph = helper.make_graph([node], "tensorrt_plan", inputs, outputs)
     opsets = [o for o in source.opset_import if o.domain in ("", "ai.onnx")]

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from model_builds.capabilities import BuilderInfo
 from model_builds.errors import BuildError
-from model_builds.execute import BuildProduct, BuildTask, Progress, RemoteFile, execute
+from model_builds.execute import BuildProduct, Progress, execute
+from model_builds.protocol import BuilderInfo, BuildTask, RemoteFile
 
 log = logging.getLogger(__name__)
 

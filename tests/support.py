@@ -78,7 +78,7 @@ def mint_token(api: httpx.Client, role: str, name: str, device_id: str | None = 
 
 
 CONTROL_PLANE_USER = "controlplane"
-DEVICE_USERS = tuple(f"dev-{i}" for i in range(1, 13))
+DEVICE_USERS = tuple(f"dev-{i}" for i in range(1, 16))
 
 
 def password_for(user: str) -> str:

@@ -8,22 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+from edge_agent.protocol.messages import is_sha256
+
 CHUNK = 1 << 20
 
 
 class ArtifactTooLarge(ValueError):
     """A stream that goes past the size limit; nothing is kept."""
-
-
-def is_sha256(text: str) -> bool:
-    return bool(_SHA256.fullmatch(text))
 
 
 class ArtifactStore:

@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.api.audit_trail import AuditTrail
 from control_plane.api.auth import AuthenticateBeforeBody, authorize
 from control_plane.api.body_limits import install_body_limits
-from control_plane.api.container import start_runtime
 from control_plane.api.errors import document_error_detail, install_error_handlers
 from control_plane.api.permissions import Access, requirement
 from control_plane.api.routes import (
@@ -35,6 +34,7 @@ from control_plane.api.routes import (
     system,
     training,
 )
+from control_plane.runtime import start_runtime
 from control_plane.settings import ServerSettings
 
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from control_plane.api.auth import principal_of
-from control_plane.api.container import Runtime
 from control_plane.domain.identity import Principal
+from control_plane.runtime import Runtime
 from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.builder_registry import BuilderRegistryService

@@ -13,22 +13,32 @@ from dataclasses import dataclass
 
 from control_plane.domain.registry import Build, BuildStatus
 from edge_agent.protocol import HardwareFacts, HardwareKey
+from edge_agent.protocol.provider_options import ProviderOptions, for_device
+from edge_agent.protocol.vocabulary import ArtifactKind, ExecutionProvider, Precision
 
-TENSORRT_PLAN = "tensorrt-plan"
-ONNX = "onnx"
+ONNX = ArtifactKind.ONNX
 # The portable kind of each precision (what an agent without a matching plan runs).
-ONNX_KIND_OF_PRECISION = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8-qdq"}
+ONNX_KIND_OF_PRECISION = {
+    Precision.FP32: ArtifactKind.ONNX,
+    Precision.FP16: ArtifactKind.ONNX_FP16,
+    Precision.INT8: ArtifactKind.ONNX_INT8_QDQ,
+}
 ONNX_FAMILY = frozenset(ONNX_KIND_OF_PRECISION.values())
-TRT_EP = "TensorrtExecutionProvider"
-_TEMPLATE_KEYS = ("gpu_class", "compute_capability", "tensorrt_version")
 
 
 @dataclass(frozen=True)
 class ArtifactWish:
     """What the rollout request asked for; None leaves the choice to the class's preference (fp32 ONNX last)."""
 
-    kind: str | None = None
-    precision: str | None = None
+    kind: ArtifactKind | None = None
+    precision: Precision | None = None
+
+    def __post_init__(self) -> None:
+        # A wish spelled as text (a rollout request's validated `kind`/`precision`) is read as the words it names.
+        if self.kind is not None:
+            object.__setattr__(self, "kind", ArtifactKind(self.kind))
+        if self.precision is not None:
+            object.__setattr__(self, "precision", Precision(self.precision))
 
 
 @dataclass(frozen=True)
@@ -59,32 +69,32 @@ def plan_fits(build: Build, facts: HardwareFacts | None) -> bool:
 def choose_artifact(
     gpu_class: str,
     facts: HardwareFacts | None,
-    preference: Sequence[str],
+    preference: Sequence[ArtifactKind],
     builds: Iterable[Build],
     wish: ArtifactWish = ArtifactWish(),
 ) -> ArtifactPick:
     """The artifact for one device of `gpu_class` (see the module docstring), or NoArtifact naming the gap."""
     mine = [b for b in builds if b.target == gpu_class and b.status is BuildStatus.SUCCEEDED]
     mine.sort(key=lambda b: b.created_at, reverse=True)  # the newest build of a kind wins
-    fallback = _portable(mine, "fp32") if wish.kind in (None, TENSORRT_PLAN) else None
+    fallback = _portable(mine, Precision.FP32) if wish.kind in (None, ArtifactKind.TENSORRT_PLAN) else None
     for kind in preference:
-        if kind == TENSORRT_PLAN and wish.kind in (None, TENSORRT_PLAN):
+        if kind == ArtifactKind.TENSORRT_PLAN and wish.kind in (None, ArtifactKind.TENSORRT_PLAN):
             plan = _plan(mine, facts, wish.precision)
             if plan is not None:
                 return ArtifactPick(plan, fallback)
-        elif kind in ONNX_FAMILY and wish.kind != TENSORRT_PLAN:
+        elif kind in ONNX_FAMILY and wish.kind != ArtifactKind.TENSORRT_PLAN:
             portable = _portable_wished(mine, wish)
             if portable is not None:
                 return ArtifactPick(portable)
     raise NoArtifact(_missing(gpu_class, wish, facts))
 
 
-def _plan(builds: Sequence[Build], facts: HardwareFacts | None, precision: str | None) -> Build | None:
+def _plan(builds: Sequence[Build], facts: HardwareFacts | None, precision: Precision | None) -> Build | None:
     return next(
         (
             b
             for b in builds
-            if b.artifact_kind == TENSORRT_PLAN
+            if b.artifact_kind == ArtifactKind.TENSORRT_PLAN
             and (precision is None or b.precision == precision)
             and plan_fits(b, facts)
         ),
@@ -92,7 +102,7 @@ def _plan(builds: Sequence[Build], facts: HardwareFacts | None, precision: str |
     )
 
 
-def _portable(builds: Sequence[Build], precision: str) -> Build | None:
+def _portable(builds: Sequence[Build], precision: Precision) -> Build | None:
     kind = ONNX_KIND_OF_PRECISION.get(precision, ONNX)
     return next((b for b in builds if b.artifact_kind == kind and b.precision == precision), None)
 
@@ -100,46 +110,30 @@ def _portable(builds: Sequence[Build], precision: str) -> Build | None:
 def _portable_wished(builds: Sequence[Build], wish: ArtifactWish) -> Build | None:
     if wish.kind is not None:
         return next((b for b in builds if b.artifact_kind == wish.kind and wish.precision in (None, b.precision)), None)
-    return _portable(builds, wish.precision or "fp32")
+    return _portable(builds, wish.precision or Precision.FP32)
 
 
 def _missing(gpu_class: str, wish: ArtifactWish, facts: HardwareFacts | None) -> str:
-    if wish.kind == TENSORRT_PLAN:
+    if wish.kind == ArtifactKind.TENSORRT_PLAN:
         where = (
             f"compute capability {facts.compute_capability or 'none'}, TensorRT {facts.tensorrt_version or 'none'}"
             if facts is not None
             else "hardware not reported yet"
         )
-        return f"no succeeded tensorrt-plan build for GPU class {gpu_class} that fits the device ({where})"
-    kind = wish.kind or ONNX_KIND_OF_PRECISION.get(wish.precision or "fp32", ONNX)
-    precision = wish.precision or ("fp32" if wish.kind in (None, ONNX) else "any precision")
-    return f"no succeeded {kind} build ({precision}) for GPU class {gpu_class}; build it first"
+        return (
+            f"no succeeded {ArtifactKind.TENSORRT_PLAN} build for GPU class {gpu_class} that fits the device ({where})"
+        )
+    kind = wish.kind or ONNX_KIND_OF_PRECISION.get(wish.precision or Precision.FP32, ONNX)
+    natural = Precision.FP32.value if wish.kind in (None, ONNX) else "any precision"
+    precision = wish.precision.value if wish.precision else natural
+    return f"no succeeded {kind.value} build ({precision}) for GPU class {gpu_class}; build it first"
 
 
 def provider_options(
-    options: Mapping[str, Mapping[str, str]], gpu_class: str, facts: HardwareFacts | None, precision: str
-) -> dict[str, dict[str, str]]:
-    """The class's provider options for one device: the engine cache path keyed by this device's hardware
-    (`{data_dir}` stays for the agent to fill), and the TensorRT EP precision flags set by the artifact's
-    precision (an fp32 artifact must not be run in fp16 behind the operator's back)."""
-    values = {
-        "gpu_class": gpu_class,
-        "compute_capability": (facts.compute_capability if facts else None) or "none",
-        "tensorrt_version": (facts.tensorrt_version if facts else None) or "none",
-    }
-    out: dict[str, dict[str, str]] = {}
-    for provider, settings in options.items():
-        filled = {k: _fill(v, values) for k, v in settings.items()}
-        if provider == TRT_EP:
-            if "trt_fp16_enable" in filled:
-                filled["trt_fp16_enable"] = "true" if precision == "fp16" else "false"
-            if "trt_int8_enable" in filled:
-                filled["trt_int8_enable"] = "true" if precision == "int8" else "false"
-        out[provider] = filled
-    return out
-
-
-def _fill(template: str, values: Mapping[str, str]) -> str:
-    for key in _TEMPLATE_KEYS:
-        template = template.replace("{" + key + "}", values[key])
-    return template
+    options: ProviderOptions, gpu_class: str, facts: HardwareFacts | None, precision: Precision
+) -> dict[ExecutionProvider, dict[str, str]]:
+    """The class's provider options for one device (the wire contract's one resolver, its control-plane step):
+    the engine cache path keyed by this device's hardware (`{data_dir}` stays for the agent to fill), and the
+    TensorRT EP precision flags set by the artifact's precision (an fp32 artifact must not be run in fp16 behind
+    the operator's back)."""
+    return for_device(options, gpu_class, facts, precision)

@@ -14,6 +14,7 @@ from typing import Any
 from control_plane.domain.errors import InvalidInput
 from control_plane.domain.registry import Build, ModelVersion
 from edge_agent.protocol.vocabulary import ArtifactKind
+from model_builds.protocol import BuildReport
 
 
 @dataclass(frozen=True)
@@ -34,29 +35,24 @@ def build_identity(build: Build) -> dict[str, Any]:
         "model": build.model,
         "version": build.version,
         "target": build.target,
-        "kind": build.artifact_kind,
-        "precision": build.precision,
+        "kind": build.artifact_kind.value,
+        "precision": build.precision.value,
     }
 
 
-def report_mapping(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, Mapping) else {}
-
-
-def checked_parity(report: Mapping[str, Any]) -> dict[str, Any]:
+def checked_parity(report: BuildReport) -> dict[str, Any]:
     """The report's parity figures, shape-checked: a malformed report is the builder's bug, refused with 422."""
-    parity = report.get("parity")
-    outputs = parity.get("outputs") if isinstance(parity, Mapping) else None
+    outputs = report.parity.get("outputs")
     if not isinstance(outputs, list) or not all(isinstance(o, Mapping) for o in outputs):
         raise InvalidInput("report: parity.outputs must be a list of per-output figures (docs/builds.md)")
-    return dict(parity) if isinstance(parity, Mapping) else {}
+    return dict(report.parity)
 
 
-def hardware_key_of(build: Build, report: Mapping[str, Any]) -> dict[str, Any]:
+def hardware_key_of(build: Build, report: BuildReport) -> dict[str, Any]:
     """Plans are keyed by the hardware they were built on; portable kinds only by their class."""
-    hardware = report_mapping(report.get("hardware"))
-    options = report_mapping(report.get("build_options")) or dict(build.options)
-    if build.artifact_kind != ArtifactKind.TENSORRT_PLAN.value:
+    hardware = report.hardware
+    options = report.build_options or dict(build.options)
+    if build.artifact_kind is not ArtifactKind.TENSORRT_PLAN:
         return {"gpu_class": build.target}
     return {
         "gpu_class": build.target,
@@ -67,11 +63,11 @@ def hardware_key_of(build: Build, report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def hardware_mismatch(build: Build, report: Mapping[str, Any]) -> str | None:
+def hardware_mismatch(build: Build, report: BuildReport) -> str | None:
     """A plan reported as built on other hardware than its key names is refused, never shipped."""
-    if build.artifact_kind != ArtifactKind.TENSORRT_PLAN.value:
+    if build.artifact_kind is not ArtifactKind.TENSORRT_PLAN:
         return None
-    hardware = report_mapping(report.get("hardware"))
+    hardware = report.hardware
     for field, want in (("compute_capability", build.compute_capability), ("tensorrt_version", build.tensorrt_version)):
         got = hardware.get(field)
         if got is not None and want is not None and str(got) != want:
@@ -86,7 +82,7 @@ def compose_manifest(
     sha: str,
     size: int,
     parity: Mapping[str, Any],
-    report: Mapping[str, Any],
+    report: BuildReport,
     hardware_key: Mapping[str, Any],
     now: datetime,
 ) -> dict[str, Any]:
@@ -95,11 +91,11 @@ def compose_manifest(
         **build_identity(build),
         "artifact": {"sha256": sha, "size": size},
         "hardware_key": dict(hardware_key),
-        "toolchain": {str(k): v for k, v in report_mapping(report.get("toolchain")).items()},
-        "build_options": report_mapping(report.get("build_options")) or dict(build.options),
+        "toolchain": dict(report.toolchain),
+        "build_options": report.build_options or dict(build.options),
         "source": {"sha256": version.source_sha256, "lineage": dict(version.lineage)},
         "parity": dict(parity),
-        "latency": report_mapping(report.get("latency")),
+        "latency": dict(report.latency),
         "builder": {
             "id": builder.label,
             "hostname": builder.hostname,

@@ -15,10 +15,10 @@ from enum import Enum
 
 from control_plane.domain.registry import Build, BuildStatus
 from edge_agent.protocol.vocabulary import ArtifactKind
-from model_builds.reports import ParityReport
+from model_builds.protocol import ParityReport
 
 # The kinds the control plane runs on its own CPU onnxruntime (QDQ included: the CPU EP runs it).
-REPROVED_KINDS = frozenset({ArtifactKind.ONNX.value, ArtifactKind.ONNX_FP16.value, ArtifactKind.ONNX_INT8_QDQ.value})
+REPROVED_KINDS = frozenset({ArtifactKind.ONNX, ArtifactKind.ONNX_FP16, ArtifactKind.ONNX_INT8_QDQ})
 
 
 class MeasuredBy(str, Enum):
@@ -32,7 +32,7 @@ _TENSORRT_PATTERN = re.compile(r"^\d+(\.(\d+|x)){0,3}$")
 _COMPUTE_CAPABILITY = re.compile(r"^\d+\.\d+$")
 
 
-def reproved(kind: str) -> bool:
+def reproved(kind: ArtifactKind) -> bool:
     """Whether the control plane re-proves an artifact of `kind` itself (else a registered builder's word it is)."""
     return kind in REPROVED_KINDS
 
@@ -78,7 +78,7 @@ def plan_refusal(build: Build, registration: BuilderRegistration | None) -> str 
     hardware = f"compute capability {build.compute_capability or '?'} and TensorRT {build.tensorrt_version or '?'}"
     if registration is None:
         return (
-            f"a {build.artifact_kind} cannot be re-proved by the control plane: only a builder an administrator "
+            f"a {build.artifact_kind.value} cannot be re-proved by the control plane: only a builder an administrator "
             f"registered for {hardware} may deliver it (POST /v1/builders, edgectl builders register)"
         )
     if registration.compute_capability != build.compute_capability:

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from control_plane.domain.registry import Build, BuilderRecord, BuildStatus
-
-TENSORRT_PLAN = "tensorrt-plan"
+from control_plane.domain.registry import Build, BuilderRecord, BuildStatus, ModelVersion
+from edge_agent.protocol.vocabulary import ArtifactKind
+from model_builds.protocol import Tolerances
 
 CanBuild = Callable[[Build], bool]
 
@@ -42,12 +42,12 @@ def recent_builders(builders: Iterable[BuilderRecord], now: datetime, window: ti
 
 def needs(build: Build) -> str:
     """What kind of builder a build needs, in words (shown while it waits)."""
-    if build.artifact_kind == TENSORRT_PLAN:
+    if build.artifact_kind is ArtifactKind.TENSORRT_PLAN:
         return (
             f"a builder with TensorRT {build.tensorrt_version or '?'} "
             f"on compute capability {build.compute_capability or '?'}"
         )
-    return f"a builder that builds {build.artifact_kind}"
+    return f"a builder that builds {build.artifact_kind.value}"
 
 
 @dataclass(frozen=True)
@@ -68,3 +68,12 @@ def view(build: Build, able_builders: Sequence[BuilderRecord]) -> BuildView:
 
 def requeue_reason(build: Build) -> str:
     return f"lease of builder {build.builder_id or '?'} lapsed; back in the queue"
+
+
+def version_tolerances(version: ModelVersion, build: Build) -> Tolerances:
+    """The parity and self-test tolerances of `build`'s precision, with the version's overrides applied; a
+    ValueError names the version and what is wrong (the caller says whose fault it is: 409 or 422)."""
+    try:
+        return Tolerances.from_overrides(build.precision, version.tolerances)
+    except ValueError as exc:
+        raise ValueError(f"{version.model} v{version.version}: tolerances: {exc}") from exc

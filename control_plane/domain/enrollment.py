@@ -19,6 +19,7 @@ from enum import Enum
 
 from edge_agent.protocol import HardwareFacts
 from edge_agent.protocol.enrollment import EnrollmentStatus
+from edge_agent.protocol.vocabulary import Channel
 
 MAX_CLOCK_SKEW = timedelta(minutes=10)  # a signed request dated further from the server's clock is refused
 RETRY_AFTER_S = 30.0  # what a pending device is told; the agent adds jitter and caps its own backoff
@@ -40,7 +41,7 @@ class EnrollmentToken:
     revoked_at: datetime | None
     auto_approve: bool
     labels: Mapping[str, str] = field(default_factory=dict)
-    channel: str | None = None
+    channel: Channel | None = None
     gpu_class: str | None = None
 
     def refusal(self, now: datetime) -> str | None:
@@ -170,7 +171,7 @@ def key_fingerprint(public_key_b64: str) -> str:
 class Placement:
     """Where an approved device sits in the fleet: what the control plane decides, never the device."""
 
-    channel: str
+    channel: Channel
     labels: Mapping[str, str]
     gpu_class: str | None
 
@@ -178,7 +179,7 @@ class Placement:
 def placement(
     token: EnrollmentToken | None,
     hardware: HardwareFacts,
-    existing_channel: str | None,
+    existing_channel: Channel | None,
     existing_labels: Mapping[str, str] | None,
     existing_gpu_class: str | None,
 ) -> Placement:
@@ -187,6 +188,6 @@ def placement(
     token presets them."""
     presets = token if token is not None else None
     labels = dict(presets.labels) if presets is not None and presets.labels else dict(existing_labels or {})
-    channel = (presets.channel if presets is not None else None) or existing_channel or "mqtt"
+    channel = (presets.channel if presets is not None else None) or existing_channel or Channel.MQTT
     gpu_class = (presets.gpu_class if presets is not None else None) or existing_gpu_class or hardware.gpu_class
     return Placement(channel=channel, labels=labels, gpu_class=gpu_class)

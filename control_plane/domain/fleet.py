@@ -17,6 +17,7 @@ from edge_agent.protocol import (
     SignedDesiredState,
     Telemetry,
 )
+from edge_agent.protocol.vocabulary import Channel
 
 
 class Presence(str, Enum):
@@ -43,7 +44,7 @@ class Device:
     labels: Mapping[str, str] = field(default_factory=dict)
     hardware: HardwareFacts | None = None
     reported: ReportedState | None = None
-    channel: str = "mqtt"
+    channel: Channel = Channel.MQTT
     status: PresenceStatus | None = None  # from the retained status topic / last will, if ever received
     last_seen: datetime | None = None
     desired_generation: int = 0
@@ -97,7 +98,7 @@ def presence(device: Device, now: datetime, offline_after: timedelta) -> Presenc
     A device on the Ansible channel is online just after a playbook reached it, unknown otherwise."""
     if device.status is not None:
         return Presence.ONLINE if device.status is PresenceStatus.ONLINE else Presence.OFFLINE
-    if device.last_seen is None or (device.channel == "ansible" and now - device.last_seen > offline_after):
+    if device.last_seen is None or (device.channel is Channel.ANSIBLE and now - device.last_seen > offline_after):
         # An Ansible device talks only when a playbook reaches it: silence says nothing about it.
         return Presence.UNKNOWN
     return Presence.ONLINE if now - device.last_seen <= offline_after else Presence.OFFLINE

@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
+
 
 class LineageSource(str, Enum):
     UPLOAD = "upload"
@@ -78,9 +80,9 @@ class Build:
     id: str
     model: str
     version: int
-    target: str
-    precision: str
-    artifact_kind: str
+    target: str  # a GPU class of the catalog (user-defined: a name, not a fixed word)
+    precision: Precision
+    artifact_kind: ArtifactKind
     status: BuildStatus
     artifact_sha256: str | None
     artifact_size: int | None

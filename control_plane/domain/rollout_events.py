@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from control_plane.domain.rollout_plan import Note
+from control_plane.domain.rollout_progress import Note
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from edge_agent.protocol import (
     ModelAssignment,
     SignedDesiredState,
 )
+from edge_agent.protocol.vocabulary import ArtifactKind
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def next_generation(device: Device) -> int:
 def plan_all_at_once(
     devices: Sequence[Device],
     builds: Iterable[Build],
-    preferences: Mapping[str, Sequence[str]] | None = None,
+    preferences: Mapping[str, Sequence[ArtifactKind]] | None = None,
     wish: ArtifactWish = ArtifactWish(),
 ) -> list[DevicePlan]:
     """Every selected device gets the artifact `choose_artifact` picks for its class and hardware (the class's
@@ -76,7 +77,7 @@ def plan_all_at_once(
     missing: dict[str, str] = {}
     for d in devices:
         gpu_class = str(d.gpu_class)
-        preference = (preferences or {}).get(gpu_class) or ("onnx",)
+        preference = (preferences or {}).get(gpu_class) or (ArtifactKind.ONNX,)
         try:
             pick = choose_artifact(gpu_class, d.hardware, preference, candidates, wish)
         except NoArtifact as exc:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from control_plane.domain.rollout_plan import TelemetryWindow
+from control_plane.domain.rollout_progress import TelemetryWindow
 
 HISTORY_PER_VERSION = 20
 

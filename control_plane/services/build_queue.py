@@ -20,14 +20,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from pydantic import ValidationError
+
+from control_plane.domain import build_leases
+from control_plane.domain.build_leases import MAX_LOG_LINE, can_build, figures_of, task_of
 from control_plane.domain.build_manifest import (
     BuilderSignature,
-    build_identity,
     checked_parity,
     compose_manifest,
     hardware_key_of,
     hardware_mismatch,
-    report_mapping,
 )
 from control_plane.domain.build_trust import (
     BuilderRegistration,
@@ -45,6 +47,7 @@ from control_plane.domain.builds import (
     lease_until,
     recent_builders,
     requeue_reason,
+    version_tolerances,
     view,
 )
 from control_plane.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -53,14 +56,11 @@ from control_plane.domain.registry import Build, BuilderRecord, BuildStatus, Mod
 from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
 from control_plane.services.reproof import ReProver
 from edge_agent.protocol import Signer, canonical_json
-from edge_agent.protocol.vocabulary import ArtifactKind, Precision
-from model_builds.capabilities import BuilderInfo
-from model_builds.planner import BuildSpec, Tolerances
-from model_builds.reports import ParityReport, judge
+from edge_agent.protocol.validation import describe_error
+from model_builds.protocol import BuilderInfo, BuildReport, BuildTask, ParityReport, RemoteFile, Tolerances
+from model_builds.reports import judge
 
 log = logging.getLogger(__name__)
-
-MAX_LOG_LINE = 2000
 
 
 class LeaseLost(Conflict):
@@ -75,25 +75,6 @@ class QueueSettings:
     builder_window_s: float = 60.0  # builders heard from within this count as present
     max_artifact_bytes: int = 2 * 1024**3
     reproof_timeout_s: float = 120.0  # the lease is extended by this while the control plane re-proves an artifact
-
-
-def spec_of(build: Build) -> BuildSpec:
-    return BuildSpec(
-        target=build.target,
-        kind=ArtifactKind(build.artifact_kind),
-        precision=Precision(build.precision),
-        compute_capability=build.compute_capability,
-        tensorrt_version=build.tensorrt_version,
-    )
-
-
-def can_build(info: BuilderInfo, build: Build) -> bool:
-    """The builder's own judgement, and: a plan is built only by a builder of the plan's own class, if it has one."""
-    if not info.can_build(spec_of(build)):
-        return False
-    if build.artifact_kind == ArtifactKind.TENSORRT_PLAN.value and info.gpu_class is not None:
-        return info.gpu_class == build.target
-    return True
 
 
 class BuildQueueService:
@@ -156,9 +137,9 @@ class BuildQueueService:
         return self.present_builders()
 
     # -- the builder protocol ---------------------------------------------------------------------------------
-    def claim(self, builder: Principal, info: BuilderInfo) -> dict[str, Any] | None:
+    def claim(self, builder: Principal, info: BuilderInfo) -> BuildTask | None:
         """Take the oldest queued build this builder can build (and, for a plan, is registered to deliver) under a
-        lease held by `builder`'s identity; its BuildTask dict, or None."""
+        lease held by `builder`'s identity; its BuildTask, or None."""
         _require_builder(builder)
         now = self._clock()
         self._store.see_builder(BuilderRecord(info.builder_id, info.hostname, info.as_dict(), now, builder.subject))
@@ -167,15 +148,7 @@ class BuildQueueService:
         queued = self._store.list_by_status([BuildStatus.QUEUED])
         able = claim_choice(queued, lambda b: can_build(info, b) and plan_refusal(b, registration) is None)
         for candidate in able:
-            changes = {
-                "status": BuildStatus.RUNNING,
-                "builder_id": info.builder_id,
-                "builder_subject": builder.subject,
-                "lease_expires_at": lease_until(now, self._settings.lease_s),
-                "started_at": now,
-                "progress": 0.0,
-                "message": f"claimed by {info.builder_id} on {info.hostname}",
-            }
+            changes = build_leases.claimed(info, builder.subject, now, self._settings.lease_s)
             won = self._store.transition(candidate.id, BuildStatus.QUEUED, None, changes)
             if won is None:
                 continue  # another builder was faster; try the next one
@@ -190,11 +163,7 @@ class BuildQueueService:
         """Renew the lease (and record progress); LeaseLost unless `builder` holds the build."""
         _require_builder(builder)
         now = self._clock()
-        changes: dict[str, Any] = {"lease_expires_at": lease_until(now, self._settings.lease_s)}
-        if progress is not None:
-            changes["progress"] = max(0.0, min(1.0, progress))
-        if message:
-            changes["message"] = message[:MAX_LOG_LINE]
+        changes = build_leases.renewed(now, self._settings.lease_s, message, progress)
         renewed = self._store.transition(build_id, BuildStatus.RUNNING, builder.subject, changes)
         if renewed is None:
             raise self._lost(build_id)
@@ -208,13 +177,16 @@ class BuildQueueService:
         build = self._held(build_id, builder.subject)
         return self._finish_failed(build, builder.subject, error or "the builder gave no reason")
 
-    def complete(self, build_id: str, builder: Principal, artifact: BinaryIO, report: Mapping[str, Any]) -> Build:
+    def complete(
+        self, build_id: str, builder: Principal, artifact: BinaryIO, report: BuildReport | Mapping[str, Any]
+    ) -> Build:
         """Store the artifact; prove it (re-proved here for the ONNX kinds, a registered builder's figures for a plan,
         re-judged against the model's tolerances); sign the manifest of a build that passes; mark it succeeded or
         rejected."""
         _require_builder(builder)
         build = self._held(build_id, builder.subject)
         version = self._version(build)
+        report = _report(report)
         reported_figures = checked_parity(report)  # a malformed report is refused before anything is stored
         refusal = plan_refusal(build, self.registration(builder.subject))
         if refusal is not None:
@@ -266,28 +238,13 @@ class BuildQueueService:
         size: int,
         parity: ParityReport,
         measured_by: MeasuredBy,
-        report: Mapping[str, Any],
+        report: BuildReport,
     ) -> Build:
         now = self._clock()
-        status = BuildStatus.SUCCEEDED if parity.passed else BuildStatus.REJECTED
-        figures = parity.as_dict() | {"measured_by": measured_by.value}
+        figures = figures_of(parity, measured_by)
         hardware_key = hardware_key_of(build, report)
-        changes: dict[str, Any] = {
-            "status": status,
-            "artifact_sha256": sha,
-            "artifact_size": size,
-            "parity": figures,
-            "reported_parity": report_mapping(report.get("parity")),
-            "latency": report_mapping(report.get("latency")),
-            "hardware_key": hardware_key,
-            "manifest": {},
-            "manifest_signature": None,
-            "error": None if parity.passed else "parity: " + "; ".join(parity.reasons),
-            "finished_at": now,
-            "lease_expires_at": None,
-            "progress": 1.0,
-            "message": "succeeded" if parity.passed else "rejected: outside the parity tolerances",
-        }
+        changes = build_leases.delivered(sha, size, parity, figures, report, hardware_key, now)
+        status: BuildStatus = changes["status"]
         if parity.passed:  # the signature vouches for the bytes: only ever on a build that passed
             seen = self._builder(builder.subject, build.builder_id)
             signed_by = BuilderSignature(
@@ -303,7 +260,14 @@ class BuildQueueService:
         self._log(build.id, f"{status.value}: {who} parity {'within' if parity.passed else 'outside'} tolerance")
         for reason in parity.reasons:
             self._log(build.id, f"parity: {reason}")
-        log.info("build %s %s (%s %s %s)", build.id, status.value, build.target, build.artifact_kind, build.precision)
+        log.info(
+            "build %s %s (%s %s %s)",
+            build.id,
+            status.value,
+            build.target,
+            build.artifact_kind.value,
+            build.precision.value,
+        )
         return done
 
     # -- operators --------------------------------------------------------------------------------------------
@@ -316,12 +280,7 @@ class BuildQueueService:
             refusal = cancel_refusal(build)
             if refusal is not None:
                 raise Conflict(refusal)
-            changes = {
-                "status": BuildStatus.CANCELLED,
-                "lease_expires_at": None,
-                "finished_at": self._clock(),
-                "message": f"cancelled by {by.name}",
-            }
+            changes = build_leases.cancelled(by.name, self._clock())
             done = self._store.transition(build.id, build.status, build.builder_subject, changes)
             if done is not None:
                 self._log(build.id, f"cancelled by {by.name} ({build.status.value} until then)")
@@ -356,7 +315,7 @@ class BuildQueueService:
 
     def requeue_finished(self, build: Build) -> Build | None:
         """A failed or cancelled build asked for again is queued again."""
-        changes = _reset_changes() | {"created_at": self._clock()}
+        changes = build_leases.requeued() | {"created_at": self._clock()}
         again = self._store.transition(build.id, build.status, build.builder_subject, changes)
         if again is not None:
             self._log(build.id, f"queued again (the previous attempt {build.status.value})")
@@ -364,21 +323,14 @@ class BuildQueueService:
 
     # -- internals --------------------------------------------------------------------------------------------
     def _requeue(self, build: Build, reason: str) -> bool:
-        again = self._store.transition(build.id, BuildStatus.RUNNING, build.builder_subject, _reset_changes())
+        again = self._store.transition(build.id, BuildStatus.RUNNING, build.builder_subject, build_leases.requeued())
         if again is not None:
             self._log(build.id, reason)
             log.warning("build %s: %s", build.id, reason)
         return again is not None
 
     def _finish_failed(self, build: Build, holder: str, error: str) -> Build:
-        changes = {
-            "status": BuildStatus.FAILED,
-            "error": error[: MAX_LOG_LINE * 4],
-            "finished_at": self._clock(),
-            "lease_expires_at": None,
-            "message": "failed",
-        }
-        done = self._store.transition(build.id, BuildStatus.RUNNING, holder, changes)
+        done = self._store.transition(build.id, BuildStatus.RUNNING, holder, build_leases.failed(error, self._clock()))
         if done is None:
             raise self._lost(build.id)
         self._log(build.id, f"failed: {error}")
@@ -409,9 +361,9 @@ class BuildQueueService:
 
     def _tolerances(self, version: ModelVersion, build: Build) -> Tolerances:
         try:
-            return Tolerances.from_overrides(Precision(build.precision), version.tolerances)
+            return version_tolerances(version, build)
         except ValueError as exc:
-            raise InvalidInput(f"{version.model} v{version.version}: tolerances: {exc}") from exc
+            raise InvalidInput(str(exc)) from exc
 
     def _receive_artifact(self, artifact: BinaryIO) -> tuple[Path, str, int]:
         try:
@@ -423,33 +375,20 @@ class BuildQueueService:
             raise InvalidInput("artifact: the uploaded file is empty")
         return path, sha, size
 
-    def _remote(self, sha256: str | None) -> dict[str, Any] | None:
-        if sha256 is None:
-            return None
+    def _remote(self, sha256: str) -> RemoteFile:
         path = self._artifacts.path_for(sha256)
         if path is None:
             raise NotFound(f"artifact {sha256} is missing from the artifact store")
-        return {
-            "url": f"{self._settings.base_url}/v1/artifacts/{sha256}",
-            "sha256": sha256,
-            "size": path.stat().st_size,
-        }
+        return RemoteFile(
+            url=f"{self._settings.base_url}/v1/artifacts/{sha256}", sha256=sha256, size=path.stat().st_size
+        )
 
-    def _task(self, build: Build) -> dict[str, Any]:
+    def _task(self, build: Build) -> BuildTask:
         """The BuildTask of docs/builds.md for a claimed build."""
         version = self._version(build)
-        options = {k: v for k, v in build.options.items() if k != "calibration_sha256"}
-        return {
-            **build_identity(build),
-            "compute_capability": build.compute_capability,
-            "tensorrt_version": build.tensorrt_version,
-            "options": options,
-            "source": self._remote(version.source_sha256),
-            "samples": self._remote(version.samples_sha256),
-            "calibration": self._remote(build.calibration_sha256),
-            "tolerances": self._tolerances(version, build).as_dict(),
-            "lease_s": self._settings.lease_s,
-        }
+        calibration = None if build.calibration_sha256 is None else self._remote(build.calibration_sha256)
+        source, samples = self._remote(version.source_sha256), self._remote(version.samples_sha256)
+        return task_of(build, source, samples, calibration, self._tolerances(version, build), self._settings.lease_s)
 
     def _builder(self, subject: str, label: str | None) -> BuilderRecord | None:
         return next((b for b in self._store.list_builders() if (b.subject, b.builder_id) == (subject, label)), None)
@@ -461,22 +400,18 @@ def _require_builder(builder: Principal) -> None:
         raise Forbidden(f"{builder.name} ({builder.role.value}) is not a builder")
 
 
-def _reset_changes() -> dict[str, Any]:
-    return {
-        "status": BuildStatus.QUEUED,
-        "builder_id": None,
-        "builder_subject": None,
-        "lease_expires_at": None,
-        "started_at": None,
-        "finished_at": None,
-        "progress": None,
-        "message": None,
-        "error": None,
-    }
-
-
 def _info(record: BuilderRecord) -> BuilderInfo | None:
     try:
-        return BuilderInfo.from_dict(record.info)
-    except (KeyError, TypeError, ValueError):
+        return BuilderInfo(**record.info)
+    except (TypeError, ValueError):
         return None
+
+
+def _report(report: BuildReport | Mapping[str, Any]) -> BuildReport:
+    """A builder's report as the protocol reads it (each part an object); a malformed one is refused with 422."""
+    if isinstance(report, BuildReport):
+        return report
+    try:
+        return BuildReport.model_validate(report)
+    except ValidationError as exc:
+        raise InvalidInput(f"report: {describe_error(exc.errors()[0])}") from exc

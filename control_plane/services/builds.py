@@ -22,7 +22,8 @@ from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.ports import Artifacts, BuildStore, Clock, RegistryStore
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import Catalog, CatalogError, TargetSpec
-from model_builds.planner import BuildOptions, BuildSpec, Skipped, build_key, plan_builds
+from model_builds.planner import Skipped, build_key, plan_builds
+from model_builds.protocol import BuildOptions, BuildSpec, wire
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class BuildRequestSpec:
     """What an operator asked for (already shape-checked by the API schema)."""
 
     targets: Sequence[str]
-    kinds: Sequence[str] = ("onnx",)
+    kinds: Sequence[str] = (ArtifactKind.ONNX.value,)  # as asked (text): read into kinds by `_kinds`
     precisions: Sequence[str] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     calibration: str | None = None
@@ -105,8 +106,8 @@ class BuildService:
             model=version.model,
             version=version.version,
             target=spec.target,
-            precision=spec.precision.value,
-            artifact_kind=spec.kind.value,
+            precision=spec.precision,
+            artifact_kind=spec.kind,
             status=BuildStatus.QUEUED,
             artifact_sha256=None,
             artifact_size=None,
@@ -117,7 +118,7 @@ class BuildService:
             key=key,
             compute_capability=spec.compute_capability,
             tensorrt_version=spec.tensorrt_version,
-            options=options.as_dict(),
+            options=wire(options),
             calibration_sha256=options.calibration_sha256,
         )
 
@@ -128,7 +129,7 @@ class BuildService:
                 "(POST /v1/models/{name}/versions/{version}/calibration first)"
             )
         try:
-            return BuildOptions.from_dict({**raw, "calibration_sha256": calibration})
+            return BuildOptions(**{**raw, "calibration_sha256": calibration})
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInput(f"options: {exc}") from exc
 

@@ -5,6 +5,7 @@ same artifact sha256, so the agent restores it from its previous slot)."""
 from __future__ import annotations
 
 from control_plane.domain.artifacts import hardware_key_of, provider_options
+from control_plane.domain.builds import version_tolerances
 from control_plane.domain.errors import Conflict
 from control_plane.domain.registry import Build, ModelVersion
 from control_plane.domain.rollouts import DevicePlan
@@ -17,9 +18,9 @@ from edge_agent.protocol import (
     RuntimeOptions,
     SelfTestSpec,
 )
-from edge_agent.protocol.vocabulary import Precision
+from edge_agent.protocol.vocabulary import ArtifactKind
 from model_builds.catalog import Catalog
-from model_builds.planner import Tolerances
+from model_builds.protocol import Tolerances
 
 
 class AssignmentFactory:
@@ -41,7 +42,7 @@ class AssignmentFactory:
             artifact=self._artifact(build),
             selftest=SelfTestSpec(artifact=self._samples_ref(version), atol=tolerances.atol, rtol=tolerances.rtol),
             runtime=self._runtime(build, facts),
-            hardware_key=hardware_key_of(build) if build.artifact_kind == "tensorrt-plan" else None,
+            hardware_key=hardware_key_of(build) if build.artifact_kind is ArtifactKind.TENSORRT_PLAN else None,
             fallback=None if plan.fallback is None else self._fallback(version, plan.fallback, facts),
         )
 
@@ -56,9 +57,9 @@ class AssignmentFactory:
     def _tolerances(self, version: ModelVersion, build: Build) -> Tolerances:
         """The self-test tolerances of the chosen build's precision (with the model's overrides)."""
         try:
-            return Tolerances.from_overrides(Precision(build.precision), version.tolerances)
+            return version_tolerances(version, build)
         except ValueError as exc:
-            raise Conflict(f"{version.model} v{version.version}: tolerances: {exc}") from exc
+            raise Conflict(str(exc)) from exc
 
     def _runtime(self, build: Build, facts: HardwareFacts | None) -> RuntimeOptions:
         spec = self._catalog.get(build.target)
@@ -78,7 +79,7 @@ class AssignmentFactory:
             artifact_kind=build.artifact_kind,
             artifact=self._artifact(build),
             runtime=self._runtime(build, facts),
-            hardware_key=hardware_key_of(build) if build.artifact_kind == "tensorrt-plan" else None,
+            hardware_key=hardware_key_of(build) if build.artifact_kind is ArtifactKind.TENSORRT_PLAN else None,
             atol=tolerances.atol,
             rtol=tolerances.rtol,
         )

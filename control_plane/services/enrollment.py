@@ -47,11 +47,11 @@ from edge_agent.protocol.enrollment import (
     EnrollRequest,
 )
 from edge_agent.protocol.topics import validate_device_id
+from edge_agent.protocol.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
 ENROLLMENT_SUBJECT = "enrollment-token:"
-CHANNELS = ("mqtt", "ansible")
 
 
 class EnrollmentStore(Protocol):
@@ -117,7 +117,7 @@ class EnrollmentService:
         expires_at: datetime | None = None,
         max_uses: int | None = None,
         labels: Mapping[str, str] | None = None,
-        channel: str | None = None,
+        channel: Channel | None = None,
         gpu_class: str | None = None,
         auto_approve: bool = False,
     ) -> tuple[EnrollmentToken, str]:
@@ -125,8 +125,6 @@ class EnrollmentService:
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidInput("expires_at: must be in the future")
-        if channel is not None and channel not in CHANNELS:
-            raise InvalidInput(f"channel: must be mqtt or ansible, not {channel!r}")
         secret = ENROLLMENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
         token = EnrollmentToken(
             id=uuid.uuid4().hex[:16],

@@ -43,6 +43,7 @@ from edge_agent.protocol import (
     open_envelope,
 )
 from edge_agent.protocol.topics import validate_device_id
+from edge_agent.protocol.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class FleetService:
     def enroll(
         self,
         device_id: str,
-        channel: str = "ansible",
+        channel: Channel = Channel.ANSIBLE,
         labels: Mapping[str, str] | None = None,
         gpu_class: str | None = None,
         hardware: HardwareFacts | None = None,
@@ -130,9 +131,7 @@ class FleetService:
             validate_device_id(device_id)
         except ValueError as exc:
             raise InvalidInput(f"device_id: {exc}") from exc
-        if channel not in ("mqtt", "ansible"):
-            raise InvalidInput(f"channel: must be mqtt or ansible, not {channel!r}")
-        if ansible is None and channel == "ansible":
+        if ansible is None and channel is Channel.ANSIBLE:
             ansible = AnsibleConnection()
         self._store.enroll(device_id, channel, dict(labels or {}), gpu_class, hardware, ansible, self._clock())
         return self.get_device(device_id)

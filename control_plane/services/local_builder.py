@@ -24,8 +24,9 @@ from control_plane.domain.identity import Principal, Role
 from control_plane.services.build_queue import BuildQueueService, LeaseLost
 from control_plane.services.ports import Artifacts
 from edge_agent.protocol.vocabulary import ArtifactKind
-from model_builds.capabilities import BuilderInfo
-from model_builds.execute import BuildProduct, BuildTask, EvalLimits, RemoteFile, execute
+from model_builds.execute import BuildProduct, execute
+from model_builds.ort_sandbox import EvalLimits
+from model_builds.protocol import BuilderInfo, BuildTask, RemoteFile
 from model_builds.worker import run_builder
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ class LocalBuildQueue:
         self._principal = principal
 
     def claim(self, info: BuilderInfo) -> BuildTask | None:
-        task = self._queue.claim(self._principal, info)
-        return None if task is None else BuildTask.from_dict(task)
+        return self._queue.claim(self._principal, info)
 
     def fetch(self, remote: RemoteFile, dest: Path) -> Path:
         source = self._artifacts.path_for(remote.sha256)

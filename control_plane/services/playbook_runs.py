@@ -49,6 +49,7 @@ from control_plane.domain.selectors import SelectorError, parse_selector
 from control_plane.services.ports import Clock, FleetStore, PlaybookRunner, PlaybookRunStore
 from edge_agent.protocol import HardwareFacts, ReportedState
 from edge_agent.protocol.topics import validate_device_id
+from edge_agent.protocol.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class PlaybookRunService:
         chosen = [
             d
             for d in self._fleet.list_devices()
-            if d.channel == "ansible" and d.ansible is not None and selector.matches(d.labels, d.gpu_class)
+            if d.channel is Channel.ANSIBLE and d.ansible is not None and selector.matches(d.labels, d.gpu_class)
         ]
         if not chosen:
             raise InvalidInput(f"selector {request.selector!r} matches no device on the Ansible channel")

@@ -28,11 +28,12 @@ from control_plane.domain.registry import (
     NewVersion,
 )
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
-from control_plane.domain.rollout_plan import RolloutState
+from control_plane.domain.rollout_progress import RolloutState
 from control_plane.domain.rollouts import DesiredUpdate
 from control_plane.domain.telemetry import ModelWindow
 from control_plane.domain.training import TrainingJob
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
+from edge_agent.protocol.vocabulary import Channel
 
 Clock = Callable[[], datetime]
 
@@ -81,7 +82,7 @@ class FleetStore(Protocol):
     def enroll(
         self,
         device_id: str,
-        channel: str,
+        channel: Channel,
         labels: Mapping[str, str],
         gpu_class: str | None,
         hardware: HardwareFacts | None,

@@ -9,7 +9,6 @@ and a memory limit (`model_builds.ort_sandbox`). An error text must never name a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from control_plane.domain.errors import InvalidInput, NotFound, TooLarge
 from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
 from control_plane.services.ports import Artifacts, Clock, RegistryStore
-from edge_agent.protocol.messages import Name
+from edge_agent.protocol.messages import Name, is_sha256
 from edge_agent.protocol.validation import describe_error
 from edge_agent.protocol.vocabulary import Precision
+from model_builds.digests import file_digest
 from model_builds.npz import NpzLimits
 from model_builds.onnx_model import (
     Arrays,
@@ -36,14 +36,9 @@ from model_builds.onnx_model import (
     synthesise_inputs,
 )
 from model_builds.ort_sandbox import EvalLimits, SandboxError, inspect_bounded, run_bounded
-from model_builds.planner import Tolerances
+from model_builds.protocol import Tolerances
 
 _NAME = TypeAdapter(Name)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def is_sha256(text: str) -> bool:
-    return bool(_SHA256.fullmatch(text))
 
 
 class Lineage(BaseModel):
@@ -283,12 +278,12 @@ class RegistryService:
             raise InvalidInput(f"model: computing reference outputs on the samples failed: {exc.reason}") from exc
 
     def _store_samples(self, inputs: Arrays, outputs: Arrays) -> str:
+        """Written once, in the store's temp area, and that very file adopted under its digest (no second copy)."""
         temp = self._artifacts.temp_path(".npz")
         try:
             save_npz(temp, inputs, outputs)
-            with temp.open("rb") as stream:
-                copy, sha, _ = self._artifacts.receive(stream, limit=1 << 62, suffix=".npz")
-            self._artifacts.adopt(copy, sha)
+            sha, _ = file_digest(temp)
+            self._artifacts.adopt(temp, sha)
             return sha
         finally:
             temp.unlink(missing_ok=True)

@@ -20,8 +20,8 @@ from control_plane.domain.registry import ModelVersion, TensorInfo
 from control_plane.services.ports import Artifacts
 from model_builds.onnx_model import InvalidModel, ModelSignature, TensorSpec, load_npz, split_samples
 from model_builds.ort_sandbox import SandboxError
-from model_builds.planner import Tolerances
-from model_builds.reports import ParityReport, parity
+from model_builds.protocol import ParityReport, Tolerances
+from model_builds.reports import parity
 
 # `model_builds.ort_sandbox.run_bounded` with the control plane's limits bound (settings: sandbox time and memory).
 RunModel = Callable[[Path, Mapping[str, np.ndarray]], dict[str, np.ndarray]]

@@ -20,7 +20,8 @@ from control_plane.domain.errors import Conflict, InvalidInput, NotFound, Servic
 from control_plane.domain.fleet import Device, Presence, presence
 from control_plane.domain.registry import BuildStatus, ModelVersion
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
-from control_plane.domain.rollout_plan import (
+from control_plane.domain.rollout_plan import new_rollout, plan, with_generations
+from control_plane.domain.rollout_progress import (
     CommandRefused,
     DeviceStatus,
     DeviceTrack,
@@ -32,9 +33,6 @@ from control_plane.domain.rollout_plan import (
     Publish,
     RolloutState,
     Target,
-    new_rollout,
-    plan,
-    with_generations,
 )
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollouts import (
@@ -59,11 +57,10 @@ from control_plane.services.ports import (
     RolloutStore,
 )
 from edge_agent.protocol import MessageKind, ModelAssignment, ModelHealth, Signer, Topics, seal
+from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
 from model_builds.catalog import Catalog
 
 log = logging.getLogger(__name__)
-
-ANSIBLE = "ansible"
 
 
 class PushChannel(Protocol):
@@ -168,7 +165,7 @@ class RolloutService:
     def republish_all(self) -> int:
         """Publish every device's stored desired state again (after the broker link comes up)."""
         count = 0
-        pushed = {d.id for d in self._fleet.list_devices() if d.channel == ANSIBLE}
+        pushed = {d.id for d in self._fleet.list_devices() if d.channel is Channel.ANSIBLE}
         for device_id, signed in self._fleet.list_desired():
             if device_id in pushed:
                 continue  # the Ansible channel delivered (or failed to deliver) it; MQTT never carries it
@@ -190,9 +187,9 @@ class RolloutService:
         new = with_generations(new, {u.device_id: u.generation for u in updates})
         events = [NewEvent.of(a, now) for a in actions if isinstance(a, Note)]
         self._store.save(new, updates, events)
-        pushed = [u for u in updates if devices[u.device_id].channel == ANSIBLE]
+        pushed = [u for u in updates if devices[u.device_id].channel is Channel.ANSIBLE]
         for update in updates:
-            if devices[update.device_id].channel != ANSIBLE:
+            if devices[update.device_id].channel is not Channel.ANSIBLE:
                 self._publish(update)
         if pushed:
             self._deploy(new.id, pushed)
@@ -270,7 +267,7 @@ class RolloutService:
         builds = [
             b for b in self._builds.list_builds(version.model, version.version) if b.status is BuildStatus.SUCCEEDED
         ]
-        preferences = {t.name: [str(k.value) for k in t.runtime.preference] for t in self._catalog.all()}
+        preferences = {t.name: list(t.runtime.preference) for t in self._catalog.all()}
         try:
             return plan_all_at_once(devices, builds, preferences, wish)
         except PlanError as exc:
@@ -325,7 +322,8 @@ def _selector(request: RolloutRequest) -> Selector:
 
 
 def _wish(request: RolloutRequest) -> ArtifactWish:
-    return ArtifactWish(kind=request.kind, precision=request.precision)
+    kind = ArtifactKind(request.kind) if request.kind else None
+    return ArtifactWish(kind=kind, precision=Precision(request.precision) if request.precision else None)
 
 
 def _track(chosen: DevicePlan, model: str, now: datetime) -> DeviceTrack:

@@ -29,6 +29,7 @@ from control_plane.domain.training_paths import DATA, ENTRYPOINT
 from control_plane.services.ports import Clock, RegistryStore, TrainingBackend
 from control_plane.services.registry import RegistryService
 from control_plane.services.training_paths import locate
+from model_builds.digests import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +37,10 @@ RESTARTED_REASON = "control plane restarted during the job"
 LOG_TAIL_BYTES = 4000
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def data_digest(path: Path) -> str:
     """sha256 of a file, or of a folder's listing (relative path and size of every file)."""
     if path.is_file():
-        return file_digest(path)
+        return file_digest(path)[0]
     lines = sorted(f"{p.relative_to(path).as_posix()}\t{p.stat().st_size}" for p in path.rglob("*") if p.is_file())
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -150,7 +143,7 @@ class TrainingService:
         job = self._store.save_job(replace(job, status=TrainingStatus.RUNNING, started_at=self._clock()))
         try:  # looked up again when it starts: the roots may have changed while the job was queued
             paths = self.paths_of(job.spec)
-            code_revision = file_digest(paths.entrypoint)  # the bytes about to run, not those found after the run
+            code_revision = file_digest(paths.entrypoint)[0]  # the bytes about to run, not those found after the run
         except (ServiceError, OSError) as exc:
             reason = str(exc) if isinstance(exc, ServiceError) else "the entrypoint could not be read"
             self._finish(job, TrainingStatus.FAILED, error=f"not started: {reason}")

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from edge_agent.core.artifacts import TENSORRT_EP, TENSORRT_PLAN
 from edge_agent.core.errors import InferenceInputError, RunnerError
-from edge_agent.core.providers import cache_dirs, providers_for, resolve_provider_options
+from edge_agent.core.providers import cache_dirs, providers_for
 from edge_agent.core.tensors import TensorSpec
 from edge_agent.protocol import HardwareFacts, RuntimeOptions
+from edge_agent.protocol.provider_options import on_device as resolve_provider_options
+from edge_agent.protocol.vocabulary import ArtifactKind, ExecutionProvider
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +98,26 @@ class OnnxRunnerFactory:
         self._data_dir = data_dir
         self._facts = facts
 
-    def load(self, path: Path, runtime: RuntimeOptions, kind: str = "onnx") -> OnnxRunner:
+    def load(self, path: Path, runtime: RuntimeOptions, kind: ArtifactKind = ArtifactKind.ONNX) -> OnnxRunner:
         providers = providers_for(kind, self._gpu_present, self._available, runtime.providers)
-        if kind == TENSORRT_PLAN and TENSORRT_EP not in self._available:
+        if kind == ArtifactKind.TENSORRT_PLAN and ExecutionProvider.TENSORRT not in self._available:
             raise RunnerError(
-                f"{path.name} is a TensorRT plan; it runs only on {TENSORRT_EP}, which this onnxruntime "
+                f"{path.name} is a TensorRT plan; it runs only on {ExecutionProvider.TENSORRT}, which this onnxruntime "
                 f"({runtime_version()}) does not offer (it has {', '.join(self._available)})"
             )
-        wanted = {p: runtime.provider_options.get(p, {}) for p in providers}
+        wanted: dict[str, Mapping[str, str]] = {p: runtime.provider_options.get(p, {}) for p in providers}
         resolved = self._provider_options(wanted)
         options = [resolved[p] for p in providers]
         session = self._session(path, kind, providers, options)
         runner = OnnxRunner(session)
-        if kind == TENSORRT_PLAN and runner.provider != TENSORRT_EP:
-            raise RunnerError(f"onnxruntime put the TensorRT plan {path.name} on {runner.provider}, not {TENSORRT_EP}")
+        if kind == ArtifactKind.TENSORRT_PLAN and runner.provider != ExecutionProvider.TENSORRT:
+            raise RunnerError(
+                f"onnxruntime put the TensorRT plan {path.name} on {runner.provider}, not {ExecutionProvider.TENSORRT}"
+            )
         log.info("loaded %s (%s) with providers %s; in use: %s", path, kind, providers, runner.provider)
         return runner
 
-    def _provider_options(self, options: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    def _provider_options(self, options: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
         """Options of the providers in use, resolved; their cache directories exist afterwards."""
         if self._data_dir is None or self._facts is None:
             if any("{data_dir}" in v for values in options.values() for v in values.values()):
@@ -129,9 +132,9 @@ class OnnxRunnerFactory:
         return resolved
 
     @staticmethod
-    def _session(path: Path, kind: str, providers: list[str], options: list[dict[str, str]]) -> Any:
+    def _session(path: Path, kind: ArtifactKind, providers: Sequence[str], options: list[dict[str, str]]) -> Any:
         session_options = ort.SessionOptions()
-        if kind == TENSORRT_PLAN:
+        if kind == ArtifactKind.TENSORRT_PLAN:
             # An EPContext model has nothing to optimise; ORT advises level 0 so loading does no graph work.
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge_agent.protocol import ArtifactRef, HardwareFacts, HardwareKey, ModelAssignment, RuntimeOptions
+from edge_agent.protocol.vocabulary import ArtifactKind, ExecutionProvider
 
-TENSORRT_PLAN = "tensorrt-plan"
-TENSORRT_EP = "TensorrtExecutionProvider"
+# The spellings, kept for the modules that still import them from here (the words live in the vocabulary).
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Choice:
     """The artifact this device runs for one assignment, with the self-test tolerances that go with it."""
 
     build_id: str
-    kind: str
+    kind: ArtifactKind
     artifact: ArtifactRef
     runtime: RuntimeOptions
     atol: float
@@ -86,19 +86,21 @@ def primary_choice(assignment: ModelAssignment) -> Choice:
 
 
 def unfit(
-    kind: str, build_id: str, key: HardwareKey | None, facts: HardwareFacts, runtime_has_tensorrt_ep: bool
+    kind: ArtifactKind, build_id: str, key: HardwareKey | None, facts: HardwareFacts, runtime_has_tensorrt_ep: bool
 ) -> str | None:
     """Why one artifact cannot run on this device, or None when it can."""
+    name = ArtifactKind(kind).value
     if key is not None:
         refusal = key.refusal(facts)
         if refusal is not None:
-            return f"{kind} {build_id} {_built_for(key)}, this device is {_device(facts)} ({refusal})"
-    if kind == TENSORRT_PLAN:
+            return f"{name} {build_id} {_built_for(key)}, this device is {_device(facts)} ({refusal})"
+    if kind == ArtifactKind.TENSORRT_PLAN:
         if facts.compute_capability is None:
-            return f"{kind} {build_id} needs an NVIDIA GPU, and none was detected on this device"
+            return f"{name} {build_id} needs an NVIDIA GPU, and none was detected on this device"
         if not runtime_has_tensorrt_ep:
             return (
-                f"{kind} {build_id} needs onnxruntime's {TENSORRT_EP}, and this onnxruntime offers only "
+                f"{name} {build_id} needs onnxruntime's {ExecutionProvider.TENSORRT.value}, and this onnxruntime "
+                "offers only "
                 f"{', '.join(facts.available_providers) or 'no providers'}"
             )
     return None

@@ -1,20 +1,17 @@
-"""The journal: what this device has applied, what it serves, and what it was doing when it stopped.
+"""The journal's records: what this device has applied, what it serves, and what it was doing when it stopped.
 
-Written atomically (temp file, fsync, os.replace, fsync of the directory) so a kill at any instant leaves either
-the old or the new journal, never a torn one. Never holds runtime objects: only what is needed to rebuild them.
+These models are the journal's format on disk (core.journal_file keeps them there, atomically). Never holds
+runtime objects: only what is needed to rebuild them. Must never read or write a file itself.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from enum import Enum
-from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.core.errors import JournalError
 from edge_agent.protocol import ApplyOutcome, HardwareKey, RuntimeOptions, SignedDesiredState
+from edge_agent.protocol.vocabulary import ArtifactKind
 
 JOURNAL_VERSION = 1
 
@@ -49,7 +46,7 @@ class SlotRecord(_Record):
     model_sha256: str
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
     provider: str | None = None
-    artifact_kind: str = "onnx"
+    artifact_kind: ArtifactKind = ArtifactKind.ONNX
     fallback_reason: str | None = None
     # The installed artifact's hardware key: a plan is re-checked against the hardware before it is reloaded.
     hardware_key: HardwareKey | None = None
@@ -71,45 +68,3 @@ class JournalState(_Record):
     desired: SignedDesiredState | None = None
     pending: PendingApply | None = None
     last_apply: ApplyOutcome | None = None
-
-
-class Journal:
-    """The journal file of one data directory."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "journal.json"
-
-    def load(self) -> JournalState:
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            return JournalState()
-        except OSError as exc:
-            raise JournalError(f"cannot read journal {self.path}: {exc}") from exc
-        try:
-            return JournalState.model_validate_json(text)
-        except ValidationError as exc:
-            raise JournalError(f"journal {self.path} is corrupt: {exc.errors()[0]['msg']}") from exc
-
-    def save(self, state: JournalState) -> None:
-        write_atomic(self.path, json.dumps(state.model_dump(mode="json"), indent=2).encode())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that readers and crashes see the old or the new content, nothing else."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise JournalError(f"cannot write {path}: {exc}") from exc

@@ -1,7 +1,9 @@
 """The data directory's files: staging for downloads, one slot directory per installed model version.
 
 Layout: `staging/{sha256}` (+ `.part` while downloading), `slots/{model}/{slot}/model.onnx|selftest.npz`.
-Never deletes the active or the previous slot of a model; never trusts a file it has not hashed.
+`Store` is the file-system implementation of the core's SlotStore port (core.ports); the apply pieces reach the
+files only through the port (an import-linter contract keeps them from importing this module). Never deletes the
+active or the previous slot of a model; never trusts a file it has not hashed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from edge_agent.core.artifacts import Choice
+from edge_agent.core.layout import MODEL_FILE, SELFTEST_FILE, slot_name
 from edge_agent.protocol import ArtifactRef, ModelAssignment
-
-MODEL_FILE = "model.onnx"
-SELFTEST_FILE = "selftest.npz"
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -39,12 +39,9 @@ def mismatch(path: Path, artifact: ArtifactRef) -> str | None:
     return None
 
 
-def slot_name(model: ModelAssignment, choice: Choice) -> str:
-    """The slot of the artifact chosen for this device (primary or fallback): its version and digest."""
-    return f"v{model.version}-{choice.artifact.sha256[:12]}"
-
-
 class Store:
+    """The SlotStore of one data directory."""
+
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.staging = data_dir / "staging"
@@ -53,8 +50,20 @@ class Store:
     def staged(self, artifact: ArtifactRef) -> Path:
         return self.staging / artifact.sha256
 
+    def holds(self, path: Path, artifact: ArtifactRef) -> bool:
+        return _holds(path, artifact)
+
+    def mismatch(self, path: Path, artifact: ArtifactRef) -> str | None:
+        return mismatch(path, artifact)
+
+    def discard(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
     def slot_dir(self, name: str, slot: str) -> Path:
         return self.slots / name / slot
+
+    def has_slot(self, name: str, slot: str) -> bool:
+        return self.slot_dir(name, slot).is_dir()
 
     def installed(self, model: ModelAssignment, choice: Choice) -> Path | None:
         """The slot of this artifact when it already holds both files, hashed now (a restore); else None."""

@@ -13,13 +13,21 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+from edge_agent.protocol.vocabulary import ArtifactKind, Channel, ExecutionProvider, Precision
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+Sha256 = Annotated[str, Field(pattern=SHA256_PATTERN)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 LabelKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")]
 LabelValue = Annotated[str, Field(max_length=128)]
 Short = Annotated[str, Field(max_length=64)]
 Counter = Annotated[int, Field(ge=0, le=2**53)]  # JSON-safe, and far from the database's 64-bit limit
 MAX_MODELS = 32  # models one device serves, reports and sends telemetry for
+
+
+def is_sha256(text: str) -> bool:
+    """A lowercase hex sha256 digest (what artifacts are named by: nothing else may reach a file path)."""
+    return bool(re.fullmatch(SHA256_PATTERN, text))
 
 
 class _Wire(BaseModel):
@@ -50,10 +58,10 @@ class SelfTestSpec(_Wire):
 
 
 class RuntimeOptions(_Wire):
-    precision: str = Field(default="fp32", pattern=r"^(fp32|fp16|int8)$")
+    precision: Precision = Precision.FP32
     # Preferred execution providers, best first; empty means "choose from detected hardware".
-    providers: list[str] = Field(default_factory=list, max_length=8)
-    provider_options: dict[str, dict[str, str]] = Field(default_factory=dict)
+    providers: list[ExecutionProvider] = Field(default_factory=list, max_length=8)
+    provider_options: dict[ExecutionProvider, dict[str, str]] = Field(default_factory=dict)
 
 
 class HardwareKey(_Wire):
@@ -96,7 +104,7 @@ class ArtifactChoice(_Wire):
     """An alternative artifact for the same model version, e.g. the class's portable ONNX behind a plan."""
 
     build_id: str = Field(min_length=1, max_length=64)
-    artifact_kind: str = Field(pattern=r"^[a-z0-9-]{1,32}$")
+    artifact_kind: ArtifactKind
     artifact: ArtifactRef
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
     hardware_key: HardwareKey | None = None
@@ -112,7 +120,7 @@ class ModelAssignment(_Wire):
     version: int = Field(ge=1)
     build_id: str = Field(min_length=1, max_length=64)
     target: Name
-    artifact_kind: str = Field(default="onnx", pattern=r"^[a-z0-9-]{1,32}$")
+    artifact_kind: ArtifactKind = ArtifactKind.ONNX
     artifact: ArtifactRef
     selftest: SelfTestSpec
     runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
@@ -193,7 +201,7 @@ class ModelStatus(_Wire):
     health: ModelHealth
     previous_version: int | None = Field(default=None, ge=1, le=2**31)
     # The kind of the artifact installed (e.g. `onnx` when a `tensorrt-plan` did not fit), and why it fell back.
-    artifact_kind: str | None = Field(default=None, max_length=32)
+    artifact_kind: ArtifactKind | None = None
     fallback_reason: str | None = Field(default=None, max_length=2000)
 
 
@@ -237,7 +245,7 @@ class ReportedState(_Wire):
     models: list[ModelStatus] = Field(default_factory=list, max_length=MAX_MODELS)
     hardware: HardwareFacts
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
-    channel: str = Field(default="mqtt", pattern=r"^(mqtt|ansible)$")
+    channel: Channel = Channel.MQTT
     serving_url: str | None = Field(default=None, max_length=512)
 
     @field_validator("serving_url")

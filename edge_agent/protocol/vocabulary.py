@@ -1,17 +1,18 @@
-"""The project's terms, spelled once: artifact kinds, precisions, delivery channels and execution providers.
+"""The project's terms, spelled once: artifact kinds, precisions, channels, execution providers, MQTT versions.
 
 The control plane, the builders and the agent all say "tensorrt-plan", "int8", "ansible" or
 "TensorrtExecutionProvider"; they import the word from here instead of writing the string. Values are the wire
-spellings (str enums), so a model field typed with one of them reads and writes exactly what it did as a string.
+spellings (StrEnum: str() and f-strings give the value, not "Precision.FP16"), so a model field typed with one of
+them reads, writes and prints exactly what it did as a string.
 This module must never import anything but the standard library.
 """
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Precision(str, Enum):
+class Precision(StrEnum):
     """Numeric precision a model runs at."""
 
     FP32 = "fp32"
@@ -19,7 +20,7 @@ class Precision(str, Enum):
     INT8 = "int8"
 
 
-class ArtifactKind(str, Enum):
+class ArtifactKind(StrEnum):
     """What a build produces: portable ONNX (at three precisions) or a TensorRT engine for one hardware key."""
 
     ONNX = "onnx"
@@ -28,19 +29,27 @@ class ArtifactKind(str, Enum):
     TENSORRT_PLAN = "tensorrt-plan"
 
 
-class Channel(str, Enum):
+class Channel(StrEnum):
     """How a device receives its desired state: from the broker itself (mqtt) or copied by a playbook (ansible)."""
 
     MQTT = "mqtt"
     ANSIBLE = "ansible"
 
 
-class ExecutionProvider(str, Enum):
+class ExecutionProvider(StrEnum):
     """onnxruntime's names for where a session runs, in the spelling onnxruntime itself uses."""
 
     TENSORRT = "TensorrtExecutionProvider"
     CUDA = "CUDAExecutionProvider"
     CPU = "CPUExecutionProvider"
+
+
+class MqttProtocol(StrEnum):
+    """The MQTT version a client speaks; both the agent and the control plane are configured with it."""
+
+    AUTO = "auto"  # MQTT 5 where the broker offers it, else 3.1.1
+    V311 = "3.1.1"
+    V5 = "5"
 
 
 # GPU providers in the order an agent or a builder prefers them.

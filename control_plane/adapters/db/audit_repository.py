@@ -9,9 +9,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.adapters.db.convert import utc
+from control_plane.adapters.db.convert import from_row, to_row
 from control_plane.adapters.db.tables import AuditRow
-from control_plane.domain.audit import GENESIS_HASH, AuditEntry, AuditOutcome, AuditRecord, seal
+from control_plane.domain.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
 from control_plane.domain.errors import Conflict
 
 APPEND_ATTEMPTS = 50  # each lost race means another writer appended: progress, so give up only under a storm
@@ -37,7 +37,7 @@ class AuditRepository:
         last = session.execute(select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)).first()
         seq, prev_hash = (last.seq + 1, last.hash) if last is not None else (1, GENESIS_HASH)
         record = seal(entry, seq, at, prev_hash)
-        session.add(_row_of(record))
+        session.add(to_row(AuditRow, record))
         session.flush()
         return record
 
@@ -45,42 +45,4 @@ class AuditRepository:
         """Up to `limit` records with seq > `after`, oldest first."""
         with self._sessions() as session:
             rows = session.scalars(select(AuditRow).where(AuditRow.seq > after).order_by(AuditRow.seq).limit(limit))
-            return [_record_of(r) for r in rows]
-
-
-def _row_of(record: AuditRecord) -> AuditRow:
-    return AuditRow(
-        seq=record.seq,
-        at=record.at,
-        request_id=record.request_id,
-        subject=record.subject,
-        name=record.name,
-        role=record.role,
-        method=record.method,
-        route=record.route,
-        path=record.path,
-        status=record.status,
-        outcome=record.outcome.value,
-        detail=record.detail,
-        prev_hash=record.prev_hash,
-        hash=record.hash,
-    )
-
-
-def _record_of(row: AuditRow) -> AuditRecord:
-    return AuditRecord(
-        seq=row.seq,
-        at=utc(row.at),
-        request_id=row.request_id,
-        subject=row.subject,
-        name=row.name,
-        role=row.role,
-        method=row.method,
-        route=row.route,
-        path=row.path,
-        status=row.status,
-        outcome=AuditOutcome(row.outcome),
-        detail=row.detail,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+            return [from_row(AuditRecord, r) for r in rows]

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import sessionmaker
 
-from control_plane.adapters.db.convert import utc_or_none
+from control_plane.adapters.db.convert import from_row
 from control_plane.adapters.db.tables import BrokerAccountRow
 from control_plane.domain.broker_identity import BrokerAccount
 
@@ -19,7 +19,7 @@ class BrokerAccountRepository:
     def get(self, device_id: str) -> BrokerAccount | None:
         with self._sessions() as session:
             row = session.get(BrokerAccountRow, device_id)
-            return _account_of(row) if row is not None else None
+            return from_row(BrokerAccount, row) if row is not None else None
 
     def active_ids(self) -> set[str]:
         with self._sessions() as session:
@@ -32,7 +32,7 @@ class BrokerAccountRepository:
                 row = BrokerAccountRow(device_id=device_id, active=True)
                 session.add(row)
             row.active, row.issued_at, row.issued_by, row.revoked_at = True, now, by, None
-            return _account_of(row)
+            return from_row(BrokerAccount, row)
 
     def revoke(self, device_id: str, now: datetime) -> BrokerAccount:
         with self._sessions.begin() as session:
@@ -42,14 +42,4 @@ class BrokerAccountRepository:
                 session.add(row)
             if row.active or row.revoked_at is None:
                 row.active, row.revoked_at = False, now
-            return _account_of(row)
-
-
-def _account_of(row: BrokerAccountRow) -> BrokerAccount:
-    return BrokerAccount(
-        device_id=row.device_id,
-        active=row.active,
-        issued_at=utc_or_none(row.issued_at),
-        issued_by=row.issued_by,
-        revoked_at=utc_or_none(row.revoked_at),
-    )
+            return from_row(BrokerAccount, row)

@@ -1,22 +1,31 @@
-"""Row <-> domain value conversion. SQLite hands back naive datetimes; everything stored is UTC."""
+"""Row <-> domain value conversion. SQLite hands back naive datetimes; everything stored is UTC.
+
+A table's columns mostly carry a domain dataclass's fields under the same names: `from_row` and `to_row` copy
+those by name, converting by the field's declared type (enums by value, pydantic models as JSON, datetimes to
+UTC), so a field is listed again only where its name or shape really differs (`given`). Nothing here opens a
+session or decides anything.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 
-from control_plane.adapters.db.tables import (
-    BuildRow,
-    DeviceRow,
-    TrainingJobRow,
-    VersionRow,
-)
+from pydantic import BaseModel
+
+from control_plane.adapters.db.tables import Base, BuildRow, DeviceRow, TrainingJobRow, VersionRow
 from control_plane.domain.fleet import DeliveryFailure, Device
 from control_plane.domain.playbooks import AnsibleConnection
-from control_plane.domain.registry import Build, BuildStatus, ModelVersion, TensorInfo
-from control_plane.domain.training import TrainingJob, TrainingJobSpec, TrainingStatus
-from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
+from control_plane.domain.registry import Build, ModelVersion, TensorInfo
+from control_plane.domain.training import TrainingJob
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Base)
 
 
 def utc(value: datetime) -> datetime:
@@ -27,6 +36,72 @@ def utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else utc(value)
 
 
+# -- generic: a dataclass's fields <-> a row's columns of the same names ---------------------------------------------
+_FIELD_TYPES: dict[type, dict[str, type | None]] = {}  # per dataclass, computed once
+
+
+def _field_types(cls: type) -> dict[str, type | None]:
+    """Each field's enum or pydantic model class (None: stored as it is), `X | None` read as X."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, type | None] = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+            members = [a for a in typing.get_args(hint) if a is not type(None)]
+            hint = members[0] if len(members) == 1 else None
+        is_class = isinstance(hint, type)
+        out[f.name] = hint if is_class and issubclass(hint, (Enum, BaseModel)) else None
+    return out
+
+
+def _read(value: Any, kind: type | None) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return utc(value)
+    if kind is not None and issubclass(kind, BaseModel):
+        return kind.model_validate(value) if value else None
+    if kind is not None and issubclass(kind, Enum):
+        return kind(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def from_row(cls: type[T], row: object, **given: Any) -> T:
+    """The dataclass `cls` read from `row`: each field from `given`, else from the row's column of the same name
+    (a field the row has no column for keeps its default)."""
+    kinds = _FIELD_TYPES.get(cls) or _FIELD_TYPES.setdefault(cls, _field_types(cls))
+    values = dict(given)
+    for name, kind in kinds.items():
+        if name not in values and hasattr(row, name):
+            values[name] = _read(getattr(row, name), kind)
+    return cls(**values)
+
+
+def _stored(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def to_row(row_cls: type[R], value: object, **given: Any) -> R:
+    """A new row of `row_cls`: each column from `given`, else from `value`'s attribute of the same name (a column
+    `value` has no attribute for is left to the database)."""
+    columns = row_cls.__table__.columns.keys()
+    values = {
+        name: given[name] if name in given else _stored(getattr(value, name))
+        for name in columns
+        if name in given or hasattr(value, name)
+    }
+    return row_cls(**values)
+
+
+# -- where names or shapes differ -----------------------------------------------------------------------------------
 def tensors_to_json(tensors: tuple[TensorInfo, ...]) -> list[dict[str, Any]]:
     return [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in tensors]
 
@@ -36,72 +111,25 @@ def tensors_from_json(data: list[dict[str, Any]]) -> tuple[TensorInfo, ...]:
 
 
 def version_from_row(row: VersionRow) -> ModelVersion:
-    return ModelVersion(
+    return from_row(
+        ModelVersion,
+        row,
         model=row.model_name,
-        version=row.version,
-        created_at=utc(row.created_at),
-        source_sha256=row.source_sha256,
-        source_size=row.source_size,
         inputs=tensors_from_json(row.inputs),
         outputs=tensors_from_json(row.outputs),
-        samples_sha256=row.samples_sha256,
-        sample_count=row.sample_count,
-        samples_synthesised=row.samples_synthesised,
-        reference_outputs_computed=row.reference_outputs_computed,
-        lineage=dict(row.lineage),
-        metrics=dict(row.metrics),
         tolerances={str(k): dict(v) for k, v in (row.tolerances or {}).items()},
     )
 
 
 def build_from_row(row: BuildRow) -> Build:
-    return Build(
-        id=row.id,
-        model=row.model_name,
-        version=row.version,
-        target=row.target,
-        precision=row.precision,
-        artifact_kind=row.artifact_kind,
-        status=BuildStatus(row.status),
-        artifact_sha256=row.artifact_sha256,
-        artifact_size=row.artifact_size,
-        error=row.error,
-        created_at=utc(row.created_at),
-        manifest=dict(row.manifest),
-        manifest_signature=row.manifest_signature,
-        key=row.key,
-        compute_capability=row.compute_capability,
-        tensorrt_version=row.tensorrt_version,
-        options=dict(row.options or {}),
-        calibration_sha256=row.calibration_sha256,
-        builder_id=row.builder_id,
-        builder_subject=row.builder_subject,
-        lease_expires_at=utc_or_none(row.lease_expires_at),
-        progress=row.progress,
-        message=row.message,
-        parity=row.parity,
-        reported_parity=row.reported_parity,
-        latency=row.latency,
-        hardware_key=row.hardware_key,
-        started_at=utc_or_none(row.started_at),
-        finished_at=utc_or_none(row.finished_at),
-    )
+    return from_row(Build, row, model=row.model_name, options=dict(row.options or {}))
 
 
 def device_from_row(row: DeviceRow) -> Device:
-    return Device(
-        id=row.id,
-        created_at=utc(row.created_at),
-        gpu_class=row.gpu_class,
+    return from_row(
+        Device,
+        row,
         labels={str(k): str(v) for k, v in row.labels.items()},
-        hardware=HardwareFacts.model_validate(row.hardware) if row.hardware else None,
-        reported=ReportedState.model_validate(row.reported) if row.reported else None,
-        channel=row.channel,
-        status=PresenceStatus(row.status) if row.status else None,
-        last_seen=utc_or_none(row.last_seen),
-        desired_generation=row.desired_generation,
-        desired=SignedDesiredState.model_validate(row.desired) if row.desired else None,
-        telemetry=Telemetry.model_validate(row.telemetry) if row.telemetry else None,
         ansible=ansible_from_json(row.ansible),
         delivery_failure=delivery_from_json(row.delivery),
         issued_builds=issued_from_json(row.issued_builds),
@@ -117,15 +145,7 @@ def issued_to_json(issued: Mapping[str, tuple[str, int]]) -> dict[str, Any]:
 
 
 def ansible_to_json(connection: AnsibleConnection | None) -> dict[str, Any] | None:
-    if connection is None:
-        return None
-    return {
-        "host": connection.host,
-        "port": connection.port,
-        "user": connection.user,
-        "connection": connection.connection,
-        "python": connection.python,
-    }
+    return None if connection is None else dataclasses.asdict(connection)
 
 
 def ansible_from_json(data: dict[str, Any] | None) -> AnsibleConnection | None:
@@ -153,15 +173,4 @@ def delivery_from_json(data: dict[str, Any] | None) -> DeliveryFailure | None:
 
 
 def job_from_row(row: TrainingJobRow) -> TrainingJob:
-    return TrainingJob(
-        id=row.id,
-        spec=TrainingJobSpec.model_validate(row.spec),
-        status=TrainingStatus(row.status),
-        created_at=utc(row.created_at),
-        started_at=utc_or_none(row.started_at),
-        finished_at=utc_or_none(row.finished_at),
-        error=row.error,
-        log_path=row.log_path,
-        model=row.model_name,
-        version=row.version,
-    )
+    return from_row(TrainingJob, row, model=row.model_name)

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import sessionmaker
 
-from control_plane.adapters.db.convert import utc, utc_or_none
+from control_plane.adapters.db.convert import from_row, to_row, utc, utc_or_none
 from control_plane.adapters.db.tables import DeviceEnrollmentRow, EnrollmentTokenRow
 from control_plane.domain.enrollment import DeviceEnrollment, EnrollmentRequest, EnrollmentToken
 from edge_agent.protocol import HardwareFacts
@@ -21,23 +21,7 @@ class EnrollmentRepository:
     # -- tokens -------------------------------------------------------------------------------------------------
     def add_token(self, token: EnrollmentToken) -> EnrollmentToken:
         with self._sessions.begin() as session:
-            session.add(
-                EnrollmentTokenRow(
-                    id=token.id,
-                    name=token.name,
-                    digest=token.digest,
-                    created_at=token.created_at,
-                    created_by=token.created_by,
-                    expires_at=token.expires_at,
-                    max_uses=token.max_uses,
-                    uses=token.uses,
-                    revoked_at=token.revoked_at,
-                    auto_approve=token.auto_approve,
-                    labels=dict(token.labels),
-                    channel=token.channel,
-                    gpu_class=token.gpu_class,
-                )
-            )
+            session.add(to_row(EnrollmentTokenRow, token))
         return token
 
     def token_by_digest(self, digest: str) -> EnrollmentToken | None:
@@ -112,21 +96,7 @@ class EnrollmentRepository:
 
 
 def _token(row: EnrollmentTokenRow) -> EnrollmentToken:
-    return EnrollmentToken(
-        id=row.id,
-        name=row.name,
-        digest=row.digest,
-        created_at=utc(row.created_at),
-        created_by=row.created_by,
-        expires_at=utc_or_none(row.expires_at),
-        max_uses=row.max_uses,
-        uses=row.uses,
-        revoked_at=utc_or_none(row.revoked_at),
-        auto_approve=row.auto_approve,
-        labels={str(k): str(v) for k, v in (row.labels or {}).items()},
-        channel=row.channel,
-        gpu_class=row.gpu_class,
-    )
+    return from_row(EnrollmentToken, row, labels={str(k): str(v) for k, v in (row.labels or {}).items()})
 
 
 def _enrollment(row: DeviceEnrollmentRow) -> DeviceEnrollment:

@@ -17,13 +17,15 @@ from control_plane.adapters.db.convert import (
     delivery_from_json,
     delivery_to_json,
     device_from_row,
-    utc,
+    from_row,
+    to_row,
 )
 from control_plane.adapters.db.tables import DeviceRow, EventRow, TelemetryRow
 from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord, EventSource
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.telemetry import HISTORY_PER_VERSION, ModelWindow
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
+from edge_agent.protocol.vocabulary import Channel
 
 MAX_EVENTS_PER_DEVICE = 1000  # default of settings.device_events_kept
 
@@ -54,7 +56,7 @@ class FleetRepository:
     def enroll(
         self,
         device_id: str,
-        channel: str,
+        channel: Channel,
         labels: Mapping[str, str],
         gpu_class: str | None,
         hardware: HardwareFacts | None,
@@ -65,9 +67,9 @@ class FleetRepository:
         with self._sessions.begin() as session:
             row = session.get(DeviceRow, device_id)
             if row is None:
-                row = DeviceRow(id=device_id, created_at=now, labels={}, channel=channel, desired_generation=0)
+                row = DeviceRow(id=device_id, created_at=now, labels={}, desired_generation=0)
                 session.add(row)
-            row.channel = channel
+            row.channel = str(channel)
             row.labels = dict(labels)
             row.ansible = ansible_to_json(ansible)
             if hardware is not None:
@@ -167,19 +169,7 @@ class FleetRepository:
         if model is not None:
             stmt = stmt.where(TelemetryRow.model == model)
         with self._sessions() as session:
-            return [
-                ModelWindow(
-                    model=r.model,
-                    version=r.version,
-                    at=utc(r.at),
-                    window_s=r.window_s,
-                    requests=r.requests,
-                    errors=r.errors,
-                    p50_ms=r.p50_ms,
-                    p99_ms=r.p99_ms,
-                )
-                for r in session.scalars(stmt.order_by(TelemetryRow.id.desc()))
-            ]
+            return [from_row(ModelWindow, r) for r in session.scalars(stmt.order_by(TelemetryRow.id.desc()))]
 
     def get_device(self, device_id: str) -> Device | None:
         with self._sessions() as session:
@@ -206,18 +196,7 @@ class FleetRepository:
                 return False
             if event.source is EventSource.DEVICE:
                 row.last_seen = now
-            session.add(
-                EventRow(
-                    device_id=event.device_id,
-                    generation=event.generation,
-                    step=event.step,
-                    model=event.model,
-                    version=event.version,
-                    reason=event.reason,
-                    at=event.at,
-                    source=event.source.value,
-                )
-            )
+            session.add(to_row(EventRow, event))
             if event.source is EventSource.DEVICE:
                 self._trim_events(session, event.device_id)
             return True
@@ -234,15 +213,6 @@ class FleetRepository:
         stmt = select(EventRow).where(EventRow.device_id == device_id).order_by(EventRow.id.desc()).limit(limit)
         with self._sessions() as session:
             return [
-                DeviceEventRecord(
-                    device_id=r.device_id,
-                    generation=r.generation,
-                    step=r.step,
-                    model=r.model,
-                    version=r.version,
-                    reason=r.reason,
-                    at=utc(r.at),
-                    source=EventSource(r.source or EventSource.DEVICE.value),
-                )
+                from_row(DeviceEventRecord, r, source=EventSource(r.source or EventSource.DEVICE.value))
                 for r in session.scalars(stmt)
             ]

@@ -7,9 +7,9 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import sessionmaker
 
-from control_plane.adapters.db.convert import utc, utc_or_none
+from control_plane.adapters.db.convert import from_row, to_row
 from control_plane.adapters.db.tables import ApiTokenRow
-from control_plane.domain.identity import ApiToken, Role
+from control_plane.domain.identity import ApiToken
 
 
 class TokenRepository:
@@ -18,36 +18,23 @@ class TokenRepository:
 
     def add(self, token: ApiToken) -> ApiToken:
         with self._sessions.begin() as session:
-            session.add(
-                ApiTokenRow(
-                    id=token.id,
-                    name=token.name,
-                    role=token.role.value,
-                    digest=token.digest,
-                    device_id=token.device_id,
-                    created_at=token.created_at,
-                    created_by=token.created_by,
-                    expires_at=token.expires_at,
-                    revoked_at=token.revoked_at,
-                    last_used_at=token.last_used_at,
-                )
-            )
+            session.add(to_row(ApiTokenRow, token))
         return token
 
     def by_digest(self, digest: str) -> ApiToken | None:
         with self._sessions() as session:
             row = session.scalars(select(ApiTokenRow).where(ApiTokenRow.digest == digest)).one_or_none()
-            return _token_of(row) if row is not None else None
+            return from_row(ApiToken, row) if row is not None else None
 
     def get(self, token_id: str) -> ApiToken | None:
         with self._sessions() as session:
             row = session.get(ApiTokenRow, token_id)
-            return _token_of(row) if row is not None else None
+            return from_row(ApiToken, row) if row is not None else None
 
     def list(self) -> list[ApiToken]:
         with self._sessions() as session:
             rows = session.scalars(select(ApiTokenRow).order_by(ApiTokenRow.created_at, ApiTokenRow.id))
-            return [_token_of(r) for r in rows]
+            return [from_row(ApiToken, r) for r in rows]
 
     def count(self) -> int:
         with self._sessions() as session:
@@ -64,18 +51,3 @@ class TokenRepository:
     def touch(self, token_id: str, at: datetime) -> None:
         with self._sessions.begin() as session:
             session.execute(update(ApiTokenRow).where(ApiTokenRow.id == token_id).values(last_used_at=at))
-
-
-def _token_of(row: ApiTokenRow) -> ApiToken:
-    return ApiToken(
-        id=row.id,
-        name=row.name,
-        role=Role(row.role),
-        digest=row.digest,
-        created_at=utc(row.created_at),
-        created_by=row.created_by,
-        expires_at=utc_or_none(row.expires_at),
-        revoked_at=utc_or_none(row.revoked_at),
-        last_used_at=utc_or_none(row.last_used_at),
-        device_id=row.device_id,
-    )

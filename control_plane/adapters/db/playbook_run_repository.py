@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import sessionmaker
 
-from control_plane.adapters.db.convert import utc, utc_or_none
+from control_plane.adapters.db.convert import from_row, to_row
 from control_plane.adapters.db.tables import PlaybookRunEventRow, PlaybookRunRow
-from control_plane.domain.playbooks import HostResult, HostStatus, PlaybookName, PlaybookRun, RunEvent, RunStatus
+from control_plane.domain.playbooks import HostResult, HostStatus, PlaybookRun, RunEvent, RunStatus
 
 
 class PlaybookRunRepository:
@@ -52,20 +52,8 @@ class PlaybookRunRepository:
 
     def add_events(self, events: Sequence[RunEvent]) -> None:
         with self._sessions.begin() as session:
-            session.add_all(
-                PlaybookRunEventRow(
-                    run_id=e.run_id,
-                    seq=e.seq,
-                    at=e.at,
-                    kind=e.kind,
-                    host=e.host,
-                    task=e.task,
-                    changed=e.changed,
-                    failed=e.failed,
-                    message=e.message,
-                )
-                for e in events
-            )
+            # id: the database's (a RunEvent holds 0 until stored)
+            session.add_all(to_row(PlaybookRunEventRow, e, id=None) for e in events)
 
     def events_since(self, run_id: str, after_id: int, limit: int = 1000) -> list[RunEvent]:
         stmt = (
@@ -75,21 +63,7 @@ class PlaybookRunRepository:
             .limit(limit)
         )
         with self._sessions() as session:
-            return [
-                RunEvent(
-                    run_id=r.run_id,
-                    seq=r.seq,
-                    at=utc(r.at),
-                    kind=r.kind,
-                    host=r.host,
-                    task=r.task,
-                    changed=r.changed,
-                    failed=r.failed,
-                    message=r.message,
-                    id=r.id,
-                )
-                for r in session.scalars(stmt)
-            ]
+            return [from_row(RunEvent, r) for r in session.scalars(stmt)]
 
 
 def _host_json(h: HostResult) -> dict[str, Any]:
@@ -102,25 +76,8 @@ def _host_json(h: HostResult) -> dict[str, Any]:
 
 
 def _run_of(row: PlaybookRunRow) -> PlaybookRun:
-    return PlaybookRun(
-        id=row.id,
-        playbook=PlaybookName(row.playbook),
-        status=RunStatus(row.status),
-        hosts=tuple(
-            HostResult(
-                host=str(h["host"]),
-                status=HostStatus(h["status"]),
-                result=h.get("result"),
-                message=h.get("message"),
-            )
-            for h in row.hosts
-        ),
-        extra_vars=dict(row.extra_vars),
-        created_at=utc(row.created_at),
-        purpose=row.purpose,
-        selector=row.selector,
-        started_at=utc_or_none(row.started_at),
-        finished_at=utc_or_none(row.finished_at),
-        rc=row.rc,
-        error=row.error,
+    hosts = tuple(
+        HostResult(str(h["host"]), HostStatus(h["status"]), result=h.get("result"), message=h.get("message"))
+        for h in row.hosts
     )
+    return from_row(PlaybookRun, row, hosts=hosts)

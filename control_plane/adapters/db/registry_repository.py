@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from control_plane.adapters.db.convert import (
     job_from_row,
     tensors_to_json,
+    to_row,
     utc,
     version_from_row,
 )
@@ -40,20 +41,13 @@ class RegistryRepository:
             session.add(ModelRow(name=new.model, created_at=new.created_at))
             session.flush()
         latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.model_name == new.model))
-        row = VersionRow(
+        row = to_row(
+            VersionRow,
+            new,
             model_name=new.model,
             version=(latest or 0) + 1,
-            created_at=new.created_at,
-            source_sha256=new.source_sha256,
-            source_size=new.source_size,
             inputs=tensors_to_json(new.inputs),
             outputs=tensors_to_json(new.outputs),
-            samples_sha256=new.samples_sha256,
-            sample_count=new.sample_count,
-            samples_synthesised=new.samples_synthesised,
-            reference_outputs_computed=new.reference_outputs_computed,
-            lineage=dict(new.lineage),
-            metrics=dict(new.metrics),
             tolerances={k: dict(v) for k, v in new.tolerances.items()},
         )
         session.add(row)
@@ -94,20 +88,7 @@ class RegistryRepository:
     # -- training jobs ----------------------------------------------------------------------------------------
     def save_job(self, job: TrainingJob) -> TrainingJob:
         with self._sessions.begin() as session:
-            session.merge(
-                TrainingJobRow(
-                    id=job.id,
-                    spec=job.spec.model_dump(mode="json"),
-                    status=job.status.value,
-                    created_at=job.created_at,
-                    started_at=job.started_at,
-                    finished_at=job.finished_at,
-                    error=job.error,
-                    log_path=job.log_path,
-                    model_name=job.model,
-                    version=job.version,
-                )
-            )
+            session.merge(to_row(TrainingJobRow, job, model_name=job.model))
         return job
 
     def get_job(self, job_id: str) -> TrainingJob | None:

@@ -13,13 +13,12 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from control_plane.adapters.db.convert import issued_from_json, issued_to_json, utc, utc_or_none
+from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_row, utc, utc_or_none
 from control_plane.adapters.db.tables import DeviceRow, RolloutDeviceRow, RolloutEventRow, RolloutRow
 from control_plane.domain.reports import builds_in, remember_issued
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
-from control_plane.domain.rollout_plan import (
+from control_plane.domain.rollout_progress import (
     FINAL_PHASES,
-    DeviceStatus,
     DeviceTrack,
     GateVerdict,
     PreviousModel,
@@ -68,17 +67,7 @@ class RolloutRepository:
                     session.add(drow)
                 _fill_device_row(drow, track, state)
             for event in events:
-                session.add(
-                    RolloutEventRow(
-                        rollout_id=state.id,
-                        at=event.at,
-                        kind=event.kind,
-                        device_id=event.device_id,
-                        step=event.step,
-                        message=event.message,
-                        data=dict(event.data),
-                    )
-                )
+                session.add(to_row(RolloutEventRow, event, rollout_id=state.id))
 
     def get(self, rollout_id: str) -> RolloutState | None:
         with self._sessions() as session:
@@ -108,19 +97,7 @@ class RolloutRepository:
             .limit(limit)
         )
         with self._sessions() as session:
-            return [
-                RolloutEventRecord(
-                    id=r.id,
-                    rollout_id=r.rollout_id,
-                    at=utc(r.at),
-                    kind=r.kind,
-                    device_id=r.device_id,
-                    step=r.step,
-                    message=r.message,
-                    data=dict(r.data or {}),
-                )
-                for r in session.scalars(stmt)
-            ]
+            return [from_row(RolloutEventRecord, r, data=dict(r.data or {})) for r in session.scalars(stmt)]
 
 
 def _device_rows(session: Session, rollout_ids: list[str]) -> dict[str, list[RolloutDeviceRow]]:
@@ -190,18 +167,7 @@ def _track_of(row: RolloutDeviceRow) -> DeviceTrack:
     previous = None
     if row.previous_version is not None and row.previous_build_id is not None:
         previous = PreviousModel(row.previous_version, row.previous_build_id)
-    return DeviceTrack(
-        device_id=row.device_id,
-        step=row.step,
-        status=DeviceStatus(row.status),
-        generation=row.generation or None,
-        published_at=utc_or_none(row.published_at),
-        reason=row.reason,
-        previous=previous,
-        target=row.target,
-        build_id=row.build_id,
-        updated_at=utc(row.updated_at),
-    )
+    return from_row(DeviceTrack, row, generation=row.generation or None, previous=previous)
 
 
 def _verdict_of(data: dict[str, Any]) -> GateVerdict:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from control_plane.api.audit_schemas import AuditRecordOut
 from control_plane.api.deps import AuditDep
+from control_plane.api.schemas.audit import AuditRecordOut
 from control_plane.domain.audit import MAX_PAGE
 from control_plane.domain.bounds import INT64_MAX
 
@@ -22,4 +22,4 @@ def audit_log(
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="At most this many records.")] = 100,
 ) -> list[AuditRecordOut]:
-    return [AuditRecordOut.of(r) for r in audit.page(after, limit)]
+    return [AuditRecordOut.model_validate(r) for r in audit.page(after, limit)]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from control_plane.api.broker_schemas import BrokerCredentialOut, BrokerOut, ReconcileOut, RevocationOut
 from control_plane.api.deps import DeviceAccessDep, PrincipalDep
+from control_plane.api.schemas.broker import BrokerCredentialOut, BrokerOut, ReconcileOut, RevocationOut
 
 router = APIRouter(tags=["devices"])
 
@@ -14,7 +14,7 @@ router = APIRouter(tags=["devices"])
 def issue_credentials(device_id: str, principal: PrincipalDep, access: DeviceAccessDep) -> BrokerCredentialOut:
     """New MQTT credentials for an enrolled device (its password is in this answer only); replaces any it had and
     disconnects its current session. 409 when the control plane does not administer the broker (mqtt.admin)."""
-    return BrokerCredentialOut.of(access.issue_credentials(device_id, principal.subject))
+    return BrokerCredentialOut.model_validate(access.issue_credentials(device_id, principal.subject))
 
 
 @router.post("/v1/devices/{device_id}/revoke")
@@ -22,7 +22,7 @@ def revoke(device_id: str, access: DeviceAccessDep) -> RevocationOut:
     """Revoke the device: its broker client is deleted (its session drops at once, its next login is refused) and
     its device tokens are revoked. The device stays in the fleet. 503 when the broker could not be told (the rest
     is done; the next reconcile deletes the client)."""
-    return RevocationOut.of(access.revoke(device_id))
+    return RevocationOut.model_validate(access.revoke(device_id))
 
 
 @router.get("/v1/broker", tags=["broker"])
@@ -34,4 +34,4 @@ def broker(access: DeviceAccessDep) -> BrokerOut:
 @router.post("/v1/broker/reconcile", tags=["broker"])
 def reconcile(access: DeviceAccessDep) -> ReconcileOut:
     """Make the broker's clients equal the control plane's own and the active devices' (deleting any other)."""
-    return ReconcileOut.of(access.reconcile())
+    return ReconcileOut.model_validate(access.reconcile())

@@ -17,29 +17,32 @@ from pydantic import ValidationError
 
 from control_plane.api.builder_schemas import BuilderRegistrationIn, RegisteredBuilderOut
 from control_plane.api.deps import BuilderRegistryDep, BuildQueueDep, BuildsDep, PrincipalDep
-from control_plane.api.schemas import BuilderOut, BuildOut, ClaimIn, FailIn, HeartbeatIn
+from control_plane.api.schemas.builders import BuilderOut
+from control_plane.api.schemas.builds import BuildOut
 from control_plane.domain.errors import InvalidInput
-from model_builds.capabilities import BuilderInfo
+from edge_agent.protocol.validation import describe_error
+from model_builds.protocol import BuilderClaim, BuildFailure, BuildHeartbeat, BuildReport
 
 router = APIRouter(tags=["builders"])
 
 
 @router.post("/v1/builders/claim", response_model=None)
-def claim(body: ClaimIn, principal: PrincipalDep, queue: BuildQueueDep) -> dict[str, Any] | Response:
+def claim(body: BuilderClaim, principal: PrincipalDep, queue: BuildQueueDep) -> dict[str, Any] | Response:
     try:
-        info = BuilderInfo.from_dict(body.model_dump() | {"builder_id": body.builder_id or principal.name})
-    except ValueError as exc:
-        raise InvalidInput(f"kinds: {exc}") from exc
+        info = body.info(default_label=principal.name)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"{describe_error(first)}, not {first.get('input')!r}") from exc
     task = queue.claim(principal, info)
-    return Response(status_code=204) if task is None else task
+    return Response(status_code=204) if task is None else task.model_dump(mode="json")
 
 
 @router.post("/v1/builds/{build_id}/heartbeat")
 def heartbeat(
-    build_id: str, body: HeartbeatIn, principal: PrincipalDep, queue: BuildQueueDep, builds: BuildsDep
+    build_id: str, body: BuildHeartbeat, principal: PrincipalDep, queue: BuildQueueDep, builds: BuildsDep
 ) -> BuildOut:
     queue.heartbeat(build_id, principal, body.message, body.progress)
-    return BuildOut.of(builds.get_build(build_id))
+    return BuildOut.model_validate(builds.get_build(build_id))
 
 
 @router.post("/v1/builds/{build_id}/complete")
@@ -53,18 +56,20 @@ def complete(
     builder_id: Annotated[str | None, Form(max_length=128, description="Ignored: the token says who calls.")] = None,
 ) -> BuildOut:
     queue.complete(build_id, principal, artifact.file, _report(report))
-    return BuildOut.of(builds.get_build(build_id))
+    return BuildOut.model_validate(builds.get_build(build_id))
 
 
 @router.post("/v1/builds/{build_id}/fail")
-def fail(build_id: str, body: FailIn, principal: PrincipalDep, queue: BuildQueueDep, builds: BuildsDep) -> BuildOut:
+def fail(
+    build_id: str, body: BuildFailure, principal: PrincipalDep, queue: BuildQueueDep, builds: BuildsDep
+) -> BuildOut:
     queue.fail(build_id, principal, body.error)
-    return BuildOut.of(builds.get_build(build_id))
+    return BuildOut.model_validate(builds.get_build(build_id))
 
 
 @router.get("/v1/builders")
 def list_builders(queue: BuildQueueDep) -> list[BuilderOut]:
-    return [BuilderOut.of(r) for r in queue.builders()]
+    return [BuilderOut.model_validate(r) for r in queue.builders()]
 
 
 @router.post("/v1/builders", status_code=201)
@@ -76,11 +81,14 @@ def register_builder(
     return RegisteredBuilderOut.created(registered)
 
 
-def _report(text: str) -> dict[str, Any]:
+def _report(text: str) -> BuildReport:
     try:
         data = json.loads(text)
-    except (ValueError, ValidationError) as exc:
+    except ValueError as exc:
         raise InvalidInput(f"report: not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidInput("report: expected a JSON object {parity, latency, toolchain, hardware, build_options}")
-    return data
+    try:
+        return BuildReport.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"report: {describe_error(exc.errors()[0])}") from exc

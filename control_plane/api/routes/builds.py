@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from control_plane.api.deps import BuildsDep, PrincipalDep, RegistryDep
 from control_plane.api.params import Version
-from control_plane.api.schemas import BuildOut, BuildRequest, BuildsCreatedOut, CalibrationOut, SkippedOut
+from control_plane.api.schemas.builds import BuildOut, BuildRequest, BuildsCreatedOut, CalibrationOut, SkippedOut
 from control_plane.services.builds import BuildRequestSpec
 
 router = APIRouter(tags=["builds"])
@@ -26,13 +26,14 @@ def create_builds(name: str, version: Version, request: BuildRequest, builds: Bu
     )
     outcome = builds.request(name, version, spec)
     return BuildsCreatedOut(
-        builds=[BuildOut.of(b) for b in outcome.builds], skipped=[SkippedOut.of(s) for s in outcome.skipped]
+        builds=[BuildOut.model_validate(b) for b in outcome.builds],
+        skipped=[SkippedOut.model_validate(s) for s in outcome.skipped],
     )
 
 
 @router.get("/v1/models/{name}/versions/{version}/builds")
 def list_builds(name: str, version: Version, builds: BuildsDep) -> list[BuildOut]:
-    return [BuildOut.of(b) for b in builds.list_builds(name, version)]
+    return [BuildOut.model_validate(b) for b in builds.list_builds(name, version)]
 
 
 @router.post("/v1/models/{name}/versions/{version}/calibration", status_code=201)
@@ -43,18 +44,18 @@ def upload_calibration(
     file: Annotated[UploadFile, File(description="Calibration inputs (.npz: `input:NAME` or NAME arrays).")],
 ) -> CalibrationOut:
     found = registry.add_calibration(name, version, file.file)
-    return CalibrationOut(sha256=found.sha256, size=found.size, sample_count=found.sample_count)
+    return CalibrationOut.model_validate(found)
 
 
 @router.get("/v1/builds/{build_id}")
 def get_build(build_id: str, builds: BuildsDep) -> BuildOut:
-    return BuildOut.of(builds.get_build(build_id))
+    return BuildOut.model_validate(builds.get_build(build_id))
 
 
 @router.post("/v1/builds/{build_id}/cancel")
 def cancel_build(build_id: str, principal: PrincipalDep, builds: BuildsDep) -> BuildOut:
     """A queued, waiting or running build becomes `cancelled`; its builder is told to stop at its next call."""
-    return BuildOut.of(builds.cancel(build_id, principal))
+    return BuildOut.model_validate(builds.cancel(build_id, principal))
 
 
 @router.get("/v1/builds/{build_id}/logs", response_class=PlainTextResponse)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from control_plane.api.deps import DeviceAccessDep, EnrollmentDep, FleetDep
-from control_plane.api.schemas import DeviceEventOut, DeviceOut, EnrollmentIn
+from control_plane.api.schemas.devices import DeviceEventOut, DeviceOut, EnrollmentIn
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -17,19 +17,19 @@ def list_devices(
     fleet: FleetDep,
     selector: Annotated[str | None, Query(max_length=1000, description="k=v,k2=v2,gpu_class=C")] = None,
 ) -> list[DeviceOut]:
-    return [DeviceOut.of(d) for d in fleet.list_devices(selector)]
+    return [DeviceOut.model_validate(d) for d in fleet.list_devices(selector)]
 
 
 @router.get("/{device_id}")
 def get_device(device_id: str, fleet: FleetDep) -> DeviceOut:
-    return DeviceOut.of(fleet.get_device(device_id))
+    return DeviceOut.model_validate(fleet.get_device(device_id))
 
 
 @router.get("/{device_id}/events")
 def list_events(
     device_id: str, fleet: FleetDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> list[DeviceEventOut]:
-    return [DeviceEventOut.of(e) for e in fleet.list_events(device_id, limit)]
+    return [DeviceEventOut.model_validate(e) for e in fleet.list_events(device_id, limit)]
 
 
 @router.put("/{device_id}/enrollment")
@@ -43,7 +43,7 @@ def enroll(device_id: str, body: EnrollmentIn, fleet: FleetDep) -> DeviceOut:
         hardware=body.hardware,
         ansible=body.ansible.to_domain() if body.ansible is not None else None,
     )
-    return DeviceOut.of(view)
+    return DeviceOut.model_validate(view)
 
 
 @router.delete("/{device_id}", status_code=204)

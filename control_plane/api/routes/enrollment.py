@@ -10,7 +10,9 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
 from control_plane.api.deps import EnrollmentDep, FleetDep, PrincipalDep
-from control_plane.api.enrollment_schemas import (
+from control_plane.api.schemas.base import with_fields
+from control_plane.api.schemas.devices import DeviceOut
+from control_plane.api.schemas.enrollment import (
     DenyIn,
     EnrollmentOut,
     EnrollmentTokenCreatedOut,
@@ -19,7 +21,6 @@ from control_plane.api.enrollment_schemas import (
     LabelsIn,
     RefusalOut,
 )
-from control_plane.api.schemas import DeviceOut
 from edge_agent.protocol.enrollment import ENROLL_PATH, EnrollAnswer, EnrollmentStatus, EnrollRequest
 
 router = APIRouter(tags=["enrollment"])
@@ -43,18 +44,18 @@ def create_token(
         gpu_class=body.gpu_class,
         auto_approve=body.auto_approve,
     )
-    return EnrollmentTokenCreatedOut(**EnrollmentTokenOut.of(token).model_dump(), token=secret)
+    return EnrollmentTokenCreatedOut.model_validate(with_fields(token, token=secret))
 
 
 @router.get("/v1/enrollment-tokens")
 def list_tokens(enrollment: EnrollmentDep) -> list[EnrollmentTokenOut]:
-    return [EnrollmentTokenOut.of(t) for t in enrollment.list_tokens()]
+    return [EnrollmentTokenOut.model_validate(t) for t in enrollment.list_tokens()]
 
 
 @router.post("/v1/enrollment-tokens/{token_id}/revoke")
 def revoke_token(token_id: str, enrollment: EnrollmentDep) -> EnrollmentTokenOut:
     """No new enrollment with it from now on, and its pending requests are refused."""
-    return EnrollmentTokenOut.of(enrollment.revoke_token(token_id))
+    return EnrollmentTokenOut.model_validate(enrollment.revoke_token(token_id))
 
 
 @router.post(
@@ -95,4 +96,4 @@ def deny(device_id: str, body: DenyIn, principal: PrincipalDep, enrollment: Enro
 @router.put("/v1/devices/{device_id}/labels")
 def set_labels(device_id: str, body: LabelsIn, principal: PrincipalDep, fleet: FleetDep) -> DeviceOut:
     """Set all of a device's labels: they decide which selectors match it (a device's reports never do)."""
-    return DeviceOut.of(fleet.set_labels(device_id, body.labels, principal.name))
+    return DeviceOut.model_validate(fleet.set_labels(device_id, body.labels, principal.name))

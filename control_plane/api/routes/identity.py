@@ -7,7 +7,8 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from control_plane.api.deps import IdentityDep, PrincipalDep
-from control_plane.api.identity_schemas import TokenCreatedOut, TokenIn, TokenOut, WhoAmIOut
+from control_plane.api.schemas.base import with_fields
+from control_plane.api.schemas.identity import TokenCreatedOut, TokenIn, TokenOut, WhoAmIOut
 from control_plane.domain.identity import ROLE_PERMISSIONS
 
 router = APIRouter(tags=["identity"])
@@ -16,7 +17,7 @@ router = APIRouter(tags=["identity"])
 @router.get("/v1/whoami")
 def whoami(principal: PrincipalDep) -> WhoAmIOut:
     held = sorted(p.value for p in ROLE_PERMISSIONS.get(principal.role, frozenset()))
-    return WhoAmIOut.of(principal, held)
+    return WhoAmIOut.model_validate(with_fields(principal, permissions=held))
 
 
 @router.post("/v1/tokens", status_code=201)
@@ -24,15 +25,15 @@ def create_token(body: TokenIn, principal: PrincipalDep, identity: IdentityDep) 
     """A new token; its secret is in this answer only."""
     expires_at = identity.now() + timedelta(seconds=body.expires_in_s) if body.expires_in_s else None
     token, secret = identity.create_token(body.name, body.role, principal.subject, expires_at, body.device_id)
-    return TokenCreatedOut(**TokenOut.of(token).model_dump(), token=secret)
+    return TokenCreatedOut.model_validate(with_fields(token, token=secret))
 
 
 @router.get("/v1/tokens")
 def list_tokens(identity: IdentityDep) -> list[TokenOut]:
-    return [TokenOut.of(t) for t in identity.list_tokens()]
+    return [TokenOut.model_validate(t) for t in identity.list_tokens()]
 
 
 @router.post("/v1/tokens/{token_id}/revoke")
 def revoke_token(token_id: str, identity: IdentityDep) -> TokenOut:
     """Revoked at once: the next request with it is refused. Revoking twice is not an error."""
-    return TokenOut.of(identity.revoke(token_id))
+    return TokenOut.model_validate(identity.revoke(token_id))

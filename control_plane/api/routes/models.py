@@ -9,19 +9,19 @@ from fastapi.responses import FileResponse
 
 from control_plane.api.deps import RegistryDep
 from control_plane.api.params import Version
-from control_plane.api.schemas import ModelOut, VersionOut
+from control_plane.api.schemas.models import ModelOut, VersionOut
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
 @router.get("")
 def list_models(registry: RegistryDep) -> list[ModelOut]:
-    return [ModelOut.of(m) for m in registry.list_models()]
+    return [ModelOut.model_validate(m) for m in registry.list_models()]
 
 
 @router.get("/{name}")
 def get_model(name: str, registry: RegistryDep) -> ModelOut:
-    return ModelOut.of(registry.get_model(name))
+    return ModelOut.model_validate(registry.get_model(name))
 
 
 @router.post("/{name}/versions", status_code=201)
@@ -33,17 +33,17 @@ def upload_version(
     metadata: Annotated[str | None, Form(description='JSON: {"lineage": {...}, "metrics": {...}}')] = None,
 ) -> VersionOut:
     version = registry.register_upload(name, model.file, samples.file if samples else None, metadata)
-    return VersionOut.of(version)
+    return VersionOut.model_validate(version)
 
 
 @router.get("/{name}/versions")
 def list_versions(name: str, registry: RegistryDep) -> list[VersionOut]:
-    return [VersionOut.of(v) for v in registry.list_versions(name)]
+    return [VersionOut.model_validate(v) for v in registry.list_versions(name)]
 
 
 @router.get("/{name}/versions/{version}")
 def get_version(name: str, version: Version, registry: RegistryDep) -> VersionOut:
-    return VersionOut.of(registry.get_version(name, version))
+    return VersionOut.model_validate(registry.get_version(name, version))
 
 
 @router.get("/{name}/versions/{version}/samples", response_class=FileResponse)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import PlaybookRunsDep
 from control_plane.api.params import AfterId
-from control_plane.api.playbook_schemas import PlaybookRunIn, PlaybookRunOut, event_json
+from control_plane.api.schemas.playbook_runs import PlaybookRunIn, PlaybookRunOut, event_json
 from control_plane.api.sse import event_stream, resume_point
 
 router = APIRouter(prefix="/v1/playbook-runs", tags=["playbook-runs"])
@@ -23,24 +23,24 @@ router = APIRouter(prefix="/v1/playbook-runs", tags=["playbook-runs"])
 @router.post("", status_code=202)
 def submit(body: PlaybookRunIn, runs: PlaybookRunsDep) -> PlaybookRunOut:
     """Queue a run of a playbook on the hosts (or the Ansible devices a selector matches)."""
-    return PlaybookRunOut.of(runs.submit(body.to_domain()))
+    return PlaybookRunOut.model_validate(runs.submit(body.to_domain()))
 
 
 @router.get("")
 def list_runs(runs: PlaybookRunsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[PlaybookRunOut]:
     """Newest first."""
-    return [PlaybookRunOut.of(r) for r in runs.list_runs(limit)]
+    return [PlaybookRunOut.model_validate(r) for r in runs.list_runs(limit)]
 
 
 @router.get("/{run_id}")
 def get_run(run_id: str, runs: PlaybookRunsDep) -> PlaybookRunOut:
-    return PlaybookRunOut.of(runs.get(run_id))
+    return PlaybookRunOut.model_validate(runs.get(run_id))
 
 
 @router.post("/{run_id}/cancel", status_code=202)
 def cancel(run_id: str, runs: PlaybookRunsDep) -> PlaybookRunOut:
     """A queued run is cancelled at once, a running one shortly after; 409 for a finished run."""
-    return PlaybookRunOut.of(runs.cancel(run_id))
+    return PlaybookRunOut.model_validate(runs.cancel(run_id))
 
 
 @router.get("/{run_id}/events", response_class=StreamingResponse)

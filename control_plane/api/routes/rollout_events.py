@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.api.deps import RolloutsDep
 from control_plane.api.params import AfterId
+from control_plane.api.schemas.rollouts import event_json
 from control_plane.api.sse import event_stream, resume_point
-from control_plane.domain.rollout_events import RolloutEventRecord
-from control_plane.domain.rollout_plan import FINAL_PHASES
+from control_plane.domain.rollout_progress import FINAL_PHASES
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
@@ -37,16 +37,3 @@ async def rollout_events(
         event_json,
         start,
     )
-
-
-def event_json(record: RolloutEventRecord) -> dict[str, object]:
-    return {
-        "id": record.id,
-        "rollout_id": record.rollout_id,
-        "at": record.at.isoformat(),
-        "kind": record.kind,
-        "device_id": record.device_id,
-        "step": record.step,
-        "message": record.message,
-        "data": dict(record.data),
-    }

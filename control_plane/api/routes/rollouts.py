@@ -8,8 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from control_plane.api.deps import RolloutsDep
-from control_plane.api.schemas import RolloutOut
-from control_plane.domain.rollout_plan import Operator
+from control_plane.api.schemas.rollouts import RolloutOut
+from control_plane.domain.rollout_progress import Operator
 from control_plane.domain.rollout_spec import RolloutRequest
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
@@ -17,20 +17,20 @@ router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
 @router.post("", status_code=201)
 def create_rollout(request: RolloutRequest, rollouts: RolloutsDep) -> RolloutOut:
-    return RolloutOut.of(rollouts.create(request))
+    return RolloutOut.model_validate(rollouts.create(request))
 
 
 @router.get("")
 def list_rollouts(rollouts: RolloutsDep) -> list[RolloutOut]:
-    return [RolloutOut.of(r) for r in rollouts.list_rollouts()]
+    return [RolloutOut.model_validate(r) for r in rollouts.list_rollouts()]
 
 
 @router.get("/{rollout_id}")
 def get_rollout(rollout_id: str, rollouts: RolloutsDep) -> RolloutOut:
-    return RolloutOut.of(rollouts.get_rollout(rollout_id))
+    return RolloutOut.model_validate(rollouts.get_rollout(rollout_id))
 
 
 @router.post("/{rollout_id}/{command}")
 def command_rollout(rollout_id: str, command: Operator, rollouts: RolloutsDep) -> RolloutOut:
     """pause | resume | abort | rollback; 409 naming the phase when it does not allow the command."""
-    return RolloutOut.of(rollouts.command(rollout_id, command))
+    return RolloutOut.model_validate(rollouts.command(rollout_id, command))

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from control_plane.api.deps import BuildsDep, RegistryDep, RuntimeDep
-from control_plane.api.schemas import HealthOut, SigningKeyOut, target_out
+from control_plane.api.schemas.system import HealthOut, SigningKeyOut, target_out
 
 router = APIRouter()
 

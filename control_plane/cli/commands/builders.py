@@ -25,8 +25,9 @@ from control_plane.cli.client import ApiClient, CliError, tls_verify
 from control_plane.cli.output import Output
 from control_plane.cli.state import state_of
 from model_builds import ort_runtime
-from model_builds.capabilities import BuilderInfo, detect_builder
-from model_builds.execute import BuildProduct, BuildTask, RemoteFile
+from model_builds.capabilities import detect_builder
+from model_builds.execute import BuildProduct
+from model_builds.protocol import BuilderInfo, BuildTask, RemoteFile
 from model_builds.remote_queue import HttpBuildQueue
 from model_builds.worker import run_builder
 

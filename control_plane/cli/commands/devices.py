@@ -9,6 +9,7 @@ import typer
 from control_plane.cli import views
 from control_plane.cli.parsing import parse_selectors
 from control_plane.cli.state import state_of
+from edge_agent.protocol.vocabulary import Channel
 
 devices_app = typer.Typer(help="Enrolled edge devices.", no_args_is_help=True)
 
@@ -55,7 +56,7 @@ def events(
 def enroll(
     ctx: typer.Context,
     device_id: Annotated[str, typer.Argument(help="Device id (also the Ansible host name unless --host).")],
-    channel: Annotated[str, typer.Option(help="mqtt or ansible.")] = "ansible",
+    channel: Annotated[Channel, typer.Option(help="How the device gets its desired state.")] = Channel.ANSIBLE,
     host: Annotated[str | None, typer.Option(help="Address Ansible connects to (ansible_host).")] = None,
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="SSH port (ansible_port).")] = None,
     user: Annotated[str | None, typer.Option(help="SSH user (ansible_user).")] = None,
@@ -65,8 +66,6 @@ def enroll(
     gpu_class: Annotated[str | None, typer.Option(help="GPU class, until the device reports its own.")] = None,
 ) -> None:
     """Enroll a device (or update its enrollment), e.g. one reached over SSH for the Ansible channel."""
-    if channel not in ("mqtt", "ansible"):
-        raise typer.BadParameter("must be mqtt or ansible", param_hint="--channel")
     if connection not in ("ssh", "local"):
         raise typer.BadParameter("must be ssh or local", param_hint="--connection")
     labels: dict[str, str] = {}
@@ -75,11 +74,11 @@ def enroll(
         if not sep or not key:
             raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--label")
         labels[key] = value
-    body: dict[str, Any] = {"channel": channel, "labels": labels}
+    body: dict[str, Any] = {"channel": channel.value, "labels": labels}
     if gpu_class:
         body["gpu_class"] = gpu_class
     conn = {"host": host, "port": port, "user": user, "python": python}
-    if channel == "ansible" or any(v is not None for v in conn.values()) or connection != "ssh":
+    if channel is Channel.ANSIBLE or any(v is not None for v in conn.values()) or connection != "ssh":
         body["ansible"] = {k: v for k, v in conn.items() if v is not None} | {"connection": connection}
     state = state_of(ctx)
     with state.client() as api:

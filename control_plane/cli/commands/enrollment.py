@@ -11,6 +11,7 @@ from control_plane.cli import views
 from control_plane.cli.commands.devices import devices_app
 from control_plane.cli.parsing import parse_duration
 from control_plane.cli.state import state_of
+from edge_agent.protocol.vocabulary import Channel
 
 tokens_app = typer.Typer(
     help="Enrollment tokens: what `edge-agent enroll` presents to join the fleet (operators).", no_args_is_help=True
@@ -36,7 +37,7 @@ def create(
     expires_in: Annotated[str, typer.Option("--expires-in", help="Lifetime: 7d, 12h, 30m, or never.")] = "7d",
     max_uses: Annotated[int | None, typer.Option(min=1, help="How many devices it may enroll; default: any.")] = None,
     label: LabelOption = None,
-    channel: Annotated[str | None, typer.Option(help="mqtt or ansible (default mqtt).")] = None,
+    channel: Annotated[Channel | None, typer.Option(help="Preset channel (default mqtt).")] = None,
     gpu_class: Annotated[str | None, typer.Option(help="GPU class; default: what each device detects.")] = None,
     auto_approve: Annotated[
         bool, typer.Option(help="Enroll new devices at once; without it an operator approves each one.")
@@ -47,14 +48,12 @@ def create(
         seconds = parse_duration(expires_in)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from exc
-    if channel is not None and channel not in ("mqtt", "ansible"):
-        raise typer.BadParameter("must be mqtt or ansible", param_hint="--channel")
     body: dict[str, Any] = {
         "name": name,
         "expires_in_s": seconds,
         "max_uses": max_uses,
         "labels": parse_labels(label),
-        "channel": channel,
+        "channel": channel.value if channel is not None else None,
         "gpu_class": gpu_class,
         "auto_approve": auto_approve,
     }

@@ -23,9 +23,10 @@ from control_plane.cli.demo.progress import Reporter
 from control_plane.cli.demo.steps import STEPS, DemoFailure, DemoRun
 from control_plane.cli.demo.summary import summary_table
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_CODE_DIR = REPO_ROOT / "examples"
-DEFAULT_SPEC = DEFAULT_CODE_DIR / "demo_model" / "training.yaml"
+# The demo model ships inside the package (model/: its entrypoint and spec), so an installed edgectl runs the demo
+# without the source tree. That folder is also the control plane's one training code root in the demo.
+DEFAULT_CODE_DIR = Path(__file__).resolve().parent / "model"
+DEFAULT_SPEC = DEFAULT_CODE_DIR / "training.yaml"
 EXIT_INTERRUPTED = 130
 
 

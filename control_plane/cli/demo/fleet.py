@@ -76,7 +76,7 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 
 def control_plane_config(workdir: Path, ports: Ports, code_dir: Path) -> dict[str, Any]:
-    """The demo server's settings; `code_dir` is its one training code root (the repository's examples/)."""
+    """The demo server's settings; `code_dir` is its one training code root (the demo model's folder)."""
     return {
         "host": LOOPBACK,
         "port": ports.api,

@@ -8,9 +8,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.adapters.mqtt_link import LastWill, MqttLink
-from edge_agent.config import MqttProtocol, MqttSettings
+from edge_agent.adapters.mqtt_link import MqttLink
+from edge_agent.adapters.mqtt_session import LastWill
+from edge_agent.config import MqttSettings
 from edge_agent.protocol import Topics
+from edge_agent.protocol.vocabulary import MqttProtocol
 from tests.integration.agent.harness import ControlPlaneClient
 from tests.support import free_port, password_for, wait_for
 
@@ -125,3 +127,46 @@ def test_a_device_never_receives_another_devices_desired_state(mosquitto):
         for device in ("dev-1", "dev-2"):
             cleanup = ControlPlaneClient(mosquitto, device)
             cleanup.close()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "device"),
+    [
+        pytest.param(MqttProtocol.V5, "dev-13", id="mqtt5"),
+        pytest.param(MqttProtocol.V311, "dev-14", id="mqtt311"),
+        pytest.param(MqttProtocol.AUTO, "dev-15", id="auto"),
+    ],
+)
+def test_what_the_on_connected_hook_publishes_reaches_the_broker(mosquitto, protocol, device):
+    """The agent reports its state from the on-connected hook: a publish there must never find the session without
+    its client (the demo's devices once stayed offline because the hook ran before the client was the session's)."""
+    control = ControlPlaneClient(mosquitto, device)
+    published: list[bool] = []
+    settings = MqttSettings(
+        host=mosquitto.host, port=mosquitto.port, username=device, password=password_for(device), protocol=protocol
+    )
+    link: MqttLink | None = None
+
+    def report() -> None:
+        assert link is not None
+        published.append(link.publish(Topics().reported(device), b"hello from the hook", retain=True))
+
+    link = MqttLink(
+        settings,
+        client_id=device,
+        subscribe_topic=Topics().desired(device),
+        on_message=lambda _p: None,
+        on_connected=report,
+        will=LastWill(Topics().status(device), b"offline"),
+    )
+    link.start()
+    try:
+        wait_for(lambda: published, what="the hook ran")
+        assert published == [True]
+        wait_for(
+            lambda: any(p == b"hello from the hook" for t, p, _ in control.messages if t.endswith("/reported")),
+            what="the hook's report at the broker",
+        )
+    finally:
+        link.stop()
+        control.close()

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from control_plane.cli.main import app
-from control_plane.domain.rollout_plan import RolloutPhase
+from control_plane.domain.rollout_progress import RolloutPhase
 from tests.integration.control_plane.test_rollout_events_sse import RecordedRollouts, rollouts, url  # noqa: F401
 from tests.support import wait_for
 

@@ -31,9 +31,9 @@ from control_plane.services.registry import RegistryService
 from control_plane.services.reproof import ReProver
 from edge_agent.protocol import Verifier, canonical_json
 from edge_agent.protocol.vocabulary import ArtifactKind
-from model_builds.capabilities import BuilderInfo
 from model_builds.catalog import load_catalog
 from model_builds.ort_sandbox import run_bounded
+from model_builds.protocol import BuilderInfo, wire
 from tests.unit.control_plane.onnx_models import linear_model, linear_samples
 
 pytestmark = pytest.mark.integration
@@ -121,11 +121,11 @@ def test_claims_take_the_oldest_buildable_build_once(env: Env) -> None:
     nothing = BuilderInfo("b0", "h", ())
     assert env.queue.claim(B1, nothing) is None
     task = env.queue.claim(B1, ONNX_BUILDER)
-    assert task is not None and (task["build_id"], task["kind"]) == (first.id, "onnx")
-    assert task["source"]["url"].startswith("http://cp/v1/artifacts/") and task["lease_s"] == 30
+    assert task is not None and (task.build_id, task.kind) == (first.id, "onnx")
+    assert task.source.url.startswith("http://cp/v1/artifacts/") and task.lease_s == 30
     other = env.queue.claim(B2, replace(ONNX_BUILDER, builder_id="b2"))
-    assert other is not None and other["build_id"] == second.id
-    assert other["tolerances"] == {"atol": 5.0, "rtol": 0.0, "cosine": 0.5, "top1": 0.9}  # the model's override
+    assert other is not None and other.build_id == second.id
+    assert wire(other.tolerances) == {"atol": 5.0, "rtol": 0.0, "cosine": 0.5, "top1": 0.9}  # the model's override
     assert env.queue.claim(B1, ONNX_BUILDER) is None
     running = env.builds.get_build(first.id)
     assert (running.status, running.build.builder_id) == (BuildStatus.RUNNING, "b1")
@@ -180,7 +180,7 @@ def test_a_lapsed_lease_requeues_and_the_old_builder_is_refused(env: Env) -> Non
     with pytest.raises(LeaseLost):
         env.queue.complete(build.id, B1, io.BytesIO(HONEST), figures(0.0))
     again = env.queue.claim(B2, replace(ONNX_BUILDER, builder_id="b2"))
-    assert again is not None and again["build_id"] == build.id
+    assert again is not None and again.build_id == build.id
     log = env.builds.logs(build.id)
     assert "optimising" in log and "lease of builder b1 lapsed" in log
 
@@ -280,7 +280,7 @@ def test_a_plan_reported_from_other_hardware_fails(env: Env) -> None:
     builds = env.request(targets=["jetson-orin"], kinds=["tensorrt-plan"])
     plan = next(b for b in builds if b.tensorrt_version == "10.3.0")
     task = env.queue.claim(ORIN, ORIN_BUILDER)
-    assert task is not None and task["build_id"] == plan.id
+    assert task is not None and task.build_id == plan.id
     done = env.queue.complete(plan.id, ORIN, io.BytesIO(b"plan"), plan_report(compute_capability="8.6"))
     assert done.status is BuildStatus.FAILED and "compute_capability 8.6" in (done.error or "")
 
@@ -302,7 +302,7 @@ def test_a_plan_goes_only_to_a_builder_registered_for_its_hardware(
     builds = env.request(targets=["jetson-orin"], kinds=["tensorrt-plan"])
     plan = next(b for b in builds if b.tensorrt_version == "10.3.0")
     task = env.queue.claim(ORIN, ORIN_BUILDER)
-    assert (task is not None and task["build_id"] == plan.id) is claims
+    assert (task is not None and task.build_id == plan.id) is claims
     if not claims:
         with pytest.raises(LeaseLost):  # it never held it, so it cannot deliver it either
             env.queue.complete(plan.id, ORIN, io.BytesIO(b"plan"), plan_report())

@@ -26,7 +26,7 @@ from control_plane.api.errors import install_error_handlers
 from control_plane.api.routes import rollout_events
 from control_plane.domain.errors import NotFound
 from control_plane.domain.rollout_events import RolloutEventRecord
-from control_plane.domain.rollout_plan import RolloutPhase
+from control_plane.domain.rollout_progress import RolloutPhase
 from tests.support import free_port, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from control_plane.cli.demo.command import DEFAULT_CODE_DIR
 from tests.support import python_env
 
 pytestmark = pytest.mark.integration
 
-TRAIN = Path(__file__).resolve().parents[3] / "examples" / "demo_model" / "train.py"
+TRAIN = DEFAULT_CODE_DIR / "train.py"
 
 
 def test_train_writes_one_onnx_file_with_dynamic_batch_samples_and_metrics(tmp_path: Path) -> None:

@@ -20,9 +20,8 @@ import uvicorn
 from fastapi import FastAPI, File, Form, Request, Response, UploadFile
 
 from edge_agent.protocol.vocabulary import ArtifactKind
-from model_builds.capabilities import BuilderInfo
-from model_builds.execute import RemoteFile
 from model_builds.kinds import ONNX_KINDS
+from model_builds.protocol import BuilderInfo, RemoteFile
 from model_builds.remote_queue import HttpBuildQueue, QueueError
 from model_builds.worker import run_once
 from tests.support import free_port, port_open, wait_for
@@ -109,7 +108,7 @@ def served() -> Iterator[tuple[ControlPlaneDouble, str]]:
 
 def offer(double: ControlPlaneDouble, tmp_path: Path, build_id: str = "b1") -> None:
     """Serve a real model and its samples, and queue a task naming them by URL and sha256."""
-    task = task_for(ArtifactKind.ONNX).as_dict() | {"build_id": build_id}
+    task = task_for(ArtifactKind.ONNX).model_dump(mode="json") | {"build_id": build_id}
     for name, path in zip(("source", "samples"), write(mlp(), tmp_path), strict=True):
         data = path.read_bytes()
         double.files[path.name] = data

@@ -25,6 +25,7 @@ from edge_agent.protocol import (
     SignedDesiredState,
     Signer,
 )
+from edge_agent.protocol.vocabulary import ArtifactKind
 
 IN_FEATURES = 4
 OUT_FEATURES = 2
@@ -133,7 +134,7 @@ def with_plan(
         update={
             "build_id": f"{onnx_build.build_id}-plan",
             "target": key.gpu_class if key else "dgpu-ampere",
-            "artifact_kind": "tensorrt-plan",
+            "artifact_kind": ArtifactKind.TENSORRT_PLAN,
             "artifact": plan,
             "hardware_key": key,
             "fallback": choice if fallback else None,

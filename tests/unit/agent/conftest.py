@@ -8,10 +8,12 @@ import pytest
 
 from edge_agent.adapters.download import HttpFetcher
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory
-from edge_agent.core.agent import AgentCore, AgentIdentity
+from edge_agent.core.agent import AgentCore
+from edge_agent.core.context import AgentIdentity
 from edge_agent.core.deadlines import Deadlines
-from edge_agent.core.journal import Journal
-from edge_agent.core.ports import ArtifactFetcher, RunnerFactory
+from edge_agent.core.journal_file import Journal
+from edge_agent.core.ports import AgentPorts, ArtifactFetcher, RunnerFactory
+from edge_agent.core.store import Store
 from edge_agent.protocol import DeviceEvent, HardwareFacts, Signer, Verifier
 
 CoreFactory = Callable[..., AgentCore]
@@ -46,16 +48,16 @@ def make_core(tmp_path: Path, signer: Signer, events: list[DeviceEvent]) -> Core
             labels={"site": "a"},
             serving_url="http://127.0.0.1:1",
         )
-        return AgentCore(
-            data_dir or tmp_path / "data",
-            identity,
-            Verifier(signer.public_key_b64),
-            fetcher or HttpFetcher(max_attempts=1),
-            runners or OnnxRunnerFactory(gpu_present=False),
+        data = data_dir or tmp_path / "data"
+        ports = AgentPorts(
+            verifier=Verifier(signer.public_key_b64),
+            fetcher=fetcher or HttpFetcher(max_attempts=1),
+            runners=runners or OnnxRunnerFactory(gpu_present=False),
+            journal=journal or Journal(data),
+            store=Store(data),
             clock=lambda: datetime(2025, 1, 2, tzinfo=UTC),
             on_event=events.append,
-            journal=journal,
-            deadlines=deadlines,
         )
+        return AgentCore(identity, ports, deadlines=deadlines)
 
     return make

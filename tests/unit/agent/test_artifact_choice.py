@@ -9,9 +9,10 @@ import pytest
 
 from edge_agent.core.artifacts import Choice, Refusal, choose_artifact
 from edge_agent.core.journal import JournalState, SlotRecord
-from edge_agent.core.providers import providers_for, resolve_provider_options
+from edge_agent.core.providers import providers_for
 from edge_agent.core.reconcile import plan
 from edge_agent.protocol import DesiredState, HardwareFacts, HardwareKey
+from edge_agent.protocol.provider_options import on_device as resolve_provider_options
 from tests.unit.agent.builders import AMPERE_PLAN_KEY, build_version, with_plan
 
 TRT_BUILD = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_agent.cli import app
-from edge_agent.config import AgentConfig, ConfigError, MqttProtocol, load_config, settings_help
+from edge_agent.config import AgentConfig, ConfigError, load_config, settings_help
+from edge_agent.protocol.vocabulary import MqttProtocol
 from tests.unit.agent.builders import build_version, signed, with_plan, write_config
 
 runner = CliRunner()

@@ -15,7 +15,8 @@ import pytest
 
 from edge_agent.adapters.download import HttpFetcher, part_path
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory
-from edge_agent.core.journal import ApplyStep, Journal, JournalState
+from edge_agent.core.journal import ApplyStep, JournalState
+from edge_agent.core.journal_file import Journal
 from edge_agent.protocol import ArtifactRef, ModelAssignment, RuntimeOptions, Signer
 from tests.unit.agent.builders import SAMPLE, build_version, expected_output, signed, with_plan
 from tests.unit.agent.conftest import CoreFactory

@@ -13,8 +13,8 @@ import pytest
 from edge_agent.adapters.download import HttpFetcher
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory
 from edge_agent.core.deadlines import DeadlineExceeded, Deadlines, DeviceStep, call_with_deadline
+from edge_agent.core.layout import MODEL_FILE
 from edge_agent.core.ports import ModelRunner
-from edge_agent.core.store import MODEL_FILE
 from edge_agent.protocol import ApplyPhase, ArtifactRef, EventStep, RuntimeOptions
 from tests.unit.agent.builders import SAMPLE, build_version, expected_output, signed
 from tests.unit.agent.conftest import CoreFactory
@@ -198,7 +198,7 @@ def test_a_hanging_verify_is_cut_by_its_deadline(tmp_path, make_core, signer, ev
         GATE.wait()
         return None
 
-    monkeypatch.setattr("edge_agent.core.agent.mismatch", hang)
+    monkeypatch.setattr("edge_agent.core.store.mismatch", hang)
     result = core.handle(signed(signer, 1, [build_version(tmp_path / "art", 1)]))
 
     assert not result.ok and result.reason == "deadline exceeded in verify after 0.2 s"

@@ -10,6 +10,7 @@ import pytest
 from control_plane.domain.artifacts import ArtifactWish, NoArtifact, choose_artifact, provider_options
 from control_plane.domain.registry import Build, BuildStatus
 from edge_agent.protocol import HardwareFacts
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 PREFERENCE = ("tensorrt-plan", "onnx")
@@ -27,7 +28,8 @@ def build(
 ) -> Build:
     key = {"gpu_class": target, "compute_capability": cc, "tensorrt_version": trt} if kind == "tensorrt-plan" else None
     return Build(
-        id=build_id, model="m", version=1, target=target, precision=precision, artifact_kind=kind, status=status,
+        id=build_id, model="m", version=1, target=target, precision=Precision(precision),
+        artifact_kind=ArtifactKind(kind), status=status,
         artifact_sha256="a" * 64, artifact_size=1, error=None, created_at=NOW - timedelta(seconds=age_s), manifest={},
         manifest_signature="s", compute_capability=cc, tensorrt_version=trt, hardware_key=key,
     )  # fmt: skip
@@ -97,10 +99,10 @@ def test_provider_options_are_keyed_by_the_devices_hardware() -> None:
         },
         "CPUExecutionProvider": {},
     }
-    filled = provider_options(options, "jetson-orin", orin(), "fp16")
+    filled = provider_options(options, "jetson-orin", orin(), Precision.FP16)
     trt = filled["TensorrtExecutionProvider"]
     assert trt["trt_engine_cache_path"] == "{data_dir}/trt/jetson-orin/sm8.7-trt10.3.0"
     assert (trt["trt_fp16_enable"], trt["trt_int8_enable"]) == ("true", "false")
     assert filled["CPUExecutionProvider"] == {}
-    unknown = provider_options(options, "jetson-orin", None, "fp32")["TensorrtExecutionProvider"]
+    unknown = provider_options(options, "jetson-orin", None, Precision.FP32)["TensorrtExecutionProvider"]
     assert unknown["trt_engine_cache_path"].endswith("smnone-trtnone")

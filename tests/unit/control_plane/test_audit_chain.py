@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from control_plane.api.audit_schemas import AuditRecordOut
 from control_plane.api.audit_trail import error_detail
+from control_plane.api.schemas.audit import AuditRecordOut
 from control_plane.domain.audit import (
     GENESIS_HASH,
     AuditEntry,
@@ -117,7 +117,7 @@ def test_an_empty_log_is_intact() -> None:
 
 
 def test_records_verify_from_their_json_form_as_the_api_serves_them() -> None:
-    served = [json.loads(AuditRecordOut.of(r).model_dump_json()) for r in chain()]
+    served = [json.loads(AuditRecordOut.model_validate(r).model_dump_json()) for r in chain()]
     parsed = [AuditRecord.from_mapping(d) for d in served]
     assert verify_chain(parsed, GENESIS_HASH) is None
     served[1]["detail"] = "nothing happened here"
@@ -127,7 +127,7 @@ def test_records_verify_from_their_json_form_as_the_api_serves_them() -> None:
 def test_whole_second_times_survive_the_json_form() -> None:
     """pydantic writes 12:00:00Z (no fraction) for a whole second; the hash uses .000000Z either way."""
     record = seal(entry(1), 1, T0.replace(microsecond=0), GENESIS_HASH)
-    served = json.loads(AuditRecordOut.of(record).model_dump_json())
+    served = json.loads(AuditRecordOut.model_validate(record).model_dump_json())
     assert verify_chain([AuditRecord.from_mapping(served)], GENESIS_HASH) is None
 
 
@@ -143,7 +143,7 @@ def test_the_canonical_form_is_frozen() -> None:
 
 
 def test_a_malformed_record_is_refused_with_the_reason() -> None:
-    served = json.loads(AuditRecordOut.of(chain(1)[0]).model_dump_json())
+    served = json.loads(AuditRecordOut.model_validate(chain(1)[0]).model_dump_json())
     del served["hash"]
     with pytest.raises(ValueError, match="'hash'"):
         AuditRecord.from_mapping(served)

@@ -9,13 +9,15 @@ import pytest
 
 from control_plane.domain.builds import claim_choice, lease_lapsed, needs, recent_builders, view
 from control_plane.domain.registry import Build, BuilderRecord, BuildStatus
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def build(build_id: str, status: BuildStatus = BuildStatus.QUEUED, kind: str = "onnx", age_s: int = 0) -> Build:
     return Build(
-        id=build_id, model="m", version=1, target="jetson-orin", precision="fp32", artifact_kind=kind, status=status,
+        id=build_id, model="m", version=1, target="jetson-orin", precision=Precision.FP32,
+        artifact_kind=ArtifactKind(kind), status=status,
         artifact_sha256=None, artifact_size=None, error=None, created_at=NOW - timedelta(seconds=age_s), manifest={},
         manifest_signature=None, compute_capability="8.7" if kind == "tensorrt-plan" else None,
         tensorrt_version="10.3.0" if kind == "tensorrt-plan" else None,

@@ -18,8 +18,8 @@ from control_plane.domain.build_trust import (
     tensorrt_matches,
 )
 from control_plane.domain.registry import Build, BuildStatus
-from model_builds.planner import Tolerances
-from model_builds.reports import ParityReport
+from edge_agent.protocol.vocabulary import ArtifactKind, Precision
+from model_builds.protocol import ParityReport, Tolerances
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ORIN = BuilderRegistration("token:orin", "orin-01", "8.7", "10.x", None, "token:admin", NOW)
@@ -28,7 +28,8 @@ ORIN = BuilderRegistration("token:orin", "orin-01", "8.7", "10.x", None, "token:
 def build(kind: str = "tensorrt-plan", status: BuildStatus = BuildStatus.RUNNING, trt: str = "10.3.0") -> Build:
     plan = kind == "tensorrt-plan"
     return Build(
-        id="b", model="m", version=1, target="jetson-orin", precision="fp16", artifact_kind=kind, status=status,
+        id="b", model="m", version=1, target="jetson-orin", precision=Precision.FP16,
+        artifact_kind=ArtifactKind(kind), status=status,
         artifact_sha256=None, artifact_size=None, error=None, created_at=NOW, manifest={}, manifest_signature=None,
         compute_capability="8.7" if plan else None, tensorrt_version=trt if plan else None,
     )  # fmt: skip
@@ -44,7 +45,7 @@ def build(kind: str = "tensorrt-plan", status: BuildStatus = BuildStatus.RUNNING
     ],
 )
 def test_the_control_plane_reproves_every_onnx_kind_and_no_plan(kind: str, expected: bool) -> None:
-    assert reproved(kind) is expected
+    assert reproved(ArtifactKind(kind)) is expected
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from model_builds.catalog import CatalogError, Precision, load_catalog
+from edge_agent.protocol.vocabulary import Precision
+from model_builds.catalog import CatalogError, load_catalog
 
 GOOD = """\
 name: {name}

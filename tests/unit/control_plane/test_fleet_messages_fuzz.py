@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
-from control_plane.api.schemas import DeviceEventOut, DeviceOut
+from control_plane.api.schemas.devices import DeviceEventOut, DeviceOut
 from control_plane.domain.fleet import EventSource
 from control_plane.services.fleet import FleetService
 from edge_agent.protocol import (
@@ -486,6 +486,6 @@ def test_no_message_raises_and_what_is_stored_stays_readable(fleet: Fleet, messa
     event("stored" if stored != before else "refused")
     assert set(stored) == set(ENROLLED), "a message created a device that was never enrolled"
     for device_id in ENROLLED:
-        DeviceOut.of(fleet.service.get_device(device_id)).model_dump_json()
+        DeviceOut.model_validate(fleet.service.get_device(device_id)).model_dump_json()
         for record in fleet.service.list_events(device_id, 10_000):
-            DeviceEventOut.of(record).model_dump_json()
+            DeviceEventOut.model_validate(record).model_dump_json()

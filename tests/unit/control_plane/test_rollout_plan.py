@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from control_plane.domain.rollout_plan import (
+from control_plane.domain.rollout_plan import new_rollout, plan, with_generations
+from control_plane.domain.rollout_progress import (
     Action,
     CommandRefused,
     DeviceStatus,
@@ -26,13 +27,9 @@ from control_plane.domain.rollout_plan import (
     RolloutState,
     Target,
     TelemetryWindow,
-    new_rollout,
-    plan,
-    split_steps,
-    window_open,
-    with_generations,
 )
 from control_plane.domain.rollout_spec import MaintenanceWindow, RolloutRequest
+from control_plane.domain.rollout_steps import split_steps, window_open
 from edge_agent.protocol import ApplyOutcome, ApplyPhase, HardwareFacts, ModelHealth, ModelStatus, ReportedState
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday

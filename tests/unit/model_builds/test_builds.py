@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +11,12 @@ import pytest
 
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds import ort_runtime
-from model_builds.execute import BuildError, BuildProduct, BuildTask, RemoteFile, execute
+from model_builds.errors import BuildError
+from model_builds.execute import BuildProduct, execute
 from model_builds.hardware import HostHardware
 from model_builds.kinds import NATURAL_PRECISION
 from model_builds.onnx_model import load_npz
-from model_builds.planner import BuildOptions, BuildSpec, Tolerances, default_tolerances
+from model_builds.protocol import BuildOptions, BuildSpec, BuildTask, RemoteFile, Tolerances, default_tolerances, wire
 from model_builds.reports import parity
 from tests.unit.model_builds.models import convnet, mlp, write
 
@@ -31,7 +31,7 @@ def task_for(kind: ArtifactKind, precision: Precision | None = None, **spec: str
         key="k1",
         model="m",
         version=1,
-        spec=BuildSpec(spec.get("target", "cpu-x86_64"), kind, precision, spec.get("cc"), spec.get("trt")),
+        **wire(BuildSpec(spec.get("target", "cpu-x86_64"), kind, precision, spec.get("cc"), spec.get("trt"))),
         options=BuildOptions(),
         source=NOWHERE,
         samples=NOWHERE,
@@ -90,10 +90,10 @@ def test_onnx_int8_is_qdq_runs_on_cpu_and_meets_int8_tolerance(tmp_path: Path, m
 def test_the_report_carries_latency_per_batch_and_the_toolchain(tmp_path: Path) -> None:
     product, _ = build(tmp_path, mlp(), ArtifactKind.ONNX)
     report = product.report()
-    assert [(b["batch"], b["runs"]) for b in report["latency"]["batches"]] == [(1, 5), (16, 5)]
-    assert all(0 < b["p50_ms"] <= b["p99_ms"] for b in report["latency"]["batches"])
-    assert report["toolchain"]["onnxruntime"] == ort_runtime.version() and "tensorrt" not in report["toolchain"]
-    assert report["hardware"]["gpu_class"] == "cpu-x86_64"
+    assert [(b["batch"], b["runs"]) for b in report.latency["batches"]] == [(1, 5), (16, 5)]
+    assert all(0 < b["p50_ms"] <= b["p99_ms"] for b in report.latency["batches"])
+    assert report.toolchain["onnxruntime"] == ort_runtime.version() and "tensorrt" not in report.toolchain
+    assert report.hardware["gpu_class"] == "cpu-x86_64"
 
 
 def test_a_broken_candidate_fails_parity_with_reasons(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_a_broken_candidate_fails_parity_with_reasons(tmp_path: Path) -> None:
 
 def test_too_strict_a_tolerance_rejects_an_int8_build(tmp_path: Path) -> None:
     source, samples = write(convnet(), tmp_path)
-    strict = dataclasses.replace(task_for(ArtifactKind.ONNX_INT8_QDQ), tolerances=Tolerances(1e-6, 0, 0.999999))
+    strict = task_for(ArtifactKind.ONNX_INT8_QDQ).model_copy(update={"tolerances": Tolerances(1e-6, 0, 0.999999)})
     product = execute(strict, source, samples, None, tmp_path, lambda m, f: None, latency_runs=2, host=CPU_HOST)
     assert not product.parity.passed and product.artifact.is_file()
 

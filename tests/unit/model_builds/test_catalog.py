@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.protocol.vocabulary import ArtifactKind, Precision
+from edge_agent.protocol import HardwareFacts
+from edge_agent.protocol.provider_options import for_device
+from edge_agent.protocol.vocabulary import ArtifactKind, ExecutionProvider, Precision
 from model_builds.catalog import CatalogError, DeviceType, load_catalog
-from model_builds.providers import resolve_provider_options
 
 GPU = """\
 name: {name}
@@ -61,17 +62,23 @@ def test_every_builtin_class_is_known_with_its_hardware() -> None:
     [
         pytest.param(Precision.FP32, "false", "false", id="fp32"),
         pytest.param(Precision.FP16, "true", "false", id="fp16"),
-        pytest.param(Precision.INT8, "true", "true", id="int8"),
+        # What ships (the control plane's resolver, the one kept): an int8 artifact runs with int8 only.
+        pytest.param(Precision.INT8, "false", "true", id="int8"),
     ],
 )
 def test_provider_options_key_the_engine_cache_by_hardware(precision: Precision, fp16: str, int8: str) -> None:
     orin = load_catalog().get("jetson-orin")
     assert orin is not None
-    resolved = dict(resolve_provider_options(orin, precision, "/var/lib/edge", "8.7", "10.3.0"))
-    trt = resolved["TensorrtExecutionProvider"]
-    assert trt["trt_engine_cache_path"] == "/var/lib/edge/trt-cache/jetson-orin/sm8.7-trt10.3.0"
+    facts = HardwareFacts(gpu_class="jetson-orin", arch="aarch64", compute_capability="8.7", tensorrt_version="10.3.0")
+    resolved = for_device(orin.provider_options, orin.name, facts, precision)
+    trt = resolved[ExecutionProvider.TENSORRT]
+    assert trt["trt_engine_cache_path"] == "{data_dir}/trt-cache/jetson-orin/sm8.7-trt10.3.0"
     assert (trt["trt_fp16_enable"], trt["trt_int8_enable"], trt["trt_dla_core"]) == (fp16, int8, "0")
-    assert list(resolved) == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert list(orin.runtime.providers) == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
 
 
 def test_a_user_folder_adds_a_class(tmp_path: Path) -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
-from model_builds.capabilities import BuilderInfo, builder_info, detect_builder
+from model_builds.capabilities import builder_info, detect_builder
 from model_builds.hardware import NVIDIA_SMI_QUERY, HostHardware, detect_host, jetpack_for_l4t, parse_tegra_release
 from model_builds.kinds import ONNX_KINDS
-from model_builds.planner import BuildSpec
+from model_builds.protocol import BuilderInfo, BuildSpec
 
 # Recorded real outputs (nvidia-smi --query-gpu=name,compute_cap,driver_version --format=csv,noheader; Jetson files).
 SMI_L4 = "NVIDIA L4, 8.9, 535.129.03\n"
@@ -88,7 +88,7 @@ def test_what_a_builder_can_build(host: HostHardware, has_trt: bool, plans: bool
     info = builder_info("b1", "h", host, has_trt)
     assert info.kinds[:3] == ONNX_KINDS and (ArtifactKind.TENSORRT_PLAN in info.kinds) == plans
     assert (reason is None) == (info.reasons == ()) and all(reason in r for r in info.reasons if reason)
-    assert BuilderInfo.from_dict(info.as_dict()) == info
+    assert BuilderInfo(**info.as_dict()) == info
 
 
 def test_a_plan_builder_takes_only_its_own_compute_capability_and_tensorrt() -> None:

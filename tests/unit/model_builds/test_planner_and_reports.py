@@ -7,15 +7,8 @@ import pytest
 
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.catalog import CatalogError, load_catalog
-from model_builds.planner import (
-    BuildOptions,
-    BuildSpec,
-    ProfileShape,
-    Tolerances,
-    build_key,
-    default_tolerances,
-    plan_builds,
-)
+from model_builds.planner import build_key, plan_builds
+from model_builds.protocol import BuildOptions, BuildSpec, ProfileShape, Tolerances, default_tolerances, wire
 from model_builds.reports import batch_latency, judge, parity
 
 CATALOG = load_catalog()
@@ -106,7 +99,7 @@ def test_missing_or_reshaped_outputs_fail() -> None:
 
 def test_judge_reapplies_the_policy_to_reported_figures_not_the_reported_verdict() -> None:
     noisy = {"logits": REFERENCE["logits"] + np.float32(0.05)}
-    reported = parity(noisy, REFERENCE, Tolerances(0.25, 0.25, 0.98, 0.9)).as_dict()
+    reported = wire(parity(noisy, REFERENCE, Tolerances(0.25, 0.25, 0.98, 0.9)))
     assert reported["passed"]
     strict = judge(reported, Tolerances(1e-4, 1e-3, 0.99999))
     assert not strict.passed and "max abs error 0.05" in strict.reasons[0]

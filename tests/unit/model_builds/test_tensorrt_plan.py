@@ -11,7 +11,7 @@ import pytest
 from edge_agent.protocol.vocabulary import ArtifactKind, Precision
 from model_builds.build_steps import plan_refusal
 from model_builds.hardware import HostHardware
-from model_builds.planner import BuildOptions, ProfileShape
+from model_builds.protocol import BuildOptions, ProfileShape
 from model_builds.tensorrt_plan import (
     PlanError,
     builder_settings,

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.protocol.vocabulary import ArtifactKind
-from model_builds.capabilities import BuilderInfo
-from model_builds.execute import BuildProduct, BuildTask, RemoteFile
+from model_builds.execute import BuildProduct
 from model_builds.kinds import ONNX_KINDS
+from model_builds.protocol import BuilderInfo, BuildTask, RemoteFile
 from model_builds.worker import run_builder, run_once
 from tests.unit.model_builds.models import mlp, write
 from tests.unit.model_builds.test_builds import task_for
@@ -61,11 +61,12 @@ def queue_with(tmp_path: Path, *kinds: ArtifactKind) -> FakeControlPlaneQueue:
     source, samples = write(mlp(), tmp_path)
     files = {"/src": source.read_bytes(), "/smp": samples.read_bytes(), "/junk": b"not an npz"}
     tasks = [
-        replace(
-            task_for(kind),
-            build_id=f"b{i}",
-            source=remote("/src", files["/src"]),
-            samples=remote("/smp", files["/smp"]),
+        task_for(kind).model_copy(
+            update={
+                "build_id": f"b{i}",
+                "source": remote("/src", files["/src"]),
+                "samples": remote("/smp", files["/smp"]),
+            }
         )
         for i, kind in enumerate(kinds)
     ]
@@ -84,7 +85,7 @@ def test_a_task_is_built_and_completed_with_its_proof(tmp_path: Path) -> None:
 
 def test_a_failing_task_is_reported_and_the_loop_goes_on(tmp_path: Path) -> None:
     queue = queue_with(tmp_path, ArtifactKind.ONNX, ArtifactKind.ONNX_FP16)
-    queue.tasks[0] = replace(queue.tasks[0], samples=remote("/junk", queue.files["/junk"]))
+    queue.tasks[0] = queue.tasks[0].model_copy(update={"samples": remote("/junk", queue.files["/junk"])})
     stop = threading.Event()
     run_builder(queue, INFO, tmp_path / "work", stop, idle_wait=lambda s: stop.set() or True, poll_s=0)
     assert "samples are unusable: not a readable .npz" in queue.failed["b0"]

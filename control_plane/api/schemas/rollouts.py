@@ -1,0 +1,109 @@
+"""Public schemas of rollouts: a rollout with its steps and per-device tracks, and its event records as the
+Server-Sent Events stream sends them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import model_validator
+
+from control_plane.api.schemas.base import Out, with_fields
+from control_plane.domain.rollout_events import RolloutEventRecord
+from control_plane.domain.rollout_progress import (
+    DeviceStatus,
+    DeviceTrack,
+    Operator,
+    RolloutPhase,
+    RolloutState,
+    Verdict,
+    allowed_commands,
+)
+from control_plane.domain.rollout_spec import RolloutRequest, SelectorIn, StrategyType
+from control_plane.domain.step_states import StepState, status_counts, step_summaries
+
+
+# Read from a DeviceTrack: what the device ran before is flattened.
+class RolloutDeviceOut(Out):
+    device_id: str
+    step: str
+    target: str
+    build_id: str
+    generation: int | None
+    status: DeviceStatus
+    reason: str | None
+    published_at: datetime | None
+    previous_version: int | None
+    previous_build_id: str | None
+    updated_at: datetime | None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _of_track(cls, value: Any) -> Any:
+        if isinstance(value, DeviceTrack):
+            previous = value.previous
+            return with_fields(
+                value,
+                previous_version=previous.version if previous else None,
+                previous_build_id=previous.build_id if previous else None,
+            )
+        return value
+
+
+# Read from a StepSummary (control_plane/domain/step_states.py).
+class StepOut(Out):
+    name: str
+    state: StepState
+    devices: int
+    counts: dict[str, int]
+    verdict: Verdict | None
+    verdict_reason: str | None
+
+
+# Read from a RolloutState: selector and strategy from its spec; steps, commands and counts derived.
+class RolloutOut(Out):
+    id: str
+    model: str
+    version: int
+    selector: SelectorIn
+    strategy: StrategyType
+    spec: RolloutRequest
+    phase: RolloutPhase
+    reason: str | None
+    current_step: str | None
+    step_started_at: datetime | None
+    baked_since: datetime | None
+    steps: list[StepOut]
+    allowed_commands: list[Operator]
+    created_at: datetime
+    updated_at: datetime
+    devices: list[RolloutDeviceOut]
+    counts: dict[str, int]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _of_state(cls, value: Any) -> Any:
+        if isinstance(value, RolloutState):
+            return with_fields(
+                value,
+                selector=value.spec.selector,
+                strategy=value.spec.strategy.type,
+                steps=step_summaries(value),
+                allowed_commands=sorted(allowed_commands(value.phase), key=lambda c: c.value),
+                counts=status_counts(t.status for t in value.devices),
+            )
+        return value
+
+
+def event_json(record: RolloutEventRecord) -> dict[str, object]:
+    """One rollout event as sent in the SSE stream's `data:`."""
+    return {
+        "id": record.id,
+        "rollout_id": record.rollout_id,
+        "at": record.at.isoformat(),
+        "kind": record.kind,
+        "device_id": record.device_id,
+        "step": record.step,
+        "message": record.message,
+        "data": dict(record.data),
+    }

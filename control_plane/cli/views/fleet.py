@@ -1,0 +1,119 @@
+"""Views of the fleet and its rollouts: devices (what each serves, why it fell back), their events, rollouts and
+their per-device progress.
+
+Pure functions from JSON data (docs/api.md) to renderables: no I/O, no client calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+
+from control_plane.cli.views.cells import cell, record, status_text, table
+
+
+def _serving(device: dict[str, Any]) -> str:
+    models = (device.get("reported") or {}).get("models") or []
+    return (
+        ", ".join(
+            f"{m.get('name')} v{m.get('version')} {m.get('artifact_kind') or 'onnx'} ({m.get('provider')})"
+            for m in models
+        )
+        or "-"
+    )
+
+
+def _fallbacks(device: dict[str, Any]) -> str | None:
+    models = (device.get("reported") or {}).get("models") or []
+    reasons = [f"{m.get('name')}: {m['fallback_reason']}" for m in models if m.get("fallback_reason")]
+    return "; ".join(reasons) or None
+
+
+def devices_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(d.get("id")),
+            status_text(d.get("presence")),
+            cell(d.get("gpu_class")),
+            cell(d.get("labels")),
+            _serving(d),
+            cell(d.get("last_seen")),
+        ]
+        for d in data
+    ]
+    return table("devices", ["id", "presence", "gpu class", "labels", "serving", "last seen"], rows)
+
+
+def device_view(data: Any) -> RenderableType:
+    main = record(
+        f"device {data.get('id')}",
+        {**data, "serving": _serving(data), "fell back": _fallbacks(data)},
+        ["id", "presence", "last_seen", "channel", "gpu_class", "labels", "serving", "fell back", "desired_generation"],
+    )
+    parts: list[RenderableType] = [main, record("hardware", data.get("hardware") or {})]
+    if data.get("ansible"):
+        parts.append(record("ansible connection", data["ansible"]))
+    if data.get("delivery_failure"):
+        parts.append(record("last failed delivery", data["delivery_failure"]))
+    reported = data.get("reported")
+    if reported:
+        parts.append(record("reported", {k: v for k, v in reported.items() if k not in ("hardware", "models")}))
+    return Group(*parts)
+
+
+def events_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(e.get("at")),
+            cell(e.get("source")),
+            cell(e.get("generation")),
+            status_text(e.get("step")),
+            cell(e.get("model")),
+            cell(e.get("version")),
+            cell(e.get("reason")),
+        ]
+        for e in data
+    ]
+    columns = ["at", "from", "generation", "step", "model", "version", "reason"]
+    return table("events (newest first)", columns, rows)
+
+
+def rollouts_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [
+        [
+            cell(r.get("id")),
+            cell(r.get("model")),
+            cell(r.get("version")),
+            status_text(r.get("phase")),
+            counts_text(r.get("counts") or {}),
+            cell(r.get("created_at")),
+        ]
+        for r in data
+    ]
+    return table("rollouts", ["id", "model", "version", "phase", "devices", "created"], rows)
+
+
+def counts_text(counts: dict[str, Any]) -> str:
+    order = ("activated", "in_progress", "pending", "failed")
+    return " ".join(f"{k}={counts.get(k, 0)}" for k in order)
+
+
+def rollout_view(data: Any) -> RenderableType:
+    head = record(
+        f"rollout {data.get('id')}",
+        {**data, "counts": counts_text(data.get("counts") or {})},
+        ["id", "model", "version", "selector", "strategy", "phase", "counts", "created_at", "updated_at"],
+    )
+    rows: list[list[RenderableType]] = [
+        [
+            cell(d.get("device_id")),
+            cell(d.get("target")),
+            status_text(d.get("status")),
+            cell(d.get("generation")),
+            cell(d.get("reason")),
+            cell(d.get("updated_at")),
+        ]
+        for d in data.get("devices") or []
+    ]
+    return Group(head, table("devices", ["device", "target", "status", "generation", "reason", "updated"], rows))

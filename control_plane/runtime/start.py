@@ -1,0 +1,129 @@
+"""`start_runtime(settings)`: the wiring steps in order, then the workers started; `Runtime.close` stops them.
+
+The order is what this module owns: each step wires one concern (the modules beside this one) and connects to no
+broker and starts no worker thread; the broker link and the workers start last, once everything they may call
+exists. It never holds request logic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from control_plane.adapters.mqtt import MqttLink
+from control_plane.runtime.broker import wire_broker
+from control_plane.runtime.builds import wire_builds
+from control_plane.runtime.fleet import fleet_service, wire_rollouts
+from control_plane.runtime.identity import device_enrollment, operator_identity
+from control_plane.runtime.playbooks import recover_playbook_runs, wire_playbook_runs
+from control_plane.runtime.storage import open_shared, open_storage
+from control_plane.runtime.training import wire_training
+from control_plane.services.audit import AuditService
+from control_plane.services.build_queue import BuildQueueService
+from control_plane.services.builder_registry import BuilderRegistryService
+from control_plane.services.builds import BuildService
+from control_plane.services.device_access import DeviceAccessService
+from control_plane.services.enrollment import EnrollmentService
+from control_plane.services.fleet import FleetService
+from control_plane.services.identity import IdentityService
+from control_plane.services.local_builder import InProcessBuilders
+from control_plane.services.playbook_runs import PlaybookRunService
+from control_plane.services.registry import RegistryService
+from control_plane.services.rollout_executor import RolloutExecutor
+from control_plane.services.rollouts import RolloutService
+from control_plane.services.training import TrainingService
+from control_plane.settings import ServerSettings
+from edge_agent.protocol import Signer
+from model_builds.capabilities import detect_builder
+from model_builds.protocol import BuilderInfo
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    """Everything behind the routes (`app.state.runtime`; api/deps.py hands out its services)."""
+
+    settings: ServerSettings
+    signer: Signer
+    registry: RegistryService
+    builds: BuildService
+    build_queue: BuildQueueService
+    builders: InProcessBuilders
+    fleet: FleetService
+    rollouts: RolloutService
+    executor: RolloutExecutor
+    training: TrainingService
+    link: MqttLink
+    dispose_database: Callable[[], None]
+    playbook_runs: PlaybookRunService
+    identity: IdentityService
+    builder_registry: BuilderRegistryService
+    audit: AuditService
+    enrollment: EnrollmentService
+    device_access: DeviceAccessService
+
+    def close(self) -> None:
+        """The builders and the rollout executor first, then playbook runs, broker accounts and the broker link,
+        then training; the database last."""
+        self.builders.stop()
+        self.executor.stop()
+        self.playbook_runs.shutdown()
+        self.device_access.stop()
+        self.link.stop()
+        self.training.shutdown()
+        self.dispose_database()
+
+
+def start_runtime(
+    settings: ServerSettings,
+    clock: Callable[[], datetime] = utc_now,
+    builder_info: Callable[[], BuilderInfo] = detect_builder,
+) -> Runtime:
+    """Create the data dir and signing key, migrate the database, wire the services, connect to the broker,
+    re-queue the builds this control plane's own builders were running when it stopped, start the builders."""
+    storage = open_storage(settings)
+    identity = operator_identity(settings, storage.repos.tokens, clock)  # first start: writes the admin token
+    shared = open_shared(settings)
+    builds = wire_builds(settings, storage, shared, identity, clock, builder_info)  # re-queues interrupted builds
+    fleet = fleet_service(settings, storage, shared, clock)
+    broker = wire_broker(settings, storage, shared, fleet, identity, clock)
+    enrollment = device_enrollment(settings, storage, identity, clock, broker.access.provisioning())
+    playbook_runs = wire_playbook_runs(settings, storage, fleet, identity, clock)
+    rollouts = wire_rollouts(settings, storage, shared, fleet, broker, playbook_runs, clock)
+    recover_playbook_runs(playbook_runs, rollouts.push)
+    training = wire_training(settings, storage, builds.registry, clock)  # fails jobs a restart interrupted
+    runtime = Runtime(
+        settings=settings,
+        signer=storage.signer,
+        registry=builds.registry,
+        builds=builds.builds,
+        build_queue=builds.queue,
+        builders=builds.builders,
+        fleet=fleet,
+        rollouts=rollouts.rollouts,
+        executor=rollouts.executor,
+        training=training,
+        link=broker.link,
+        dispose_database=storage.dispose_database,
+        playbook_runs=playbook_runs,
+        identity=identity,
+        builder_registry=builds.builder_registry,
+        audit=AuditService(storage.repos.audit, clock),
+        enrollment=enrollment,
+        device_access=broker.access,
+    )
+    start_workers(runtime)
+    return runtime
+
+
+def start_workers(runtime: Runtime) -> None:
+    """Broker accounts first (the link's first connect reconciles them), then the link, the builders, and the
+    rollout executor last: everything it may wake is running by then."""
+    runtime.device_access.start()
+    runtime.link.start()
+    runtime.builders.start()
+    runtime.executor.start()

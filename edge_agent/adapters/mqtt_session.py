@@ -1,0 +1,311 @@
+"""One MQTT session for the agent and the control plane: the only module of the project that imports paho-mqtt.
+
+paho-mqtt 2 (callback API v2). A session connects with the program's TLS CA and credentials and, where given, a
+retained QoS 1 last will; reconnects with backoff (1 s to 30 s) on paho's network thread; subscribes its topics at
+QoS 1 on every connection, before it says it is connected; publishes at QoS 1, not retained, unless the caller says
+otherwise. With protocol `auto` it first probes MQTT 5 with a connection of its own, without the will (amqtt, the
+demo's 3.1.1-only broker, leaves a v5 CONNECT that carries a will unanswered), retrying with backoff while the
+broker is unreachable; it falls back to 3.1.1 when the broker refuses 5 (CONNACK "unsupported protocol version",
+which paho also reports for a 3.1.1 broker's return code 1) or drops or ignores the CONNECT, and stays on 5 for any
+other refusal (wrong credentials are retried with backoff, on 5). Then it connects for good, will included.
+
+The agent's link (`edge_agent.adapters.mqtt_link`) and the control plane's (`control_plane.adapters.mqtt`) build on
+it and keep only their topics and handlers (docs/decisions/0010). It must never parse a message body, import
+anything of the project (the control plane imports it), log a password, or let a callback's exception reach
+paho's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
+
+log = logging.getLogger(__name__)
+
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
+PROBE_RETRY_MIN_S = 0.5
+PROBE_TIMEOUT_S = 10.0
+SUBSCRIBE_QOS = 1
+FAREWELL_TIMEOUT_S = 2.0
+UNSUPPORTED_PROTOCOL_VERSION = 0x84  # CONNACK reason; paho maps a 3.1.1 broker's return code 1 to it
+AUTO = "auto"  # the `protocol` setting that tries MQTT 5, then 3.1.1
+
+OnMessage = Callable[[str, bytes], None]
+"""Called on paho's network thread with (topic, payload) of every message the session receives."""
+OnConnected = Callable[[], object]
+"""Called on paho's network thread each time the broker accepts the session, after its topics are subscribed."""
+
+
+class MqttVersion(str, Enum):
+    V5 = "5"
+    V311 = "3.1.1"
+
+
+_PAHO_PROTOCOL = {MqttVersion.V5: MQTTProtocolVersion.MQTTv5, MqttVersion.V311: MQTTProtocolVersion.MQTTv311}
+
+
+def versions_to_try(protocol: str) -> tuple[MqttVersion, ...]:
+    """The MQTT versions a session tries, in order, for a `protocol` setting: `auto` is 5, then 3.1.1."""
+    if protocol == AUTO:
+        return (MqttVersion.V5, MqttVersion.V311)
+    return (MqttVersion(protocol),)
+
+
+def refuses_version(connack_reason: int | None) -> bool:
+    """Whether a probe's answer means the broker does not speak the version tried: it refused it, or it sent no
+    CONNACK at all (`None`: dropped or ignored the CONNECT). Any other refusal comes from a broker that does."""
+    return connack_reason is None or connack_reason == UNSUPPORTED_PROTOCOL_VERSION
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    reached: bool  # the TCP (and TLS) connection was made
+    connack_reason: int | None = None  # None: no CONNACK came
+    said: str = "no CONNACK"  # the CONNACK's reason, for the log
+
+
+class BrokerSettings(Protocol):
+    """What a session reads of a program's `mqtt` settings; the agent's and the control plane's both have it."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> SecretStr | None: ...
+    @property
+    def protocol(self) -> str: ...  # `auto`, `5` or `3.1.1`
+    @property
+    def keepalive_s(self) -> int: ...
+    @property
+    def tls_ca_file(self) -> Path | None: ...
+
+
+@dataclass(frozen=True)
+class LastWill:
+    """A retained QoS 1 message: the broker's last will for the session, or the farewell `stop` publishes."""
+
+    topic: str
+    payload: bytes
+
+
+class MqttSession:
+    """A broker session that keeps itself up until `stop`; methods may be called from any thread."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        client_id: str,
+        on_message: OnMessage,
+        on_connected: OnConnected | None = None,
+        will: LastWill | None = None,
+    ) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._on_message_cb = on_message
+        self._on_connected_cb = on_connected
+        self._will = will
+        self._versions = versions_to_try(settings.protocol)
+        self._version_index = 0
+        self._topics: dict[str, None] = {}  # an ordered set
+        self._lock = threading.Lock()
+        self._client: mqtt.Client | None = None
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        """Set while the broker has accepted the session (set and cleared by the session only)."""
+
+    @property
+    def version(self) -> MqttVersion:
+        """The MQTT version the session speaks, or will try first while it has not decided."""
+        return self._versions[self._version_index]
+
+    def subscribe(self, topic: str) -> None:
+        """Subscribe to `topic` on every connection from the next one."""
+        self._topics[topic] = None
+
+    def set_connected_hook(self, hook: OnConnected) -> None:
+        self._on_connected_cb = hook
+
+    def start(self) -> None:
+        """Connect in the background and return at once. A setting paho cannot use (an unreadable CA file) raises."""
+        self._stopping.clear()
+        if len(self._versions) == 1:
+            with self._lock:
+                self._connect(self._new_client(with_will=True))
+            return
+        first_probe = self._new_client(with_will=False)
+        decide = threading.Thread(target=self._decide_then_connect, args=(first_probe,), name="mqtt-connect")
+        decide.daemon = True
+        decide.start()
+
+    def stop(self, farewell: LastWill | None = None) -> None:
+        """Publish `farewell` (retained, QoS 1; waiting up to 2 s) if connected, then disconnect for good."""
+        with self._lock:
+            self._stopping.set()
+            client, self._client = self._client, None
+        if client is None:
+            return
+        if farewell is not None and self.connected.is_set():
+            info = client.publish(farewell.topic, farewell.payload, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=FAREWELL_TIMEOUT_S)
+            except (RuntimeError, ValueError):
+                log.debug("MQTT: the farewell on %s was not delivered before shutdown", farewell.topic)
+        client.disconnect()
+        client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> bool:
+        """Queue a message; True if handed to the broker connection now (QoS 1 ones are kept for reconnect)."""
+        client = self._client
+        if client is None:
+            log.debug("MQTT: not connecting yet; dropping a message for %s", topic)
+            return False
+        info = client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    # -- choosing the version ------------------------------------------------------------------------------------
+
+    def _decide_then_connect(self, first_probe: mqtt.Client) -> None:
+        probe: mqtt.Client | None = first_probe
+        delay = PROBE_RETRY_MIN_S
+        while self._version_index + 1 < len(self._versions) and not self._stopping.is_set():
+            outcome = self._probe(probe or self._new_client(with_will=False))
+            probe = None
+            if not outcome.reached:
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_S)
+                continue
+            if not refuses_version(outcome.connack_reason):
+                if outcome.connack_reason:
+                    log.error("MQTT: broker speaks %s but refused this client: %s", self.version.value, outcome.said)
+                break
+            log.warning("MQTT: broker does not speak MQTT %s (%s); falling back", self.version.value, outcome.said)
+            self._version_index += 1
+        with self._lock:
+            if not self._stopping.is_set():
+                self._connect(self._new_client(with_will=True))
+
+    def _probe(self, client: mqtt.Client) -> ProbeOutcome:
+        """Connect once without a will, note the CONNACK (or its absence) and close."""
+        s = self._settings
+        answers: list[ReasonCode] = []
+        done = threading.Event()
+
+        def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+            answers.append(reason)
+            done.set()
+
+        def on_disconnect(_c: mqtt.Client, _u: object, _f: object, _r: object, _p: object) -> None:
+            done.set()
+
+        client.on_connect, client.on_disconnect = on_connect, on_disconnect
+        try:
+            client.connect(s.host, s.port, s.keepalive_s)
+            for _ in range(int(PROBE_TIMEOUT_S / 0.1)):
+                if done.is_set() or client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+        except (OSError, ValueError) as exc:
+            log.info("MQTT: broker %s:%d not reachable: %s", s.host, s.port, exc)
+            return ProbeOutcome(reached=False)
+        finally:
+            _quietly_close(client)
+        if not answers:
+            return ProbeOutcome(reached=True)
+        return ProbeOutcome(reached=True, connack_reason=answers[0].value, said=str(answers[0]))
+
+    # -- the session's client ----------------------------------------------------------------------------------
+
+    def _new_client(self, with_will: bool) -> mqtt.Client:
+        s = self._settings
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=_PAHO_PROTOCOL[self.version]
+        )
+        if s.username is not None:
+            password = s.password.get_secret_value() if s.password is not None else None
+            client.username_pw_set(s.username, password)
+        if s.tls_ca_file is not None:
+            client.tls_set(ca_certs=str(s.tls_ca_file))
+        if with_will and self._will is not None:
+            client.will_set(self._will.topic, self._will.payload, qos=1, retain=True)
+        return client
+
+    def _connect(self, client: mqtt.Client) -> None:
+        """Make `client` the session's and start it. Called with the lock held.
+
+        The client is the session's before its network thread starts: the on-connected hook publishes (the agent's
+        reported state), and a publish that found no client yet would be dropped.
+        """
+        s = self._settings
+        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        log.info("MQTT: connecting to %s:%d as %s (protocol %s)", s.host, s.port, self._client_id, self.version.value)
+        client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
+        client.loop_start()
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        _flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("MQTT: broker refused the connection: %s; retrying with backoff", reason)
+            return
+        if self._topics:
+            client.subscribe([(topic, SUBSCRIBE_QOS) for topic in self._topics])
+        self.connected.set()
+        log.info("MQTT: connected (protocol %s)", self.version.value)
+        if self._on_connected_cb is not None:
+            try:
+                self._on_connected_cb()
+            except Exception:
+                log.exception("MQTT: on-connected hook failed")
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _properties: Properties | None,
+    ) -> None:
+        self.connected.clear()
+        if not self._stopping.is_set():
+            log.warning("MQTT: disconnected (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._on_message_cb(message.topic, bytes(message.payload))
+        except Exception:
+            log.exception("MQTT: handling a message on %s failed; dropped", message.topic)
+
+
+def _quietly_close(client: mqtt.Client) -> None:
+    try:
+        client.disconnect()
+        client.loop(timeout=0.1)
+    except (OSError, ValueError):
+        log.debug("MQTT: the probe connection was already closed")
