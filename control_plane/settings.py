@@ -76,16 +76,17 @@ class MqttSettings(BaseModel):
         return self
 
 
-def _repository_playbooks() -> Path:
-    """The repository's `playbooks/` (next to the `control_plane` package)."""
-    return Path(__file__).resolve().parents[1] / "playbooks"
+def _shipped_playbooks() -> Path:
+    """The playbooks that ship with the package: `control_plane/playbooks/`, in a checkout a link to `playbooks/`."""
+    return (Path(__file__).parent / "playbooks").resolve()
 
 
 class AnsibleSettings(BaseModel):
     playbooks_dir: Path = Field(
-        default_factory=_repository_playbooks,
+        default_factory=_shipped_playbooks,
         description="Directory of the playbooks the control plane runs (provision.yml, deploy_model.yml, ...); "
-        "nothing outside it is ever run. Default: the repository's playbooks/.",
+        "nothing outside it is ever run. Default: the playbooks that ship with the package (in a checkout: "
+        "playbooks/).",
     )
     private_key_file: Path | None = Field(
         default=None, description="SSH private key Ansible logs in with (ANSIBLE_PRIVATE_KEY_FILE)."

@@ -122,3 +122,18 @@ def test_the_demo_runs_from_the_installed_wheel(installed: Path, tmp_path: Path)
         assert device in result.stdout
     assert "demo finished in" in result.stdout, out
     assert time.monotonic() - started < 240
+
+
+def test_the_installed_control_plane_runs_the_playbooks_it_ships(installed: Path, tmp_path: Path) -> None:
+    """The Ansible channel's playbooks and role come with the package: the default `ansible.playbooks_dir` of an
+    installed control plane holds them, inside the virtualenv, the same files as the repository's playbooks/."""
+    code = "from control_plane.settings import AnsibleSettings; print(AnsibleSettings().playbooks_dir)"
+    result = _run([str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, env=_user_env(installed), timeout=60)
+    assert result.returncode == 0, result.stderr
+    shipped = Path(result.stdout.strip())
+    assert installed in shipped.parents, shipped
+    assert _files(shipped) == _files(REPO / "playbooks") - {Path(".ansible-lint")}
+
+
+def _files(root: Path) -> set[Path]:
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
