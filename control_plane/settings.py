@@ -10,6 +10,7 @@ or log their values, and each is unwrapped only where it is handed to a library.
 from __future__ import annotations
 
 import errno
+import re
 from contextvars import ContextVar
 from enum import Enum
 from importlib.resources.abc import Traversable
@@ -67,6 +68,29 @@ class MqttSettings(BaseModel):
         default_factory=list,
         description="Broker clients reconciling leaves alone (a bridge, a break-glass admin); every other client that "
         "is neither this control plane's nor an active device's is deleted.",
+    )
+    max_inflight_messages: int = Field(
+        default=1000,
+        ge=1,
+        le=65535,
+        description="QoS 1 messages this control plane has in flight to the broker at once (paho's default, 20, "
+        "paces a rollout's desired states in steps of 20). docs/operations.md, Broker limits at fleet size.",
+    )
+    max_queued_messages: int = Field(
+        default=0, ge=0, description="Outgoing messages the client queues beyond those in flight; 0: no limit."
+    )
+    ingest_queue: int = Field(
+        default=50_000,
+        ge=1,
+        description="Device messages waiting between the MQTT network thread and the database at most; past it a "
+        "message is dropped, counted (GET /v1/status) and its device's retained state fetched again. Keep it above "
+        "twice the fleet: a reconnect redelivers every device's retained report and presence at once.",
+    )
+    ingest_queue_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024, description="Bytes of device messages waiting at most (see ingest_queue)."
+    )
+    ingest_batch: int = Field(
+        default=500, ge=1, le=10_000, description="Device messages stored in one database transaction at most."
     )
 
     @model_validator(mode="after")
@@ -205,7 +229,11 @@ class ServerSettings(BaseSettings):
         description="Base URL devices use to reach this server (artifact URLs). Default: http://HOST:PORT.",
     )
     data_dir: Path = Field(default=Path(".edge-cp"), description="Database, artifacts, signing key, job outputs.")
-    database_url: str | None = Field(default=None, description="SQLAlchemy URL. Default: SQLite in data_dir.")
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the database. Default: SQLite in data_dir. PostgreSQL: "
+        "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DATABASE (a secret: shown only with its password masked).",
+    )
     signing_key_file: Path | None = Field(
         default=None, description="ed25519 private key (PEM). Default: data_dir/signing_key.pem, created if absent."
     )
@@ -336,7 +364,15 @@ class ServerSettings(BaseSettings):
 
     @property
     def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'control-plane.db'}"
+        """The URL to open (with its password): hand it to the engine, never to a log."""
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.data_dir / 'control-plane.db'}"
+
+    @property
+    def database_shown(self) -> str:
+        """The database URL as it may be logged or printed: its password masked."""
+        return masked_url(self.resolved_database_url)
 
     @property
     def resolved_signing_key_file(self) -> Path:
@@ -378,6 +414,17 @@ class ServerSettings(BaseSettings):
         # Highest first: explicit values (the CLI's flags), the environment, then the file `load` was given.
         settings_file = _SettingsFile(settings_cls, _SETTINGS_FILE.get())
         return init_settings, env_settings, dotenv_settings, file_secret_settings, settings_file
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password, and a `password=` query parameter, shown as ***: everything between the user's `:`
+    and the last `@` before the query (an unescaped `@` or `/` in a password is masked too)."""
+    url = _URL_PASSWORD.sub(r"\g<head>***@", url, count=1)
+    return _QUERY_PASSWORD.sub(r"\g<key>***", url)
+
+
+_URL_PASSWORD = re.compile(r"^(?P<head>[\w+]+://[^:/@]*:)[^?#]*@")
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&]password=)[^&#]*", re.IGNORECASE)
 
 
 # The file a `load` call reads, for that call only: pydantic-settings asks the class, not the call, for its sources.

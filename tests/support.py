@@ -78,6 +78,9 @@ def mint_token(api: httpx.Client, role: str, name: str, device_id: str | None = 
 
 
 CONTROL_PLANE_USER = "controlplane"
+# The broker's queue limits at fleet size (docs/operations.md): Mosquitto's defaults (20 in flight, 1,000 queued per
+# client) drop a burst of device messages on their way to the control plane.
+BROKER_LIMITS = "max_inflight_messages 1000\nmax_queued_messages 100000\nmax_queued_bytes 268435456\n"
 DEVICE_USERS = tuple(f"dev-{i}" for i in range(1, 16))
 
 
@@ -123,6 +126,7 @@ class Mosquitto:
             f"password_file {passwords}\n"
             f"acl_file {acl}\n"
             "persistence false\n"
+            f"{BROKER_LIMITS}"
             "user root\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
@@ -207,6 +211,7 @@ class DynsecMosquitto(Mosquitto):
             f"plugin {DYNSEC_PLUGIN}\n"
             f"plugin_opt_config_file {accounts}\n"
             "persistence false\n"
+            f"{BROKER_LIMITS}"
             "user root\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
             "log_type error\nlog_type warning\nlog_type notice\nlog_type information\n"

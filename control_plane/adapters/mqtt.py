@@ -4,16 +4,19 @@ The session itself (connecting, the MQTT 5 -> 3.1.1 fallback the embedded demo b
 reconnecting with backoff, publishing) is `edge_agent.adapters.mqtt_session`, the one paho-mqtt user of the project,
 shared with the agent (docs/decisions/0010). This module keeps what is the control plane's: the topics it
 subscribes to, the device callback that gets each message as (topic, payload), the exact topics routed to handlers
-of their own (`route`: the dynamic-security plugin's answers), and its publish default (retained, as desired states
-are). A callback that raises is logged; it never stops the network loop.
+of their own (`route`: the dynamic-security plugin's answers), its publish default (retained, as desired states
+are), paho's in-flight and queue limits raised for a fleet's traffic (mqtt.max_inflight_messages,
+mqtt.max_queued_messages), and asking the broker again for devices' retained reports and presence
+(`refetch_retained`, after the ingest queue dropped some). A callback that raises is logged; it never stops the
+network loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from control_plane.settings import MqttSettings
-from edge_agent.adapters.mqtt_session import MqttSession
+from edge_agent.adapters.mqtt_session import MqttSession, SessionLimits
 from edge_agent.protocol import Topics
 
 MessageHandler = Callable[[str, bytes], None]
@@ -29,9 +32,11 @@ class MqttLink:
         on_connected: ConnectedHandler | None = None,
     ) -> None:
         topics = Topics(settings.topic_prefix)
+        self._topics = topics
         self._handler = on_message
         self._routes: dict[str, MessageHandler] = {}
-        self._session = MqttSession(settings, settings.client_id, self._dispatch, on_connected)
+        limits = SessionLimits(settings.max_inflight_messages, settings.max_queued_messages)
+        self._session = MqttSession(settings, settings.client_id, self._dispatch, on_connected, limits=limits)
         for leaf in SUBSCRIBED_LEAVES:
             self._session.subscribe(topics.all_devices(leaf))
 
@@ -66,6 +71,11 @@ class MqttLink:
         """Queue a message; True if handed to the broker connection now (QoS 1 ones are kept for reconnect).
         Retained unless told otherwise: the services' Publisher port says so (desired states are retained)."""
         return self._session.publish(topic, payload, qos=qos, retain=retain)
+
+    def refetch_retained(self, device_ids: Sequence[str]) -> bool:
+        """Have the broker send these devices' retained reported state and presence again (False: not connected)."""
+        topics = [topic for d in device_ids for topic in (self._topics.reported(d), self._topics.status(d))]
+        return self._session.resubscribe(topics)
 
     def _dispatch(self, topic: str, payload: bytes) -> None:
         self._routes.get(topic, self._handler)(topic, payload)

@@ -28,6 +28,7 @@ R = Permission.READ
 PERMISSIONS: dict[tuple[str, str], Requirement] = {
     # system
     ("GET", "/healthz"): Access.ANONYMOUS,
+    ("GET", "/v1/status"): R,
     ("GET", "/v1/keys/signing"): Access.ANONYMOUS,
     ("GET", "/v1/whoami"): Access.AUTHENTICATED,
     ("GET", "/v1/targets"): R,

@@ -162,6 +162,9 @@ class ApiClient:
     def health(self) -> Any:
         return self.get("/healthz")
 
+    def status(self) -> Any:
+        return self.get("/v1/status")
+
     def signing_key(self) -> Any:
         return self.get("/v1/keys/signing")
 
@@ -286,8 +289,9 @@ class ApiClient:
     def rollouts(self) -> Any:
         return self.get("/v1/rollouts")
 
-    def rollout(self, rollout_id: str) -> Any:
-        return self.get(f"/v1/rollouts/{rollout_id}")
+    def rollout(self, rollout_id: str, cursor: str | None = None, limit: int | None = None) -> Any:
+        """The rollout with one page of its devices (by device id; `next_cursor` in the answer asks for the next)."""
+        return self.get(f"/v1/rollouts/{rollout_id}", cursor=cursor, limit=limit)
 
     def rollout_command(self, rollout_id: str, command: str) -> Any:
         """POST /v1/rollouts/{id}/pause|resume|abort|rollback."""

@@ -7,6 +7,7 @@ its wording and data are what operators read, so each kind is phrased in one pla
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -38,3 +39,13 @@ def published_note(track: DeviceTrack, target: Target) -> Note:
         step=track.step,
         data={"target": target.value},
     )
+
+
+NAMED_AT_MOST = 20
+
+
+def named_some(items: Sequence[str], at_most: int = NAMED_AT_MOST) -> str:
+    """At most `at_most` of the items, then "and N more": a reason stays readable (and small) at any fleet size."""
+    shown = "; ".join(items[:at_most])
+    rest = len(items) - at_most
+    return shown + (f"; and {rest} more" if rest > 0 else "")

@@ -10,6 +10,12 @@ telemetry gate watches; it passes (next step, or `succeeded`), or fails -> `paus
 or operator) and `rollback` send every device already moved back to what it ran before (`rolling_back`) and end
 in `rolled_back` (or `aborted` when nothing had moved or some device could not be restored).
 
+Cost grows with what changed: the executor passes `changed` (the devices whose reports it read); only those, and
+in-flight devices whose deadline passed, are observed. Counts per step come from `RolloutState`'s derived counts,
+which `with_tracks` keeps up to date, so a pass that touches K devices does O(K) work plus walking one step's
+tracks when that step is judged or publishes a batch. `next_attention` says when time alone (a deadline, the end
+of a bake, a closed maintenance window) needs a pass.
+
 The planner is split by duty: the values it reads and returns are in rollout_progress.py, how the fleet is cut
 into steps and batches in rollout_steps.py, a step's gate in rollout_gates.py, going back in rollout_rollback.py,
 the wording of its notes in rollout_notes.py. The executor calls this module (`new_rollout`, `plan`,
@@ -18,15 +24,16 @@ the wording of its notes in rollout_notes.py. The executor calls this module (`n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 from control_plane.domain.rollout_gates import gate_failed, judge_bake, next_step
-from control_plane.domain.rollout_notes import phase_note, published_note, status_note, with_phase
+from control_plane.domain.rollout_notes import named_some, phase_note, published_note, status_note, with_phase
 from control_plane.domain.rollout_progress import (
     BAD,
     DONE,
+    IN_FLIGHT,
     Action,
     CommandRefused,
     DeviceStatus,
@@ -45,6 +52,7 @@ from control_plane.domain.rollout_progress import (
     Target,
     Verdict,
     allowed_commands,
+    with_tracks,
 )
 from control_plane.domain.rollout_rollback import begin_rollback, finish_rollback
 from control_plane.domain.rollout_spec import RolloutRequest
@@ -67,7 +75,7 @@ def new_rollout(
         replace(d, step=assignment[d.device_id], status=DeviceStatus.WAITING, updated_at=now)
         for d in sorted(devices, key=lambda d: d.device_id)
     )
-    return RolloutState(
+    state = RolloutState(
         rollout_id,
         spec.model,
         spec.version,
@@ -82,29 +90,58 @@ def new_rollout(
         now,
         now,
     )
+    return replace(state, touched=frozenset(ids))
 
 
 def with_generations(state: RolloutState, generations: Mapping[str, int]) -> RolloutState:
     """The executor's part: the generation each published device's desired state got."""
-    if not generations:
-        return state
-    tracks = tuple(
-        replace(t, generation=generations[t.device_id]) if t.device_id in generations else t for t in state.devices
-    )
-    return replace(state, devices=tracks)
+    tracks = []
+    for device_id, generation in generations.items():
+        track = state.track(device_id)
+        if track is not None:
+            tracks.append(replace(track, generation=generation))
+    return with_tracks(state, tracks)
+
+
+def next_attention(state: RolloutState) -> datetime | None:
+    """The instant from which time alone may change the rollout (a device deadline, the end of a bake, a step
+    waiting for its maintenance window: at once), or None when only a report or a command can. A pass before it
+    with no changed device does nothing."""
+    if state.phase.final or state.phase is RolloutPhase.PAUSED:
+        return None
+    instants = []
+    earliest = _earliest_deadline(state)
+    if earliest is not None:
+        instants.append(earliest)
+    if state.phase is RolloutPhase.IN_PROGRESS and state.current_step is not None:
+        if state.step_started_at is None:
+            instants.append(state.updated_at)  # waiting for its window: every tick looks
+        elif state.baked_since is not None:
+            instants.append(state.baked_since + timedelta(seconds=state.spec.bake_s))
+    return min(instants, default=None)
 
 
 # -- the planner ----------------------------------------------------------------------------------------------
-def plan(state: RolloutState, fleet: FleetView, now: datetime, command: Operator | None = None) -> Outcome:
+def plan(
+    state: RolloutState,
+    fleet: FleetView,
+    now: datetime,
+    command: Operator | None = None,
+    changed: Collection[str] | None = None,
+) -> Outcome:
     """The rollout's next state and the actions that get it there. Raises CommandRefused for a command the
     phase does not allow; otherwise never raises. A final phase never changes (except `rollback` of a
-    succeeded rollout, which rolls the fleet back)."""
+    succeeded rollout, which rolls the fleet back).
+
+    `changed`: the devices whose reports changed since the last pass (None: every device, as at a start). The
+    others keep their status unless their deadline passed. `fleet` holds at least the changed devices' views, and
+    every activated device's of the current step (its gate sums their telemetry)."""
     actions: list[Action] = []
     if command is not None:
         state, actions = _command(state, command, now)
     if state.phase.final:
         return state, actions
-    state, observed = _observe(state, fleet, now)
+    state, observed = _observe(state, fleet, now, changed)
     actions += observed
     if state.phase is RolloutPhase.IN_PROGRESS:
         state, more = _advance(state, fleet, now)
@@ -141,21 +178,49 @@ def _resume(state: RolloutState, now: datetime) -> Outcome:
     return resumed, notes
 
 
-def _observe(state: RolloutState, fleet: FleetView, now: datetime) -> Outcome:
-    """Every device's status from its latest report and its deadline."""
+def _observe(state: RolloutState, fleet: FleetView, now: datetime, changed: Collection[str] | None) -> Outcome:
+    """The status of every changed device (every device when `changed` is None) from its latest report, and of
+    every in-flight device whose deadline passed."""
+    deadline = timedelta(seconds=state.spec.device_deadline_s)
+    if changed is None:
+        candidates: Sequence[DeviceTrack] = state.devices
+    else:
+        found = (state.track(d) for d in changed)
+        seen = {t.device_id: t for t in found if t is not None}
+        seen.update((t.device_id, t) for t in _late(state, now))
+        candidates = sorted(seen.values(), key=lambda t: t.device_id)
     tracks: list[DeviceTrack] = []
     notes: list[Action] = []
-    deadline = timedelta(seconds=state.spec.device_deadline_s)
-    for track in state.devices:
-        view = fleet.get(track.device_id)
-        changed = _device_status(state, track, view, now, deadline)
-        if changed is not None and (changed.status, changed.reason) != (track.status, track.reason):
-            track = replace(changed, updated_at=now)
-            notes.append(status_note(track))
-        tracks.append(track)
+    for track in candidates:
+        new = _device_status(state, track, fleet.get(track.device_id), now, deadline)
+        if new is not None and (new.status, new.reason) != (track.status, track.reason):
+            new = replace(new, updated_at=now)
+            tracks.append(new)
+            notes.append(status_note(new))
     if not notes:
         return state, []
-    return replace(state, devices=tuple(tracks), updated_at=now), notes
+    return with_tracks(state, tracks, updated_at=now), notes
+
+
+def _earliest_deadline(state: RolloutState) -> datetime | None:
+    """When the first in-flight device's deadline passes (or a moment before: a pass then finds none late)."""
+    since = state.in_flight_since() if state.count(IN_FLIGHT) else None
+    return None if since is None else since + timedelta(seconds=state.spec.device_deadline_s)
+
+
+def due_devices(state: RolloutState, now: datetime) -> list[str]:
+    """The in-flight devices whose deadline passed at `now` (the executor reads their views with the changed)."""
+    return [t.device_id for t in _late(state, now)]
+
+
+def _late(state: RolloutState, now: datetime) -> list[DeviceTrack]:
+    """The in-flight devices whose deadline passed; walks the tracks only once the earliest deadline is due."""
+    earliest = _earliest_deadline(state)
+    if earliest is None or now < earliest:
+        return []
+    state.refresh_in_flight_since()
+    deadline = timedelta(seconds=state.spec.device_deadline_s)
+    return [t for t in state.devices if t.status in IN_FLIGHT and t.published_at and now >= t.published_at + deadline]
 
 
 def _device_status(
@@ -236,16 +301,18 @@ def _step(state: RolloutState, fleet: FleetView, now: datetime) -> Outcome:
             return state, []
         state, actions = _start_step(state, step, now)
     gate = state.spec.gate_for(step)
-    tracks = [t for t in state.devices if t.step == step]
-    bad = [t for t in tracks if t.status in BAD]
-    allowed = gate.max_failed.of(len(tracks))
-    if len(bad) > allowed:
-        failures = "; ".join(f"{t.device_id}: {t.reason or t.status.value}" for t in bad)
-        why = f"{len(bad)} of {len(tracks)} device(s) failed or timed out (allowed {allowed}): {failures}"
+    total = sum(state.step_counts(step).values())
+    bad = state.count(BAD, step)
+    allowed = gate.max_failed.of(total)
+    if bad > allowed:
+        failed = [
+            f"{t.device_id}: {t.reason or t.status.value}" for t in state.devices if t.step == step and t.status in BAD
+        ]
+        why = f"{bad} of {total} device(s) failed or timed out (allowed {allowed}): {named_some(failed)}"
         return gate_failed(state, step, gate, why, now, actions)
     state, published = _publish_batch(state, step, now)
     actions += published
-    if any(t.status not in DONE for t in state.devices if t.step == step):
+    if state.count(DONE, step) < total:
         return state, actions
     if state.baked_since is None:
         state = replace(state, baked_since=now, updated_at=now)
@@ -253,14 +320,10 @@ def _step(state: RolloutState, fleet: FleetView, now: datetime) -> Outcome:
 
 
 def _start_step(state: RolloutState, step: str, now: datetime) -> Outcome:
-    tracks = tuple(
-        replace(t, status=DeviceStatus.PENDING, updated_at=now)
-        if t.step == step and t.status is DeviceStatus.WAITING
-        else t
-        for t in state.devices
-    )
-    count = sum(1 for t in tracks if t.step == step)
-    started = replace(state, devices=tracks, step_started_at=now, baked_since=None, updated_at=now)
+    waiting = [t for t in state.devices if t.step == step and t.status is DeviceStatus.WAITING]
+    tracks = [replace(t, status=DeviceStatus.PENDING, updated_at=now) for t in waiting]
+    count = sum(state.step_counts(step).values())
+    started = with_tracks(state, tracks, step_started_at=now, baked_since=None, updated_at=now)
     note = Note(EventKind.STEP_STARTED, f"step {step} started: {count} device(s)", step=step, data={"devices": count})
     return started, [note]
 
@@ -268,17 +331,14 @@ def _start_step(state: RolloutState, step: str, now: datetime) -> Outcome:
 def _publish_batch(state: RolloutState, step: str, now: datetime) -> Outcome:
     """Publish the step's pending devices while the rollout has fewer than `max_unavailable` in progress."""
     bound = max_unavailable(state.spec, len(state.devices))
-    busy = sum(1 for t in state.devices if t.status is DeviceStatus.IN_PROGRESS)
-    free = max(0, bound - busy)
-    chosen = [t.device_id for t in state.devices if t.step == step and t.status is DeviceStatus.PENDING][:free]
-    if not chosen:
+    free = max(0, bound - state.count([DeviceStatus.IN_PROGRESS]))
+    if not free or not state.count([DeviceStatus.PENDING], step):
         return state, []
+    chosen = [t for t in state.devices if t.step == step and t.status is DeviceStatus.PENDING][:free]
     actions: list[Action] = []
     tracks = []
-    for t in state.devices:
-        if t.device_id in chosen:
-            t = replace(t, status=DeviceStatus.IN_PROGRESS, generation=None, published_at=now, reason=None)
-            t = replace(t, updated_at=now)
-            actions += [Publish(t.device_id, Target.INSTALL), published_note(t, Target.INSTALL)]
+    for t in chosen:
+        t = replace(t, status=DeviceStatus.IN_PROGRESS, generation=None, published_at=now, reason=None, updated_at=now)
+        actions += [Publish(t.device_id, Target.INSTALL), published_note(t, Target.INSTALL)]
         tracks.append(t)
-    return replace(state, devices=tuple(tracks), updated_at=now), actions
+    return with_tracks(state, tracks, updated_at=now), actions

@@ -7,10 +7,11 @@ beyond what a phase allows, no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 from control_plane.domain.rollout_spec import RolloutRequest
 from edge_agent.protocol import ReportedState
@@ -47,6 +48,7 @@ class DeviceStatus(str, Enum):
 MOVED = frozenset({DeviceStatus.IN_PROGRESS, DeviceStatus.ACTIVATED, DeviceStatus.FAILED, DeviceStatus.TIMED_OUT})
 DONE = frozenset({DeviceStatus.ACTIVATED, DeviceStatus.FAILED, DeviceStatus.TIMED_OUT})
 BAD = frozenset({DeviceStatus.FAILED, DeviceStatus.TIMED_OUT})
+IN_FLIGHT = frozenset({DeviceStatus.IN_PROGRESS, DeviceStatus.RESTORING})
 
 
 class Operator(str, Enum):
@@ -102,6 +104,8 @@ class DeviceTrack:
     target: str = ""
     build_id: str = ""
     updated_at: datetime | None = None
+    # Chosen with `build_id` when the rollout was created (0010): the build the agent falls back to, if any.
+    fallback_build_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,10 +132,105 @@ class RolloutState:
     created_at: datetime
     updated_at: datetime
     verdicts: tuple[GateVerdict, ...] = ()
+    # The devices whose tracks changed since the state was loaded or last stored: what the executor writes.
+    touched: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    # Derived, never stored as such: the track index and the per-step counts, valid for the `devices` tuple they
+    # were made from (kept under "of"). `replace` hands them on; `with_tracks` updates them in O(changed tracks).
+    _derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def current_step(self) -> str | None:
         return self.steps[self.step_index] if self.step_index < len(self.steps) else None
+
+    def track(self, device_id: str) -> DeviceTrack | None:
+        at = self._index().get(device_id)
+        return None if at is None else self.devices[at]
+
+    def step_counts(self, step: str) -> Mapping[DeviceStatus, int]:
+        """How many of the step's devices have each status (a status no device has may be missing)."""
+        return self._counts().get(step, {})
+
+    def count(self, statuses: Iterable[DeviceStatus], step: str | None = None) -> int:
+        """How many devices (of `step`, or of every step) have one of `statuses`."""
+        wanted = frozenset(statuses)
+        per_step = [self.step_counts(step)] if step is not None else list(self._counts().values())
+        return sum(n for counts in per_step for s, n in counts.items() if s in wanted)
+
+    def in_flight_since(self) -> datetime | None:
+        """When the earliest in-flight (in progress or restoring) device was published, or a moment before it."""
+        cache = self._cache()
+        if "flight_from" not in cache:
+            cache["flight_from"] = min(
+                (t.published_at for t in self.devices if t.status in IN_FLIGHT and t.published_at is not None),
+                default=None,
+            )
+        found: datetime | None = cache["flight_from"]
+        return found
+
+    def refresh_in_flight_since(self) -> None:
+        """Drop the (possibly early) bound `in_flight_since` inherited; computed again when next asked."""
+        self._cache().pop("flight_from", None)
+
+    def _cache(self) -> dict[str, Any]:
+        if self._derived.get("of") is not self.devices:
+            object.__setattr__(self, "_derived", {"of": self.devices})
+        return self._derived
+
+    def _index(self) -> dict[str, int]:
+        cache = self._cache()
+        if "index" not in cache:
+            cache["index"] = {t.device_id: i for i, t in enumerate(self.devices)}
+        index: dict[str, int] = cache["index"]
+        return index
+
+    def _counts(self) -> dict[str, dict[DeviceStatus, int]]:
+        cache = self._cache()
+        if "counts" not in cache:
+            counts: dict[str, dict[DeviceStatus, int]] = {}
+            for t in self.devices:
+                per = counts.setdefault(t.step, {})
+                per[t.status] = per.get(t.status, 0) + 1
+            cache["counts"] = counts
+        found: dict[str, dict[DeviceStatus, int]] = cache["counts"]
+        return found
+
+
+def with_tracks(state: RolloutState, tracks: Iterable[DeviceTrack], **changes: Any) -> RolloutState:
+    """`state` with these tracks (by device id, each already in the rollout) replaced: O(len(tracks)) work on the
+    index and counts, which the new state inherits; the devices are remembered in `touched`."""
+    new_tracks = list(tracks)
+    if not new_tracks:
+        return replace(state, **changes) if changes else state
+    index = state._index()
+    counts = {step: dict(per) for step, per in state._counts().items()}
+    devices = list(state.devices)
+    for track in new_tracks:
+        at = index[track.device_id]
+        old = devices[at]
+        counts[old.step][old.status] -= 1
+        per = counts.setdefault(track.step, {})
+        per[track.status] = per.get(track.status, 0) + 1
+        devices[at] = track
+    touched = state.touched | {t.device_id for t in new_tracks}
+    as_tuple = tuple(devices)
+    derived: dict[str, Any] = {"of": as_tuple, "index": index, "counts": counts}
+    flight_from = state._cache().get("flight_from", "unknown")
+    if flight_from != "unknown":
+        # A lower bound: a device leaving flight leaves it early (a refresh makes it exact), one entering lowers it.
+        entering = [t.published_at for t in new_tracks if t.status in IN_FLIGHT and t.published_at is not None]
+        derived["flight_from"] = min([*entering, *([flight_from] if flight_from else [])], default=None)
+    return replace(state, devices=as_tuple, touched=touched, _derived=derived, **changes)
+
+
+def with_counts(state: RolloutState, counts: Mapping[str, Mapping[DeviceStatus, int]]) -> RolloutState:
+    """A rollout read without its tracks (the API's view of one) with its stored per-step counts."""
+    state._cache()["counts"] = {step: dict(per) for step, per in counts.items()}
+    return state
+
+
+def settled(state: RolloutState) -> RolloutState:
+    """The state once stored: nothing touched (the index and counts carried over)."""
+    return replace(state, touched=frozenset()) if state.touched else state
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Where each step of a rollout stands, as operators see it: waiting, running, baking or done, with its devices
 counted by status and the step's latest gate verdict.
 
-Derived from the persisted `RolloutState` alone (pure: no I/O, no clock), so the API and anything else that
-shows a rollout say the same thing. This module must never decide anything about a rollout: the planner does.
+Derived from the persisted `RolloutState` alone (pure: no I/O, no clock; the per-step counts the planner keeps and
+the rollout row stores), so the API and anything else that shows a rollout say the same thing. This module must
+never decide anything about a rollout: the planner does.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ def step_summaries(state: RolloutState) -> tuple[StepSummary, ...]:
 
 
 def _summary(state: RolloutState, index: int, name: str) -> StepSummary:
-    tracks = [t for t in state.devices if t.step == name]
+    counts = state.step_counts(name)
     verdicts = [v for v in state.verdicts if v.step == name]
     last = verdicts[-1] if verdicts else None
     return StepSummary(
         name=name,
         state=step_state(state, index, judged=last is not None),
-        devices=len(tracks),
-        counts=status_counts(t.status for t in tracks),
+        devices=sum(counts.values()),
+        counts={s.value: counts.get(s, 0) for s in DeviceStatus},
         verdict=last.verdict if last else None,
         verdict_reason=last.reason if last else None,
     )

@@ -38,9 +38,11 @@ def wire_broker(
     identity: IdentityService,
     clock: Callable[[], datetime],
 ) -> Broker:
-    """The link hands every message to the fleet; device access gives and takes broker accounts (and says who
-    administers them, in the startup log)."""
+    """The link hands every message to the fleet's ingest queue, and fetches devices' retained state again when
+    that queue had to drop some; device access gives and takes broker accounts (and says who administers them, in
+    the startup log)."""
     link = MqttLink(settings.mqtt, on_message=fleet.handle_message)
+    fleet.set_resync(link.refetch_retained)
     accounts = broker_accounts(settings, link, shared.topics)
     access = DeviceAccessService(accounts, storage.repos.broker_accounts, fleet, identity, clock)
     log.log(admin_log_level(settings.environment, access.admin), "%s", access.describe())

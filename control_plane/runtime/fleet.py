@@ -16,6 +16,7 @@ from control_plane.runtime.storage import Shared, Storage
 from control_plane.services.ansible_push import AnsiblePush
 from control_plane.services.device_access import DeviceAccessService
 from control_plane.services.fleet import FleetService, MessageLimits
+from control_plane.services.ingest import IngestLimits
 from control_plane.services.playbook_runs import PlaybookRunService
 from control_plane.services.rollout_executor import RolloutExecutor
 from control_plane.services.rollouts import RolloutService
@@ -32,7 +33,9 @@ class RolloutParts:
 def fleet_service(
     settings: ServerSettings, storage: Storage, shared: Shared, clock: Callable[[], datetime]
 ) -> FleetService:
-    """Device reports and telemetry, each device held to its message rate."""
+    """Device reports and telemetry, each device held to its message rate, applied in batches from the ingest queue
+    (its writer starts with the other workers in start.py)."""
+    mqtt = settings.mqtt
     return FleetService(
         storage.repos.fleet,
         shared.topics,
@@ -40,6 +43,7 @@ def fleet_service(
         timedelta(seconds=settings.device_offline_after_s),
         rollouts=storage.repos.rollouts,
         limits=MessageLimits(RatePolicy(settings.device_messages_per_s, settings.device_message_burst)),
+        ingest=IngestLimits(mqtt.ingest_queue, mqtt.ingest_queue_bytes, mqtt.ingest_batch),
     )
 
 
@@ -74,8 +78,8 @@ def wire_rollouts(
         push,
     )
     broker.link.set_connected_hook(lambda: on_broker_connected(broker.access, rollouts))
-    # The executor runs rollouts on (and only on) its own thread; reports (over MQTT or handed back by a playbook),
-    # telemetry and push results wake it.
+    # The executor runs rollouts on (and only on) its own thread; reports (over MQTT or handed back by a playbook)
+    # and telemetry wake it with the devices that changed, a push's end with none (every open rollout runs).
     executor = RolloutExecutor(rollouts)
     fleet.on_report(executor.wake)
     return RolloutParts(rollouts, executor, push)

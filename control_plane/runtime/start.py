@@ -68,12 +68,13 @@ class Runtime:
 
     def close(self) -> None:
         """The builders and the rollout executor first, then playbook runs, broker accounts and the broker link,
-        then training; the database last."""
+        then the fleet's ingest writer (it stores what the link handed over), then training; the database last."""
         self.builders.stop()
         self.executor.stop()
         self.playbook_runs.shutdown()
         self.device_access.stop()
         self.link.stop()
+        self.fleet.stop()  # applies what the link handed over, then its ingest writer ends
         self.training.shutdown()
         self.dispose_database()
 
@@ -124,6 +125,7 @@ def start_workers(runtime: Runtime) -> None:
     """Broker accounts first (the link's first connect reconciles them), then the link, the builders, and the
     rollout executor last: everything it may wake is running by then."""
     runtime.device_access.start()
+    runtime.fleet.start()  # the ingest writer, before the link hands it messages
     runtime.link.start()
     runtime.builders.start()
     runtime.executor.start()

@@ -6,6 +6,7 @@ Opening them starts no thread and talks to no broker; nothing here decides anyth
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,8 @@ from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.settings import ServerSettings
 from edge_agent.protocol import Signer, Topics
 from model_builds.catalog import Catalog, load_catalog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ def open_storage(settings: ServerSettings) -> Storage:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     signer = load_or_create_signer(settings.resolved_signing_key_file)
     engine = make_engine(settings.resolved_database_url)
+    log.info("database: %s", settings.database_shown)
     migrate(engine)
     repos = Repositories(
         tokens=TokenRepository(engine),

@@ -1,5 +1,12 @@
 """The fleet: turn what devices publish (reported state, events, presence, telemetry) into stored device state.
 
+Messages come in on paho's network thread (`handle_message`), which only checks the topic, the device's rate and
+the payload's size and hands the message to the ingest queue (services/ingest.py); it never parses a body or waits
+on the database. The ingest writer applies them in batches (`_apply_batch`): each message parsed and checked on its
+own as before, then one transaction for the batch (domain/ingest.py says what is kept), then the listeners are
+called once with the devices whose report or telemetry changed. A report a playbook hands back (`accept_report`)
+takes the same path as a batch of one.
+
 Every payload is untrusted: a malformed one, or one whose envelope names another device than its topic, is
 logged and dropped; it never raises out of `handle_message` and never stops later messages. Devices are not
 trusted about themselves either (docs/security.md):
@@ -14,22 +21,26 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound
 from control_plane.domain.fleet import (
     ControlPlaneStep,
+    Device,
     DeviceEventRecord,
     DeviceView,
     EventSource,
     presence,
 )
+from control_plane.domain.ingest import Incoming, IngestCounters, Leaf, WritesBuilder
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.rates import RatePolicy, RateState, admit, idle
 from control_plane.domain.reports import check_report, issued_telemetry
 from control_plane.domain.selectors import SelectorError, parse_selector
+from control_plane.services.ingest import IngestLimits, IngestQueue, IngestWriter, Resync
 from control_plane.services.ports import Clock, FleetStore, RolloutStore
 from edge_agent.protocol import (
     DeviceEvent,
@@ -47,7 +58,8 @@ from edge_agent.protocol.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
-DeviceListener = Callable[[str], None]
+DeviceListener = Callable[[Collection[str]], None]
+"""Called once per applied batch with the devices whose stored report or telemetry changed."""
 
 # Largest payload per kind of message, checked before parsing (a report carries up to 32 models and the hardware).
 MAX_MESSAGE_BYTES: Mapping[str, int] = {
@@ -57,6 +69,7 @@ MAX_MESSAGE_BYTES: Mapping[str, int] = {
     "status": 2048,
 }
 MAX_TRACKED_DEVICES = 100_000  # rate buckets kept in memory; idle ones are forgotten past this
+MAX_PENDING_NOTES = 10_000  # rate-limit notes waiting for the writer (one per device per minute at most)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class FleetService:
         offline_after: timedelta,
         rollouts: RolloutStore | None = None,
         limits: MessageLimits | None = None,
+        ingest: IngestLimits | None = None,
     ) -> None:
         self._store = store
         self._rollouts = rollouts
@@ -86,10 +100,39 @@ class FleetService:
         self._lock = threading.Lock()
         self._buckets: dict[str, RateState] = {}
         self._recorded: dict[tuple[str, str], tuple[str, datetime]] = {}  # (device, step) -> (reason, at)
+        self._notes: deque[DeviceEventRecord] = deque(maxlen=MAX_PENDING_NOTES)  # written by the next batch
+        self._queue = IngestQueue(ingest or IngestLimits(), clock)
+        self._writer = IngestWriter(self._queue, self._apply_batch)
 
     def on_report(self, listener: DeviceListener) -> None:
-        """Call `listener(device_id)` after each stored reported state or telemetry (rollouts move on)."""
+        """Call `listener(device_ids)` after each batch that stored reported states or telemetry (rollouts move on)."""
         self._listeners.append(listener)
+
+    # -- the ingest writer ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer thread that applies queued messages."""
+        self._writer.start()
+
+    def stop(self) -> None:
+        """Apply what is queued, then stop the writer."""
+        self._writer.stop()
+
+    def drain(self) -> int:
+        """Apply every queued message now, on the calling thread; how many there were."""
+        done = self._writer.drain()
+        self._apply_batch(())  # notes of messages dropped over their rate, if no message came after them
+        return done
+
+    def set_resync(self, resync: Resync) -> None:
+        """How to ask the broker again for devices' retained topics after the queue dropped some (the MQTT link)."""
+        self._writer.set_resync(resync)
+
+    def resync_now(self) -> list[str]:
+        """Fetch again the retained state of devices whose messages were dropped, if the queue has caught up."""
+        return self._writer.resync_now()
+
+    def ingest_counters(self) -> IngestCounters:
+        return self._queue.counters()
 
     # -- queries ----------------------------------------------------------------------------------------------
     def list_devices(self, selector_text: str | None = None) -> list[DeviceView]:
@@ -156,23 +199,16 @@ class FleetService:
 
     # -- reports --------------------------------------------------------------------------------------------------
     def accept_report(self, reported: ReportedState) -> None:
-        """Check a device's reported state against what was issued, store it and wake the listeners: one path for
-        an MQTT report and for one a playbook handed back (the Ansible channel)."""
-        device = self._store.get_device(reported.device_id)
-        if device is None:
-            self._unknown(reported.device_id, "reported")
-            return
-        verdict = check_report(device, reported)
-        if verdict.refusal is not None:
-            self._record(device.id, ControlPlaneStep.REPORT_REFUSED, f"report refused: {verdict.refusal}")
-            return
-        if verdict.claims:
-            self._record(device.id, ControlPlaneStep.CLAIM_IGNORED, "the device claims " + "; ".join(verdict.claims))
-        if self._store.apply_report(reported, self._clock(), adopt_hardware=verdict.adopt_hardware) is not None:
-            self._notify(device.id)
+        """Check a device's reported state against what was issued, store it and wake the listeners: the batch path
+        of an MQTT report, with a batch of one, for a report a playbook handed back (the Ansible channel)."""
+        now = self._clock()
+        writes = WritesBuilder()
+        self._check_report(self._store.get_devices([reported.device_id]).get(reported.device_id), reported, now, writes)
+        self._store_writes(writes)
 
     # -- incoming messages ------------------------------------------------------------------------------------
     def handle_message(self, topic: str, payload: bytes) -> None:
+        """Called on paho's network thread: cheap checks, then the ingest queue (never the database)."""
         parsed = self._topics.parse(topic)
         if parsed is None:
             log.warning("dropped a message on unexpected topic %r", topic)
@@ -186,45 +222,90 @@ class FleetService:
             return
         if not self._admit(device_id):
             return  # over its rate: dropped before anything else is spent on it
-        try:
-            if len(payload) > limit:
-                raise ProtocolError(f"{len(payload)} bytes, over the {limit}-byte limit of {leaf} messages")
-            self._dispatch(device_id, leaf, payload)
-        except ProtocolError as exc:
-            log.warning("dropped a malformed %s message from %s: %s", leaf, device_id, exc)
+        if len(payload) > limit:
+            log.warning(
+                "dropped a malformed %s message from %s: %d bytes, over the %d-byte limit of %s messages",
+                leaf,
+                device_id,
+                len(payload),
+                limit,
+                leaf,
+            )
+            return
+        self._queue.offer(Incoming(device_id, Leaf(leaf), payload, self._clock()))
 
-    def _dispatch(self, device_id: str, leaf: str, payload: bytes) -> None:
-        now = self._clock()
-        if leaf == "reported":
+    def _apply_batch(self, batch: Sequence[Incoming]) -> None:
+        """Parse and check each message as it came, then store what was accepted in one transaction."""
+        notes = self._take_notes()
+        if not batch and not notes:
+            return
+        devices = self._store.get_devices({m.device_id for m in batch})
+        writes = WritesBuilder()
+        for note in notes:
+            writes.event(note, note.at)
+        for message in batch:
+            try:
+                self._dispatch(message, devices.get(message.device_id), writes)
+            except ProtocolError as exc:
+                log.warning("dropped a malformed %s message from %s: %s", message.leaf.value, message.device_id, exc)
+        self._store_writes(writes)
+
+    def _dispatch(self, message: Incoming, device: Device | None, writes: WritesBuilder) -> None:
+        device_id, now, payload = message.device_id, message.received_at, message.payload
+        if message.leaf is Leaf.REPORTED:
             envelope, reported = open_envelope(payload, MessageKind.REPORTED, ReportedState)
             _same_device(device_id, envelope.device_id, reported.device_id)
-            self.accept_report(reported)
-        elif leaf == "events":
+            self._check_report(device, reported, now, writes)
+            return
+        if message.leaf is Leaf.EVENTS:
             envelope, event = open_envelope(payload, MessageKind.EVENT, DeviceEvent)
             _same_device(device_id, envelope.device_id)
-            if not self._store.add_event(_event_record(device_id, event), now):
-                self._unknown(device_id, leaf)
-        elif leaf == "status":
+            if device is not None:
+                writes.event(_event_record(device_id, event), now)
+        elif message.leaf is Leaf.STATUS:
             envelope, status = open_envelope(payload, MessageKind.STATUS, Presence)
             _same_device(device_id, envelope.device_id)
-            if self._store.apply_status(device_id, status.state, now) is None:
-                self._unknown(device_id, leaf)
-        elif leaf == "telemetry":
+            if device is not None:
+                writes.status(device_id, status.state, now)
+        else:
             envelope, telemetry = open_envelope(payload, MessageKind.TELEMETRY, Telemetry)
             _same_device(device_id, envelope.device_id)
-            self._accept_telemetry(device_id, telemetry, now)
-
-    def _accept_telemetry(self, device_id: str, telemetry: Telemetry, now: datetime) -> None:
-        device = self._store.get_device(device_id)
+            if device is not None:
+                self._accept_telemetry(device, telemetry, now, writes)
         if device is None:
-            self._unknown(device_id, "telemetry")
+            self._unknown(device_id, message.leaf.value)
+
+    def _check_report(
+        self, device: Device | None, reported: ReportedState, now: datetime, writes: WritesBuilder
+    ) -> None:
+        if device is None:
+            self._unknown(reported.device_id, "reported")
             return
+        verdict = check_report(device, reported)
+        if verdict.refusal is not None:
+            self._record_into(writes, device.id, ControlPlaneStep.REPORT_REFUSED, f"report refused: {verdict.refusal}")
+            return
+        if verdict.claims:
+            claims = "the device claims " + "; ".join(verdict.claims)
+            self._record_into(writes, device.id, ControlPlaneStep.CLAIM_IGNORED, claims)
+        writes.report(reported, now, adopt_hardware=verdict.adopt_hardware)
+
+    @staticmethod
+    def _accept_telemetry(device: Device, telemetry: Telemetry, now: datetime, writes: WritesBuilder) -> None:
         models = issued_telemetry(device, telemetry.models)
         if len(models) != len(telemetry.models):
-            log.debug("%s: dropped telemetry windows of model versions never sent to it", device_id)
+            log.debug("%s: dropped telemetry windows of model versions never sent to it", device.id)
             telemetry = telemetry.model_copy(update={"models": models})
-        if self._store.apply_telemetry(device_id, telemetry, now):
-            self._notify(device_id)
+        writes.telemetry(device.id, telemetry, now)
+
+    def _store_writes(self, builder: WritesBuilder) -> None:
+        writes = builder.build()
+        if writes.empty:
+            return
+        stored = self._store.apply_writes(writes)
+        changed = writes.wakes & stored
+        if changed:
+            self._notify(changed)
 
     # -- bounds -----------------------------------------------------------------------------------------------
     def _admit(self, device_id: str) -> bool:
@@ -240,7 +321,9 @@ class FleetService:
                 f"sends more than {policy.per_s:g} messages/s (burst {policy.burst}): dropped {admission.note} "
                 f"message(s) since the last warning"
             )
-            self._record(device_id, ControlPlaneStep.RATE_LIMITED, reason, dedupe=False)
+            note = self._refusal(device_id, ControlPlaneStep.RATE_LIMITED, reason, dedupe=False)
+            if note is not None:
+                self._notes.append(note)  # written by the writer: this is paho's thread
         return admission.allowed
 
     def _unknown(self, device_id: str, leaf: str) -> None:
@@ -255,31 +338,52 @@ class FleetService:
         log.warning("dropped %s message(s) from %s: not an enrolled device (edge-agent enroll)", leaf, device_id)
 
     def _record(self, device_id: str, step: ControlPlaneStep, reason: str, dedupe: bool = True) -> None:
-        """Log, and record as a control-plane event of the device (never trimmed by the device's own); the same
-        reason again within `repeat_after` is not recorded twice, so a device cannot grow its history this way."""
+        event = self._refusal(device_id, step, reason, dedupe)
+        if event is not None:
+            self._store.add_event(event, event.at)
+
+    def _record_into(self, writes: WritesBuilder, device_id: str, step: ControlPlaneStep, reason: str) -> None:
+        event = self._refusal(device_id, step, reason)
+        if event is not None:
+            writes.event(event, event.at)
+
+    def _refusal(
+        self, device_id: str, step: ControlPlaneStep, reason: str, dedupe: bool = True
+    ) -> DeviceEventRecord | None:
+        """Log, and make the control-plane event of the device that records it (never trimmed by the device's
+        own); the same reason again within `repeat_after` is not recorded twice (None), so a device cannot grow
+        its history this way."""
         now = self._clock()
         key = (device_id, step.value)
         if dedupe:
             with self._lock:
                 last = self._recorded.get(key)
                 if last is not None and last[0] == reason and now - last[1] < self._limits.repeat_after:
-                    return
+                    return None
                 self._remember(key, (reason, now))
         log.warning("%s: %s", device_id, reason)
-        event = DeviceEventRecord(device_id, 0, step.value, None, None, reason[:2000], now, EventSource.CONTROL_PLANE)
-        self._store.add_event(event, now)
+        return DeviceEventRecord(device_id, 0, step.value, None, None, reason[:2000], now, EventSource.CONTROL_PLANE)
+
+    def _take_notes(self) -> list[DeviceEventRecord]:
+        notes = []
+        while self._notes:
+            try:
+                notes.append(self._notes.popleft())
+            except IndexError:
+                break
+        return notes
 
     def _remember(self, key: tuple[str, str], value: tuple[str, datetime]) -> None:
         if len(self._recorded) >= MAX_TRACKED_DEVICES:
             self._recorded.clear()  # forgetting only means one more log line or event
         self._recorded[key] = value
 
-    def _notify(self, device_id: str) -> None:
+    def _notify(self, device_ids: Collection[str]) -> None:
         for listener in self._listeners:
             try:
-                listener(device_id)
+                listener(device_ids)
             except Exception:
-                log.exception("a listener failed on the report of %s", device_id)
+                log.exception("a listener failed on the reports of %d device(s)", len(device_ids))
 
 
 def _same_device(topic_id: str, *claimed: str) -> None:

@@ -1,14 +1,17 @@
-"""The rollout executor's thread: run `RolloutService.tick` when a device reports (or sends telemetry) and on a
-timer, so deadlines, bakes and maintenance windows move on even when no device talks.
+"""The rollout executor's thread: run `RolloutService.tick` for the devices that changed (the fleet service says
+which, once per batch of messages) and on a timer, so deadlines, bakes and maintenance windows move on even when
+no device talks.
 
-It holds no state of its own; everything is in the database, so stopping it (or killing the process) loses
-nothing. Tests that want virtual time skip the thread and call `RolloutService.tick(now)` themselves.
+It holds only the device ids reported since the last pass, bounded by the fleet (a set, so a chatty device counts
+once); the rollouts live in the database, so stopping it (or killing the process) loses nothing. Its first pass
+runs every open rollout in full. Tests that want virtual time skip the thread and call `RolloutService.tick(now)`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 
 from control_plane.services.rollouts import RolloutService
 
@@ -22,13 +25,22 @@ class RolloutExecutor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pending: set[str] = set()
+        self._everything = True  # the first pass looks at every open rollout and device
+        self._pending_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="rollout-executor", daemon=True)
         self._thread.start()
 
-    def wake(self, _device_id: str | None = None) -> None:
-        """Run a pass soon (a device reported); cheap, callable from any thread."""
+    def wake(self, device_ids: Collection[str] = ()) -> None:
+        """Run a pass soon for these devices (they reported); no ids: run every open rollout in full (a push
+        ended). Cheap, callable from any thread."""
+        with self._pending_lock:
+            if device_ids:
+                self._pending.update(device_ids)
+            else:
+                self._everything = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -37,13 +49,22 @@ class RolloutExecutor:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
+    def take(self) -> set[str] | None:
+        """The devices changed since the last pass (None: run everything), and forget them."""
+        with self._pending_lock:
+            changed: set[str] | None = None if self._everything else self._pending
+            self._pending = set()
+            self._everything = False
+        return changed
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 return
+            changed = self.take()
             try:
-                self._rollouts.tick()
+                self._rollouts.tick(changed=changed)
             except Exception:
                 log.exception("the rollout executor's pass failed; it runs again on the next tick")

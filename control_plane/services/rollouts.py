@@ -1,9 +1,15 @@
 """Rollouts: create them, and execute their plans. One executor applies what the pure planner decides.
 
-Each pass loads a non-final rollout and the fleet view it needs, calls `rollout_plan.plan`, composes the signed
-desired states the `Publish` actions ask for, stores the new state + desired states + events in ONE transaction,
-and only then publishes. A control plane killed at any moment restarts from the stored state: what was decided
-is stored (and republished when the broker link comes up), what was not is decided again.
+A pass runs the open rollouts whose devices changed (the executor says which) or whose `next_attention` passed:
+it reads the changed devices in bulk (FleetStore.get_devices, telemetry_windows_of), calls `rollout_plan.plan`
+with their views, composes the signed desired states the `Publish` actions ask for (services/rollout_compose.py,
+from the builds chosen once at create time), stores the new state + the changed tracks + desired states + events
+in ONE transaction, and only then publishes. The open rollouts, which rollout holds each device, and the devices'
+views are kept in memory and rebuilt from the database at start: a control plane killed at any moment restarts
+from the stored state; what was decided is stored (and republished when the broker link comes up), what was not is
+decided
+again. Nothing here lists the fleet or queries per device in a pass; only `create` (selecting devices) and
+`republish_all` (after a reconnect) read the whole fleet.
 """
 
 from __future__ import annotations
@@ -11,16 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from control_plane.domain.artifacts import ArtifactWish
-from control_plane.domain.errors import Conflict, InvalidInput, NotFound, ServiceError
+from control_plane.domain.errors import Conflict, InvalidInput, NotFound
 from control_plane.domain.fleet import Device, Presence, presence
 from control_plane.domain.registry import BuildStatus, ModelVersion
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
-from control_plane.domain.rollout_plan import new_rollout, plan, with_generations
+from control_plane.domain.rollout_plan import due_devices, new_rollout, next_attention, plan, with_generations
 from control_plane.domain.rollout_progress import (
     CommandRefused,
     DeviceStatus,
@@ -31,21 +38,14 @@ from control_plane.domain.rollout_progress import (
     Operator,
     PreviousModel,
     Publish,
+    RolloutPhase,
     RolloutState,
-    Target,
+    settled,
 )
 from control_plane.domain.rollout_spec import RolloutRequest
-from control_plane.domain.rollouts import (
-    DesiredUpdate,
-    DevicePlan,
-    PlanError,
-    compose_desired,
-    next_generation,
-    plan_all_at_once,
-    select_devices,
-)
+from control_plane.domain.rollouts import DesiredUpdate, DevicePlan, PlanError, plan_all_at_once, select_devices
 from control_plane.domain.selectors import Selector
-from control_plane.domain.telemetry import baseline_window, new_version_window
+from control_plane.domain.telemetry import ModelWindow, baseline_window, new_version_window
 from control_plane.services.desired import AssignmentFactory
 from control_plane.services.ports import (
     Artifacts,
@@ -56,17 +56,30 @@ from control_plane.services.ports import (
     RegistryStore,
     RolloutStore,
 )
-from edge_agent.protocol import MessageKind, ModelAssignment, ModelHealth, Signer, Topics, seal
+from control_plane.services.rollout_compose import Composer
+from edge_agent.protocol import MessageKind, ModelHealth, Signer, Topics, seal
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
 from model_builds.catalog import Catalog
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 
 
 class PushChannel(Protocol):
     """Delivers desired states to devices on the Ansible channel (services.ansible_push); returns at once."""
 
     def deploy(self, rollout_id: str, updates: Sequence[DesiredUpdate]) -> None: ...
+
+
+@dataclass(frozen=True)
+class RolloutPage:
+    """A rollout as shown: its state without the tracks, counts per step, one page of its devices."""
+
+    state: RolloutState
+    devices: list[DeviceTrack]
+    next_cursor: str | None
 
 
 class RolloutService:
@@ -99,20 +112,40 @@ class RolloutService:
         self._push = push
         self._assignments = AssignmentFactory(artifacts, catalog, base_url)
         self._lock = threading.RLock()  # one decision at a time: generations and states change in order
+        self._memory: _Memory | None = None  # loaded on first use
 
     # -- queries ----------------------------------------------------------------------------------------------
     def list_rollouts(self) -> list[RolloutState]:
-        return self._store.list_rollouts()
+        """Every rollout without its tracks, with its counts per step."""
+        return self._store.list_summaries()
 
     def get_rollout(self, rollout_id: str) -> RolloutState:
+        """The whole rollout, every track included (O(devices): the API pages instead, `rollout_page`)."""
         state = self._store.get(rollout_id)
         if state is None:
             raise NotFound(f"rollout {rollout_id!r} does not exist")
         return state
 
+    def rollout_page(self, rollout_id: str, limit: int = DEFAULT_PAGE, cursor: str | None = None) -> RolloutPage:
+        """The rollout with its counts and up to `limit` devices after device `cursor`."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
+        state = self._store.summary(rollout_id)
+        if state is None:
+            raise NotFound(f"rollout {rollout_id!r} does not exist")
+        tracks = self._store.page_devices(rollout_id, cursor, limit + 1)
+        more = len(tracks) > limit
+        return RolloutPage(state, tracks[:limit], tracks[limit - 1].device_id if more else None)
+
+    def phase_of(self, rollout_id: str) -> RolloutPhase:
+        found = self._store.phase(rollout_id)
+        if found is None:
+            raise NotFound(f"rollout {rollout_id!r} does not exist")
+        return found
+
     def events_since(self, rollout_id: str, after_id: int = 0, limit: int = 1000) -> list[RolloutEventRecord]:
         """The rollout's events with an id above `after_id`, oldest first (the SSE stream's source)."""
-        self.get_rollout(rollout_id)
+        self.phase_of(rollout_id)
         return self._store.events_since(rollout_id, after_id, limit)
 
     # -- commands ---------------------------------------------------------------------------------------------
@@ -131,36 +164,42 @@ class RolloutService:
                 state = new_rollout(uuid.uuid4().hex[:16], request, tracks, lambda d: labels[d], now)
             except ValueError as exc:
                 raise InvalidInput(str(exc)) from exc
-            steps = ", ".join(f"{s} ({sum(1 for t in state.devices if t.step == s)})" for s in state.steps)
+            steps = ", ".join(f"{s} ({sum(state.step_counts(s).values())})" for s in state.steps)
             created = Note(EventKind.CREATED, f"{request.model} v{request.version} to {len(tracks)} device(s): {steps}")
             self._store.save(state, events=[NewEvent.of(created, now)])
-            state = self._run(state, now, None)
+            state = settled(state)
+            self._remembered().remember(state)
+            state = self._run(state, now, None, frozenset())
         log.info("rollout %s: %s v%s to %d device(s)", state.id, request.model, request.version, len(tracks))
         return state
 
     def command(self, rollout_id: str, command: Operator) -> RolloutState:
         """pause | resume | abort | rollback; Conflict (naming the phase) when the phase does not allow it."""
         with self._lock:
-            state = self.get_rollout(rollout_id)
+            state = self._remembered().open.get(rollout_id) or self.get_rollout(rollout_id)
             if command is Operator.ROLLBACK:
                 self._refuse_stale_rollback(state)
             try:
-                return self._run(state, self._clock(), command)
+                return self._run(state, self._clock(), command, frozenset())
             except CommandRefused as exc:
                 raise Conflict(str(exc)) from exc
 
-    def tick(self, now: datetime | None = None) -> int:
-        """One executor pass over every non-final rollout; how many changed. Tests call it with a fake `now`."""
-        changed = 0
+    def tick(self, now: datetime | None = None, changed: Collection[str] | None = None) -> int:
+        """One executor pass; how many rollouts changed. `changed`: the devices that reported since the last pass
+        (their rollouts run, with the rollouts whose `next_attention` passed); None: every open rollout runs
+        and observes every device (at start, after a push). Tests call it with a fake `now`."""
+        count = 0
         with self._lock:
             at = now or self._clock()
-            for state in self._store.list_rollouts(only_open=True):
+            memory = self._remembered()
+            for rollout_id, devices in memory.due(changed, at).items():
+                state = memory.open[rollout_id]
                 try:
-                    if self._run(state, at, None) is not state:
-                        changed += 1
+                    if self._run(state, at, None, devices) is not state:
+                        count += 1
                 except Exception:
                     log.exception("rollout %s: the executor pass failed; retried on the next tick", state.id)
-        return changed
+        return count
 
     def republish_all(self) -> int:
         """Publish every device's stored desired state again (after the broker link comes up)."""
@@ -176,17 +215,23 @@ class RolloutService:
         return count
 
     # -- the executor -----------------------------------------------------------------------------------------
-    def _run(self, state: RolloutState, now: datetime, command: Operator | None) -> RolloutState:
-        new, actions = plan(state, self._fleet_view(state, now), now, command)
+    def _run(
+        self, state: RolloutState, now: datetime, command: Operator | None, changed: frozenset[str] | None
+    ) -> RolloutState:
+        views = self._views(state, now, changed)
+        new, actions = plan(state, views, now, command, changed)
         if new == state and not actions:
             return state
-        devices = {d.id: d for d in self._fleet.list_devices()}
-        updates = [
-            u for a in actions if isinstance(a, Publish) if (u := self._compose(new, a, devices, now)) is not None
-        ]
+        publishes = [a for a in actions if isinstance(a, Publish)]
+        devices = self._fleet.get_devices([a.device_id for a in publishes]) if publishes else {}
+        composer = Composer(self._registry, self._builds, self._assignments, self._signer)
+        updates = [u for a in publishes if (u := composer.compose(new, a, devices.get(a.device_id), now)) is not None]
         new = with_generations(new, {u.device_id: u.generation for u in updates})
         events = [NewEvent.of(a, now) for a in actions if isinstance(a, Note)]
-        self._store.save(new, updates, events)
+        tracks = [t for d in sorted(new.touched) if (t := new.track(d)) is not None]
+        self._store.save(new, updates, events, tracks=tracks)
+        new = settled(new)
+        self._remembered().remember(new)
         pushed = [u for u in updates if devices[u.device_id].channel is Channel.ANSIBLE]
         for update in updates:
             if devices[update.device_id].channel is not Channel.ANSIBLE:
@@ -195,74 +240,47 @@ class RolloutService:
             self._deploy(new.id, pushed)
         return new
 
-    def _fleet_view(self, state: RolloutState, now: datetime) -> dict[str, DeviceView]:
-        devices = {d.id: d for d in self._fleet.list_devices()}
-        view: dict[str, DeviceView] = {}
-        for track in state.devices:
-            device = devices.get(track.device_id)
-            if device is None:
-                continue
-            windows = self._fleet.telemetry_windows(track.device_id, state.model)
-            old = None
-            if track.previous is not None and track.previous.version != state.version:
-                old = baseline_window(windows, track.previous.version, None)
-            view[track.device_id] = DeviceView(
-                online=presence(device, now, self._offline_after) is Presence.ONLINE,
-                reported=device.reported,
-                new_telemetry=new_version_window(windows, state.version, track.published_at),
-                old_telemetry=old,
-                undelivered=_undelivered(device),
-            )
-        return view
+    def _views(self, state: RolloutState, now: datetime, changed: frozenset[str] | None) -> dict[str, DeviceView]:
+        """The rollout's device views, the changed (and deadline-due) ones read again in bulk, and every device of
+        the current step read once (its gate sums their telemetry)."""
+        memory = self._remembered()
+        known = memory.views.setdefault(state.id, {})
+        if changed is None:
+            wanted: set[str] = {t.device_id for t in state.devices}
+        else:
+            wanted = {d for d in changed if state.track(d) is not None} | set(due_devices(state, now))
+            wanted |= memory.missing_of_step(state)
+        if wanted:
+            devices = self._fleet.get_devices(wanted)
+            windows = self._fleet.telemetry_windows_of(wanted, state.model)
+            for device_id in wanted:
+                track, device = state.track(device_id), devices.get(device_id)
+                if track is None or device is None:
+                    known.pop(device_id, None)  # a forgotten device: no view, only its deadline counts
+                    continue
+                known[device_id] = self._device_view(state, device, windows.get(device_id, []), now, track)
+        return known
 
-    def _compose(
-        self, state: RolloutState, action: Publish, devices: dict[str, Device], now: datetime
-    ) -> DesiredUpdate | None:
-        """The signed desired state a Publish asks for, or None (logged) when it cannot be composed: the device
-        then reaches its deadline and counts as timed out / not restored, with the rollout going on."""
-        device = devices.get(action.device_id)
-        track = next(t for t in state.devices if t.device_id == action.device_id)
-        if device is None:
-            log.error("rollout %s: device %s vanished", state.id, action.device_id)
-            return None
-        generation = next_generation(device)
-        try:
-            assignment: ModelAssignment | str
-            if action.target is Target.INSTALL:
-                assignment = self._install(state, track, device, generation)
-            else:
-                assignment = self._restore(state, track, device, generation)
-        except ServiceError as exc:
-            log.error("rollout %s: cannot compose the %s of %s: %s", state.id, action.target.value, device.id, exc)
-            return None
-        desired = compose_desired(device.id, device.desired_document, assignment, generation, now, state.id)
-        return DesiredUpdate(device.id, generation, self._signer.sign_desired(desired))
+    def _device_view(
+        self, state: RolloutState, device: Device, windows: list[ModelWindow], now: datetime, track: DeviceTrack
+    ) -> DeviceView:
+        old = None
+        if track.previous is not None and track.previous.version != state.version:
+            old = baseline_window(windows, track.previous.version, None)
+        return DeviceView(
+            online=presence(device, now, self._offline_after) is Presence.ONLINE,
+            reported=device.reported,
+            new_telemetry=new_version_window(windows, state.version, track.published_at),
+            old_telemetry=old,
+            undelivered=_undelivered(device),
+        )
 
-    def _install(self, state: RolloutState, track: DeviceTrack, device: Device, generation: int) -> ModelAssignment:
-        version = self._version(state.model, state.version)
-        (chosen,) = self._choose_builds(version, [device], _wish(state.spec))
-        build = self._builds.get_build(track.build_id) or chosen.build
-        fallback = chosen.fallback if chosen.build.id == build.id else None
-        return self._assignments.assignment(version, DevicePlan(device, build, generation, fallback))
-
-    def _restore(
-        self, state: RolloutState, track: DeviceTrack, device: Device, generation: int
-    ) -> ModelAssignment | str:
-        if track.previous is None:
-            return state.model  # the model was not on the device: the restore removes it
-        version = self._version(state.model, track.previous.version)
-        build = self._builds.get_build(track.previous.build_id)
-        if build is None:
-            raise Conflict(f"the previous build {track.previous.build_id} is no longer known")
-        return self._assignments.assignment(version, DevicePlan(device, build, generation))
+    def _remembered(self) -> _Memory:
+        if self._memory is None:
+            self._memory = _Memory(self._store.list_rollouts(only_open=True))
+        return self._memory
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _version(self, model: str, version: int) -> ModelVersion:
-        found = self._registry.get_version(model, version)
-        if found is None:
-            raise Conflict(f"model {model!r} has no version {version}")
-        return found
-
     def _choose_builds(self, version: ModelVersion, devices: Sequence[Device], wish: ArtifactWish) -> list[DevicePlan]:
         builds = [
             b for b in self._builds.list_builds(version.model, version.version) if b.status is BuildStatus.SUCCEEDED
@@ -276,16 +294,16 @@ class RolloutService:
             raise InvalidInput(str(exc)) from exc
 
     def _refuse_overlap(self, device_ids: Sequence[str]) -> None:
-        wanted = set(device_ids)
-        for other in self._store.list_rollouts(only_open=True):
-            shared = sorted(wanted & {t.device_id for t in other.devices})
-            if shared:
-                raise Conflict(
-                    f"devices {', '.join(shared)} are in rollout {other.id} ({other.phase.value}); "
-                    "wait for it to end, or abort it"
-                )
+        memory = self._remembered()
+        for other_id, shared in memory.holders(device_ids).items():
+            other = memory.open[other_id]
+            raise Conflict(
+                f"devices {', '.join(sorted(shared))} are in rollout {other.id} ({other.phase.value}); "
+                "wait for it to end, or abort it"
+            )
 
     def _refuse_stale_rollback(self, state: RolloutState) -> None:
+        """Rare (an operator's rollback): reads the later rollouts whole."""
         mine = {t.device_id for t in state.devices}
         for other in self._store.list_rollouts():
             shared = sorted(mine & {t.device_id for t in other.devices})
@@ -310,6 +328,60 @@ class RolloutService:
             log.warning(
                 "desired state for %s queued: the broker link is down; it goes out on reconnect", update.device_id
             )
+
+
+class _Memory:
+    """The open rollouts, which one holds each device, and the device views read so far: what lets a pass cost
+    what changed. Rebuilt from the database when the service starts; changed only under the service's lock."""
+
+    def __init__(self, open_rollouts: Sequence[RolloutState]) -> None:
+        self.open: dict[str, RolloutState] = {}
+        self.owner: dict[str, str] = {}
+        self.views: dict[str, dict[str, DeviceView]] = {}
+        self._complete: dict[str, str] = {}  # rollout -> the step whose every device has a view
+        for state in open_rollouts:
+            self.remember(state)
+
+    def remember(self, state: RolloutState) -> None:
+        if state.phase.final:
+            if self.open.pop(state.id, None) is not None:
+                for track in state.devices:
+                    if self.owner.get(track.device_id) == state.id:
+                        del self.owner[track.device_id]
+            self.views.pop(state.id, None)
+            self._complete.pop(state.id, None)
+            return
+        if state.id not in self.open:
+            self.owner.update((t.device_id, state.id) for t in state.devices)
+        self.open[state.id] = state
+
+    def holders(self, device_ids: Collection[str]) -> dict[str, set[str]]:
+        """The open rollouts holding any of these devices, with which."""
+        out: dict[str, set[str]] = {}
+        for device_id in device_ids:
+            if (rollout_id := self.owner.get(device_id)) is not None:
+                out.setdefault(rollout_id, set()).add(device_id)
+        return out
+
+    def due(self, changed: Collection[str] | None, now: datetime) -> dict[str, frozenset[str] | None]:
+        """The rollouts a pass runs, each with its changed devices (None: all of them)."""
+        if changed is None:
+            return dict.fromkeys(self.open)
+        out: dict[str, frozenset[str] | None] = {k: frozenset(v) for k, v in self.holders(changed).items()}
+        for rollout_id, state in self.open.items():
+            at = next_attention(state)
+            if rollout_id not in out and at is not None and at <= now:
+                out[rollout_id] = frozenset()
+        return out
+
+    def missing_of_step(self, state: RolloutState) -> set[str]:
+        """The current step's devices without a view yet; walked once per step (then remembered complete)."""
+        step = state.current_step
+        if step is None or state.step_started_at is None or self._complete.get(state.id) == step:
+            return set()
+        known = self.views.get(state.id, {})
+        self._complete[state.id] = step
+        return {t.device_id for t in state.devices if t.step == step and t.device_id not in known}
 
 
 def _undelivered(device: Device) -> tuple[int, str] | None:
@@ -338,6 +410,7 @@ def _track(chosen: DevicePlan, model: str, now: datetime) -> DeviceTrack:
         target=chosen.build.target,
         build_id=chosen.build.id,
         updated_at=now,
+        fallback_build_id=chosen.fallback.id if chosen.fallback is not None else None,
     )
 
 

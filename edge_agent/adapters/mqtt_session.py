@@ -96,6 +96,16 @@ class BrokerSettings(Protocol):
 
 
 @dataclass(frozen=True)
+class SessionLimits:
+    """paho's own queues for a session that moves many messages (the control plane's): QoS 1 messages in flight at
+    once (paho's default, 20, paces a fleet's desired states in steps of 20) and messages queued beyond them
+    (0: no limit). A session without limits keeps paho's defaults (the agent's)."""
+
+    max_inflight: int = 20
+    max_queued: int = 0
+
+
+@dataclass(frozen=True)
 class LastWill:
     """A retained QoS 1 message: the broker's last will for the session, or the farewell `stop` publishes."""
 
@@ -113,8 +123,10 @@ class MqttSession:
         on_message: OnMessage,
         on_connected: OnConnected | None = None,
         will: LastWill | None = None,
+        limits: SessionLimits | None = None,
     ) -> None:
         self._settings = settings
+        self._limits = limits
         self._client_id = client_id
         self._on_message_cb = on_message
         self._on_connected_cb = on_connected
@@ -136,6 +148,18 @@ class MqttSession:
     def subscribe(self, topic: str) -> None:
         """Subscribe to `topic` on every connection from the next one."""
         self._topics[topic] = None
+
+    def resubscribe(self, topics: list[str]) -> bool:
+        """Subscribe to `topics` now and drop them again at once: the broker sends their retained messages (MQTT
+        sends them on every SUBSCRIBE). A topic the session holds for good stays subscribed. False: not connected."""
+        client = self._client
+        if client is None or not self.connected.is_set() or not topics:
+            return False
+        result, _mid = client.subscribe([(topic, SUBSCRIBE_QOS) for topic in topics])
+        passing = [topic for topic in topics if topic not in self._topics]
+        if result == MQTTErrorCode.MQTT_ERR_SUCCESS and passing:
+            client.unsubscribe(passing)
+        return bool(result == MQTTErrorCode.MQTT_ERR_SUCCESS)
 
     def set_connected_hook(self, hook: OnConnected) -> None:
         self._on_connected_cb = hook
@@ -245,6 +269,9 @@ class MqttSession:
             client.tls_set(ca_certs=str(s.tls_ca_file))
         if with_will and self._will is not None:
             client.will_set(self._will.topic, self._will.payload, qos=1, retain=True)
+        if self._limits is not None:
+            client.max_inflight_messages_set(self._limits.max_inflight)
+            client.max_queued_messages_set(self._limits.max_queued)
         return client
 
     def _connect(self, client: mqtt.Client) -> None:

@@ -1,4 +1,5 @@
-"""Row <-> domain value conversion. SQLite hands back naive datetimes; everything stored is UTC.
+"""Row <-> domain value conversion. Everything stored is UTC: SQLite hands back naive datetimes, PostgreSQL
+(timestamptz, sessions in UTC: engine.py) aware ones; `utc` makes both the same aware UTC value.
 
 A table's columns mostly carry a domain dataclass's fields under the same names: `from_row` and `to_row` copy
 those by name, converting by the field's declared type (enums by value, pydantic models as JSON, datetimes to

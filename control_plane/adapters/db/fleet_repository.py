@@ -2,14 +2,22 @@
 
 Devices are created only by enrollment (an operator's, or an approved key's); what a device publishes is stored
 only for a device that exists, and never changes its labels, channel or GPU class.
+
+The ingest writer's batches (`get_devices`, `apply_writes`) and the rollout executor's reads (`get_devices`,
+`telemetry_windows_of`) cost a fixed number of statements per batch, never a
+round trip per device: one SELECT ... IN for the batch's devices, UPDATEs by primary key executed as one
+executemany per set of changed columns, bulk INSERTs of events and telemetry windows, and one executemany DELETE
+each that trims the histories the batch grew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, Table, and_, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.adapters.db.convert import (
@@ -22,12 +30,44 @@ from control_plane.adapters.db.convert import (
 )
 from control_plane.adapters.db.tables import DeviceRow, EventRow, TelemetryRow
 from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord, EventSource
+from control_plane.domain.ingest import FleetWrites, ReportWrite, TelemetryWrite
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.telemetry import HISTORY_PER_VERSION, ModelWindow
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 from edge_agent.protocol.vocabulary import Channel
 
 MAX_EVENTS_PER_DEVICE = 1000  # default of settings.device_events_kept
+IN_CHUNK = 500  # ids per SELECT ... IN (SQLite's bound-parameter limit is far above; PostgreSQL has none)
+
+_events = cast(Table, EventRow.__table__)
+_telemetry = cast(Table, TelemetryRow.__table__)
+# Everything of one device's own events but the newest `keep` (one statement, executed many times at once).
+_TRIM_EVENTS = delete(_events).where(
+    _events.c.device_id == bindparam("d"),
+    _events.c.source == EventSource.DEVICE.value,
+    _events.c.id
+    <= select(_events.c.id)
+    .where(_events.c.device_id == bindparam("d"), _events.c.source == EventSource.DEVICE.value)
+    .order_by(_events.c.id.desc())
+    .limit(1)
+    .offset(bindparam("keep"))
+    .scalar_subquery(),
+)
+_TELEMETRY_OF = and_(
+    _telemetry.c.device_id == bindparam("d"),
+    _telemetry.c.model == bindparam("m"),
+    _telemetry.c.version == bindparam("v"),
+)
+_TRIM_TELEMETRY = delete(_telemetry).where(
+    _TELEMETRY_OF,
+    _telemetry.c.id
+    <= select(_telemetry.c.id)
+    .where(_TELEMETRY_OF)
+    .order_by(_telemetry.c.id.desc())
+    .limit(1)
+    .offset(bindparam("keep"))
+    .scalar_subquery(),
+)
 
 
 class FleetRepository:
@@ -171,6 +211,21 @@ class FleetRepository:
         with self._sessions() as session:
             return [from_row(ModelWindow, r) for r in session.scalars(stmt.order_by(TelemetryRow.id.desc()))]
 
+    def telemetry_windows_of(self, device_ids: Collection[str], model: str) -> dict[str, list[ModelWindow]]:
+        """Each device's stored windows of `model`, newest first (one SELECT per IN_CHUNK ids; a device without any
+        is absent): the rollout executor's read of the devices a pass looks at."""
+        found: dict[str, list[ModelWindow]] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(set(device_ids))):
+                stmt = (
+                    select(TelemetryRow)
+                    .where(TelemetryRow.device_id.in_(chunk), TelemetryRow.model == model)
+                    .order_by(TelemetryRow.id.desc())
+                )
+                for row in session.scalars(stmt):
+                    found.setdefault(row.device_id, []).append(from_row(ModelWindow, row))
+        return found
+
     def get_device(self, device_id: str) -> Device | None:
         with self._sessions() as session:
             row = session.get(DeviceRow, device_id)
@@ -185,6 +240,49 @@ class FleetRepository:
         with self._sessions() as session:
             rows = session.scalars(select(DeviceRow).where(DeviceRow.desired.is_not(None)))
             return [(r.id, SignedDesiredState.model_validate(r.desired)) for r in rows]
+
+    # -- batches of the ingest writer --------------------------------------------------------------------------------
+    def get_devices(self, device_ids: Collection[str]) -> dict[str, Device]:
+        """The known ones of `device_ids` (one SELECT per IN_CHUNK ids)."""
+        found: dict[str, Device] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(device_ids)):
+                for row in session.scalars(select(DeviceRow).where(DeviceRow.id.in_(chunk))):
+                    found[row.id] = device_from_row(row)
+        return found
+
+    def apply_writes(self, writes: FleetWrites) -> set[str]:
+        """Store a batch in one transaction; returns the devices it was stored for (those that exist: one may have
+        been removed since the batch read it). Only the columns a batch changed are written."""
+        with self._sessions.begin() as session:
+            held = self._held(session, writes.device_ids)
+            latest = {t.device_id: t for t in writes.telemetry}  # the last of each device's wins
+            changes = {d: _device_changes(writes, latest, d, held[d]) for d in held}
+            for columns in _by_column_set(changes):
+                session.execute(update(DeviceRow), columns)
+            events = [to_row(EventRow, e) for e in writes.events if e.device_id in held]
+            session.add_all(events)
+            session.add_all(_telemetry_rows(writes, held))
+            session.flush()
+            own = EventSource.DEVICE
+            grown = sorted({e.device_id for e in writes.events if e.source is own and e.device_id in held})
+            if grown:
+                session.connection().execute(_TRIM_EVENTS, [{"d": d, "keep": self._events_kept} for d in grown])
+            versions = sorted({(t.device_id, m.name, m.version) for t in writes.telemetry for m in t.telemetry.models})
+            trims = [{"d": d, "m": m, "v": v, "keep": HISTORY_PER_VERSION} for d, m, v in versions if d in held]
+            if trims:
+                session.connection().execute(_TRIM_TELEMETRY, trims)
+            return set(held)
+
+    @staticmethod
+    def _held(session: Session, device_ids: Collection[str]) -> dict[str, _Held]:
+        """What a batch's writes depend on, of the devices that exist, read in the batch's transaction."""
+        held: dict[str, _Held] = {}
+        columns = (DeviceRow.id, DeviceRow.hardware, DeviceRow.gpu_class, DeviceRow.delivery)
+        for chunk in _chunks(sorted(device_ids)):
+            rows = session.execute(select(*columns).where(DeviceRow.id.in_(chunk)))
+            held.update({r.id: _Held(r.hardware is not None, r.gpu_class, r.delivery) for r in rows})
+        return held
 
     # -- events -----------------------------------------------------------------------------------------------
     def add_event(self, event: DeviceEventRecord, now: datetime) -> bool:
@@ -216,3 +314,76 @@ class FleetRepository:
                 from_row(DeviceEventRecord, r, source=EventSource(r.source or EventSource.DEVICE.value))
                 for r in session.scalars(stmt)
             ]
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start : start + IN_CHUNK]
+
+
+@dataclass(frozen=True)
+class _Held:
+    has_hardware: bool
+    gpu_class: str | None
+    delivery: dict[str, Any] | None
+
+
+def _device_changes(
+    writes: FleetWrites, latest: Mapping[str, TelemetryWrite], device_id: str, held: _Held
+) -> dict[str, Any]:
+    """The device row's columns a batch changes: its latest report, presence and telemetry, when it was seen."""
+    changes: dict[str, Any] = {}
+    report = writes.reports.get(device_id)
+    if report is not None:
+        changes.update(_report_changes(report, held))
+    status = writes.statuses.get(device_id)
+    if status is not None:
+        changes["status"] = status.value
+    telemetry = latest.get(device_id)
+    if telemetry is not None:
+        changes["telemetry"] = telemetry.telemetry.model_dump(mode="json")
+    seen = writes.seen.get(device_id)
+    if seen is not None:
+        changes["last_seen"] = seen
+    return changes
+
+
+def _report_changes(report: ReportWrite, held: _Held) -> dict[str, Any]:
+    """Hardware facts only with `adopt_hardware` and only while none are held (domain/reports.py)."""
+    reported = report.reported
+    changes: dict[str, Any] = {"reported": reported.model_dump(mode="json")}
+    if report.adopt_hardware and not held.has_hardware:
+        changes["hardware"] = reported.hardware.model_dump(mode="json")
+        changes["gpu_class"] = held.gpu_class or reported.hardware.gpu_class
+    failure = delivery_from_json(held.delivery)
+    if failure is not None and report.highest_applied >= failure.generation:
+        changes["delivery"] = None  # the agent has answered for that generation since
+    return changes
+
+
+def _by_column_set(changes: Mapping[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """UPDATE parameter sets grouped by the columns they write (one executemany each)."""
+    groups: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for device_id, columns in changes.items():
+        if columns:
+            groups.setdefault(frozenset(columns), []).append({"id": device_id, **columns})
+    return list(groups.values())
+
+
+def _telemetry_rows(writes: FleetWrites, held: Collection[str]) -> list[TelemetryRow]:
+    return [
+        TelemetryRow(
+            device_id=t.device_id,
+            model=m.name,
+            version=m.version,
+            at=t.at,
+            window_s=t.telemetry.window_s,
+            requests=m.requests,
+            errors=m.errors,
+            p50_ms=m.p50_ms,
+            p99_ms=m.p99_ms,
+        )
+        for t in writes.telemetry
+        if t.device_id in held
+        for m in t.telemetry.models
+    ]

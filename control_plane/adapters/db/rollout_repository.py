@@ -1,7 +1,9 @@
 """Persistence of staged rollouts: their state, per-device tracks, events, and the desired states they issue.
 
 `save` writes a rollout's new state, the desired states it decided and its events in ONE transaction: after a
-crash the database holds either the decision with everything it implies or none of it.
+crash the database holds either the decision with everything it implies or none of it. It writes only the tracks
+it is given (the ones a pass changed), in bulk, and the rollout's per-step counts with the rollout row, so a
+rollout is shown (`summary`, `page_devices`) without reading all its tracks. Never a query per device in a loop.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_row, utc, utc_or_none
@@ -19,12 +21,14 @@ from control_plane.domain.reports import builds_in, remember_issued
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_progress import (
     FINAL_PHASES,
+    DeviceStatus,
     DeviceTrack,
     GateVerdict,
     PreviousModel,
     RolloutPhase,
     RolloutState,
     Verdict,
+    with_counts,
 )
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollouts import DesiredUpdate
@@ -42,32 +46,24 @@ class RolloutRepository:
         state: RolloutState,
         desired: Sequence[DesiredUpdate] = (),
         events: Sequence[NewEvent] = (),
+        tracks: Sequence[DeviceTrack] | None = None,
     ) -> None:
-        """Insert or update the rollout, store each device's new desired state, append the events."""
+        """Insert or update the rollout and the given tracks (None: all of them), store each device's new desired
+        state, append the events."""
         with self._sessions.begin() as session:
-            for update in desired:
-                device = session.get(DeviceRow, update.device_id)
-                if device is None:
-                    raise LookupError(f"device {update.device_id} vanished")
-                device.desired_generation = update.generation
-                device.desired = update.signed.model_dump(mode="json")
-                device.issued_builds = issued_to_json(
-                    remember_issued(issued_from_json(device.issued_builds), _builds_named(update))
-                )
+            _store_desired(session, desired)
             row = session.get(RolloutRow, state.id)
+            new = row is None
             if row is None:
                 row = RolloutRow(id=state.id, created_at=state.created_at)
                 session.add(row)
             _fill_rollout_row(row, state)
             session.flush()
-            for track in state.devices:
-                drow = session.get(RolloutDeviceRow, (state.id, track.device_id))
-                if drow is None:
-                    drow = RolloutDeviceRow(rollout_id=state.id, device_id=track.device_id)
-                    session.add(drow)
-                _fill_device_row(drow, track, state)
-            for event in events:
-                session.add(to_row(RolloutEventRow, event, rollout_id=state.id))
+            values = [_track_values(t, state) for t in (state.devices if tracks is None else tracks)]
+            if values:
+                session.execute(insert(RolloutDeviceRow) if new else update(RolloutDeviceRow), values)
+            if events:
+                session.add_all(to_row(RolloutEventRow, event, rollout_id=state.id) for event in events)
 
     def get(self, rollout_id: str) -> RolloutState | None:
         with self._sessions() as session:
@@ -77,17 +73,33 @@ class RolloutRepository:
             return _state_of(row, _device_rows(session, [rollout_id]).get(rollout_id, []))
 
     def list_rollouts(self, only_open: bool = False, only_device: str | None = None) -> list[RolloutState]:
-        stmt = select(RolloutRow).order_by(RolloutRow.created_at.desc())
-        if only_open:
-            stmt = stmt.where(RolloutRow.phase.in_(OPEN_PHASES))
-        if only_device is not None:
-            stmt = stmt.where(
-                RolloutRow.id.in_(select(RolloutDeviceRow.rollout_id).where(RolloutDeviceRow.device_id == only_device))
-            )
         with self._sessions() as session:
-            rows = list(session.scalars(stmt))
+            rows = list(session.scalars(_rollouts_stmt(only_open, only_device)))
             devices = _device_rows(session, [r.id for r in rows])
             return [_state_of(r, devices.get(r.id, [])) for r in rows]
+
+    def summary(self, rollout_id: str) -> RolloutState | None:
+        """The rollout without its tracks (`devices` is empty), with its per-step counts."""
+        with self._sessions() as session:
+            row = session.get(RolloutRow, rollout_id)
+            return None if row is None else _summary_of(session, row)
+
+    def list_summaries(self, only_open: bool = False) -> list[RolloutState]:
+        with self._sessions() as session:
+            return [_summary_of(session, r) for r in session.scalars(_rollouts_stmt(only_open, None))]
+
+    def page_devices(self, rollout_id: str, after: str | None, limit: int) -> list[DeviceTrack]:
+        """Up to `limit` tracks of the rollout, by device id, after device `after`."""
+        stmt = select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id == rollout_id)
+        if after is not None:
+            stmt = stmt.where(RolloutDeviceRow.device_id > after)
+        with self._sessions() as session:
+            return [_track_of(r) for r in session.scalars(stmt.order_by(RolloutDeviceRow.device_id).limit(limit))]
+
+    def phase(self, rollout_id: str) -> RolloutPhase | None:
+        with self._sessions() as session:
+            found = session.scalar(select(RolloutRow.phase).where(RolloutRow.id == rollout_id))
+            return None if found is None else RolloutPhase(found)
 
     def events_since(self, rollout_id: str, after_id: int, limit: int = 1000) -> list[RolloutEventRecord]:
         stmt = (
@@ -98,6 +110,53 @@ class RolloutRepository:
         )
         with self._sessions() as session:
             return [from_row(RolloutEventRecord, r, data=dict(r.data or {})) for r in session.scalars(stmt)]
+
+
+def _rollouts_stmt(only_open: bool, only_device: str | None) -> Any:
+    stmt = select(RolloutRow).order_by(RolloutRow.created_at.desc())
+    if only_open:
+        stmt = stmt.where(RolloutRow.phase.in_(OPEN_PHASES))
+    if only_device is not None:
+        stmt = stmt.where(
+            RolloutRow.id.in_(select(RolloutDeviceRow.rollout_id).where(RolloutDeviceRow.device_id == only_device))
+        )
+    return stmt
+
+
+def _store_desired(session: Session, desired: Sequence[DesiredUpdate]) -> None:
+    """Each device's new desired state and the builds it names; the devices are read in one query per chunk."""
+    rows: dict[str, DeviceRow] = {}
+    ids = [u.device_id for u in desired]
+    for chunk in range(0, len(ids), _CHUNK):
+        part = ids[chunk : chunk + _CHUNK]
+        rows.update((r.id, r) for r in session.scalars(select(DeviceRow).where(DeviceRow.id.in_(part))))
+    for update_ in desired:
+        device = rows.get(update_.device_id)
+        if device is None:
+            raise LookupError(f"device {update_.device_id} vanished")
+        device.desired_generation = update_.generation
+        device.desired = update_.signed.model_dump(mode="json")
+        device.issued_builds = issued_to_json(
+            remember_issued(issued_from_json(device.issued_builds), _builds_named(update_))
+        )
+
+
+_CHUNK = 500  # ids per IN (...): well under every database's limit on bound parameters
+
+
+def _summary_of(session: Session, row: RolloutRow) -> RolloutState:
+    counts = row.counts
+    if counts is None:  # stored before 0010: count the tracks once
+        stmt = (
+            select(RolloutDeviceRow.step, RolloutDeviceRow.status, func.count())
+            .where(RolloutDeviceRow.rollout_id == row.id)
+            .group_by(RolloutDeviceRow.step, RolloutDeviceRow.status)
+        )
+        counts = {}
+        for step, status, n in session.execute(stmt):
+            counts.setdefault(step, {})[status] = n
+    per_step = {step: {DeviceStatus(s): int(n) for s, n in per.items()} for step, per in counts.items()}
+    return with_counts(_state_of(row, []), per_step)
 
 
 def _device_rows(session: Session, rollout_ids: list[str]) -> dict[str, list[RolloutDeviceRow]]:
@@ -125,19 +184,25 @@ def _fill_rollout_row(row: RolloutRow, state: RolloutState) -> None:
     row.verdicts = [
         {"step": v.step, "verdict": v.verdict.value, "reason": v.reason, "at": v.at.isoformat()} for v in state.verdicts
     ]
+    row.counts = {step: {s.value: n for s, n in state.step_counts(step).items() if n} for step in state.steps}
 
 
-def _fill_device_row(row: RolloutDeviceRow, track: DeviceTrack, state: RolloutState) -> None:
-    row.target = track.target
-    row.build_id = track.build_id
-    row.generation = track.generation or 0
-    row.status = track.status.value
-    row.reason = track.reason
-    row.updated_at = track.updated_at or state.updated_at
-    row.step = track.step
-    row.published_at = track.published_at
-    row.previous_version = track.previous.version if track.previous else None
-    row.previous_build_id = track.previous.build_id if track.previous else None
+def _track_values(track: DeviceTrack, state: RolloutState) -> dict[str, Any]:
+    return {
+        "rollout_id": state.id,
+        "device_id": track.device_id,
+        "target": track.target,
+        "build_id": track.build_id,
+        "fallback_build_id": track.fallback_build_id,
+        "generation": track.generation or 0,
+        "status": track.status.value,
+        "reason": track.reason,
+        "updated_at": track.updated_at or state.updated_at,
+        "step": track.step,
+        "published_at": track.published_at,
+        "previous_version": track.previous.version if track.previous else None,
+        "previous_build_id": track.previous.build_id if track.previous else None,
+    }
 
 
 def _state_of(row: RolloutRow, devices: list[RolloutDeviceRow]) -> RolloutState:

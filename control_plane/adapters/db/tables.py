@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite's INTEGER is 64-bit already (and must stay exactly INTEGER for a ROWID key); PostgreSQL's is 32-bit, too
+# small for a file's size (max_upload_bytes is 2 GiB) or for the ids of tables that grow with every device message.
+INT64 = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -34,7 +38,7 @@ class VersionRow(Base):
     version: Mapped[int]
     created_at: Mapped[datetime]
     source_sha256: Mapped[str] = mapped_column(String(64))
-    source_size: Mapped[int]
+    source_size: Mapped[int] = mapped_column(INT64)
     inputs: Mapped[list[dict[str, Any]]]
     outputs: Mapped[list[dict[str, Any]]]
     samples_sha256: Mapped[str] = mapped_column(String(64))
@@ -63,7 +67,7 @@ class BuildRow(Base):
     artifact_kind: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(24))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64))
-    artifact_size: Mapped[int | None]
+    artifact_size: Mapped[int | None] = mapped_column(INT64)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
     manifest: Mapped[dict[str, Any]]
@@ -90,7 +94,7 @@ class BuildLogRow(Base):
     __tablename__ = "build_logs"
     __table_args__ = (Index("ix_build_logs_build", "build_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
     build_id: Mapped[str] = mapped_column(String(32), ForeignKey("builds.id"))
     at: Mapped[datetime]
     message: Mapped[str] = mapped_column(Text)
@@ -152,7 +156,7 @@ class EventRow(Base):
         Index("ix_device_events_source", "device_id", "source", "id"),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"))
     generation: Mapped[int]
     step: Mapped[str] = mapped_column(String(32))
@@ -166,6 +170,7 @@ class EventRow(Base):
 
 class RolloutRow(Base):
     __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_phase", "phase"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     model_name: Mapped[str] = mapped_column(String(128))
@@ -183,10 +188,13 @@ class RolloutRow(Base):
     baked_since: Mapped[datetime | None]
     reason: Mapped[str | None] = mapped_column(Text)
     verdicts: Mapped[list[dict[str, Any]]]
+    # 0010: {step: {status: devices}}, kept by every save (None: written before 0010, counted from the tracks).
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class RolloutDeviceRow(Base):
     __tablename__ = "rollout_devices"
+    __table_args__ = (Index("ix_rollout_devices_device", "device_id"),)
 
     rollout_id: Mapped[str] = mapped_column(String(32), ForeignKey("rollouts.id"), primary_key=True)
     # No foreign key to devices since 0004: a forgotten device's rollout history stays.
@@ -201,13 +209,15 @@ class RolloutDeviceRow(Base):
     published_at: Mapped[datetime | None]
     previous_version: Mapped[int | None]
     previous_build_id: Mapped[str | None] = mapped_column(String(32))
+    # 0010: chosen with build_id when the rollout was created.
+    fallback_build_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class RolloutEventRow(Base):
     __tablename__ = "rollout_events"
     __table_args__ = (Index("ix_rollout_events_rollout", "rollout_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
     rollout_id: Mapped[str] = mapped_column(String(32), ForeignKey("rollouts.id"))
     at: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(24))
@@ -223,7 +233,7 @@ class TelemetryRow(Base):
     __tablename__ = "device_telemetry"
     __table_args__ = (Index("ix_device_telemetry_model", "device_id", "model", "version", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
     device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id"))
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int]
@@ -272,7 +282,7 @@ class PlaybookRunEventRow(Base):
     __tablename__ = "playbook_run_events"
     __table_args__ = (Index("ix_playbook_run_events_run", "run_id", "id"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(INT64, primary_key=True, autoincrement=True)
     run_id: Mapped[str] = mapped_column(String(32), ForeignKey("playbook_runs.id"))
     seq: Mapped[int]
     at: Mapped[datetime]

@@ -5,12 +5,15 @@ The event stream (`GET /v1/rollouts/{id}/events`) lives in `rollout_events.py`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from control_plane.api.deps import RolloutsDep
 from control_plane.api.schemas.rollouts import RolloutOut
 from control_plane.domain.rollout_progress import Operator
 from control_plane.domain.rollout_spec import RolloutRequest
+from control_plane.services.rollouts import DEFAULT_PAGE, MAX_PAGE
 
 router = APIRouter(prefix="/v1/rollouts", tags=["rollouts"])
 
@@ -26,8 +29,14 @@ def list_rollouts(rollouts: RolloutsDep) -> list[RolloutOut]:
 
 
 @router.get("/{rollout_id}")
-def get_rollout(rollout_id: str, rollouts: RolloutsDep) -> RolloutOut:
-    return RolloutOut.model_validate(rollouts.get_rollout(rollout_id))
+def get_rollout(
+    rollout_id: str,
+    rollouts: RolloutsDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(max_length=128)] = None,
+) -> RolloutOut:
+    """The rollout with its counts per step and status and one page of its devices (`next_cursor`: the next)."""
+    return RolloutOut.model_validate(rollouts.rollout_page(rollout_id, limit, cursor))
 
 
 @router.post("/{rollout_id}/{command}")

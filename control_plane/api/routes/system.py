@@ -1,4 +1,4 @@
-"""Health, the signing key, the target catalog, and artifact downloads (HTTP Range honoured)."""
+"""Health and status, the signing key, the target catalog, and artifact downloads (HTTP Range honoured)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from control_plane.api.deps import BuildsDep, RegistryDep, RuntimeDep
-from control_plane.api.schemas.system import HealthOut, SigningKeyOut, target_out
+from control_plane.api.schemas.system import HealthOut, IngestOut, SigningKeyOut, StatusOut, target_out
 
 router = APIRouter()
 
@@ -16,6 +16,14 @@ router = APIRouter()
 @router.get("/healthz", tags=["system"])
 def healthz(runtime: RuntimeDep) -> HealthOut:
     return HealthOut(status="ok", mqtt_connected=runtime.link.connected)
+
+
+@router.get("/v1/status", tags=["system"])
+def status(runtime: RuntimeDep) -> StatusOut:
+    """Health, and what the ingest queue did: messages received, waiting, dropped, batches, resyncs."""
+    link = runtime.link
+    ingest = IngestOut.model_validate(runtime.fleet.ingest_counters())
+    return StatusOut(status="ok", mqtt_connected=link.connected, mqtt_protocol=link.protocol_in_use, ingest=ingest)
 
 
 @router.get("/v1/keys/signing", tags=["system"])

@@ -20,7 +20,9 @@ from control_plane.domain.rollout_progress import (
     allowed_commands,
 )
 from control_plane.domain.rollout_spec import RolloutRequest, SelectorIn, StrategyType
-from control_plane.domain.step_states import StepState, status_counts, step_summaries
+from control_plane.domain.step_states import StepState, step_summaries
+
+FIRST_PAGE = 100  # devices shown with a rollout unless a page is asked for (GET /v1/rollouts/{id}?limit=&cursor=)
 
 
 # Read from a DeviceTrack: what the device ran before is flattened.
@@ -77,20 +79,30 @@ class RolloutOut(Out):
     allowed_commands: list[Operator]
     created_at: datetime
     updated_at: datetime
-    devices: list[RolloutDeviceOut]
+    devices: list[RolloutDeviceOut]  # one page, by device id; `next_cursor` asks for the next
     counts: dict[str, int]
+    next_cursor: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _of_state(cls, value: Any) -> Any:
+        page: list[DeviceTrack] | None = None
+        cursor = None
+        if hasattr(value, "next_cursor") and isinstance(getattr(value, "state", None), RolloutState):
+            page, cursor, value = list(value.devices), value.next_cursor, value.state
         if isinstance(value, RolloutState):
+            if page is None:  # a whole state (create, commands): its first page
+                page = list(value.devices[:FIRST_PAGE])
+                cursor = page[-1].device_id if len(value.devices) > FIRST_PAGE else None
             return with_fields(
                 value,
                 selector=value.spec.selector,
                 strategy=value.spec.strategy.type,
                 steps=step_summaries(value),
                 allowed_commands=sorted(allowed_commands(value.phase), key=lambda c: c.value),
-                counts=status_counts(t.status for t in value.devices),
+                counts={s.value: value.count([s]) for s in DeviceStatus},
+                devices=page,
+                next_cursor=cursor,
             )
         return value
 

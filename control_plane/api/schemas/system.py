@@ -1,7 +1,8 @@
-"""Public schemas of the service itself: health, its signing key, the build-target catalog."""
+"""Public schemas of the service itself: health and status, its signing key, the build-target catalog."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from control_plane.api.schemas.base import Out
@@ -11,6 +12,30 @@ from model_builds.catalog import TargetSpec
 class HealthOut(Out):
     status: str
     mqtt_connected: bool
+
+
+class IngestOut(Out):
+    """The queue between the broker link and the database (docs/operations.md, "Broker limits at fleet size")."""
+
+    received: int
+    queued: int
+    queued_bytes: int
+    high_water: int
+    capacity: int
+    dropped: int
+    batches: int
+    applied: int
+    mean_batch: float
+    last_drop_at: datetime | None
+    resyncs: int
+    resync_pending: int
+
+
+class StatusOut(Out):
+    status: str
+    mqtt_connected: bool
+    mqtt_protocol: str
+    ingest: IngestOut
 
 
 class SigningKeyOut(Out):

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from control_plane.cli import views
 from control_plane.cli.state import state_of
 
 
-def status(ctx: typer.Context) -> None:
+def status(
+    ctx: typer.Context,
+    ingest: Annotated[
+        bool,
+        typer.Option("--ingest", help="Also what the ingest queue did (GET /v1/status)."),
+    ] = False,
+) -> None:
     """Show whether the control plane answers and whether it is connected to the MQTT broker (GET /healthz)."""
     state = state_of(ctx)
     with state.client() as api:
-        state.output.emit(api.health(), views.health_view)
+        state.output.emit(api.status() if ingest else api.health(), views.health_view)
 
 
 def keys(ctx: typer.Context) -> None:

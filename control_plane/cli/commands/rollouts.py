@@ -215,14 +215,18 @@ def show(
         bool, typer.Option("--wait", help="Show live per-device status until the rollout ends; exit 1 if it failed.")
     ] = False,
     timeout: Annotated[float, typer.Option(help="With --wait: give up after this many seconds.")] = 600.0,
+    cursor: Annotated[
+        str | None, typer.Option(help="Show the page of devices after this one (the cursor the previous page printed).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, max=1000, help="Devices per page (default 100).")] = None,
 ) -> None:
-    """Show a rollout with the status of every device it targets."""
+    """Show a rollout: its counts per status and a page of its devices, by device id."""
     state = state_of(ctx)
     if wait:
         _watch(state, rollout_id, timeout)
         return
     with state.client() as api:
-        state.output.emit(api.rollout(rollout_id), views.rollout_view)
+        state.output.emit(api.rollout(rollout_id, cursor, limit), views.rollout_view)
 
 
 def _watch(state: CliState, rollout_id: str, timeout: float) -> None:

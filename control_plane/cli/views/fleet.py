@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.text import Text
 
 from control_plane.cli.views.cells import cell, record, status_text, table
 
@@ -116,4 +117,11 @@ def rollout_view(data: Any) -> RenderableType:
         ]
         for d in data.get("devices") or []
     ]
-    return Group(head, table("devices", ["device", "target", "status", "generation", "reason", "updated"], rows))
+    devices = table("devices", ["device", "target", "status", "generation", "reason", "updated"], rows)
+    total = sum((data.get("counts") or {}).values())
+    cursor = data.get("next_cursor")
+    if not cursor:
+        return Group(head, devices)
+    command = f"edgectl rollout show {data.get('id')} --cursor {cursor}"
+    more = Text(f"showing {len(rows)} of {total} devices; the next page: {command}", style="dim")
+    return Group(head, devices, more)

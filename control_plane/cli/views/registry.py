@@ -13,7 +13,12 @@ from control_plane.cli.views.cells import cell, record, short, table
 
 
 def health_view(data: Any) -> RenderableType:
-    return record("control plane", data)
+    """GET /v1/status (or /healthz): the health record, then the ingest queue's counters when present."""
+    ingest = data.get("ingest") if isinstance(data, dict) else None
+    health = record("control plane", {k: v for k, v in data.items() if k != "ingest"} if ingest else data)
+    if not isinstance(ingest, dict):
+        return health
+    return Group(health, record("ingest queue", ingest))
 
 
 def key_view(data: Any) -> RenderableType:

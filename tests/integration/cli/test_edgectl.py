@@ -77,6 +77,15 @@ def test_status_reports_the_mqtt_link(server: Server) -> None:
     assert ok_json(server, "status") == {"status": "ok", "mqtt_connected": True}
 
 
+def test_status_with_ingest_shows_the_queue_counters(server: Server) -> None:
+    shown = ok_json(server, "status", "--ingest")
+    assert isinstance(shown, dict) and shown["mqtt_connected"] is True
+    assert shown["ingest"]["capacity"] == 50_000 and shown["ingest"]["dropped"] == 0
+    table = edgectl(server, "status", "--ingest")
+    assert table.returncode == 0, table.stderr
+    assert "ingest queue" in table.stdout and "resync_pending" in table.stdout
+
+
 def test_push_list_build_and_fetch_the_artifact(server: Server, tmp_path: Path) -> None:
     model = tiny_model(tmp_path / "affine.onnx")
     np.savez(tmp_path / "samples.npz", **{"input:x": np.ones((3, 4), dtype=np.float32)})

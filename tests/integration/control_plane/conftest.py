@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from control_plane.api.app import create_app
 from control_plane.settings import ServerSettings
 from edge_agent.protocol import MessageKind, Topics, seal
+from tests.conftest import DATABASES
 from tests.support import ADMIN_HEADERS, ADMIN_TOKEN, CONTROL_PLANE_USER, Mosquitto, free_port, password_for, wait_for
 
 
@@ -40,9 +41,10 @@ class RunningServer:
         assert not self.thread.is_alive(), "the control plane did not shut down"
 
 
-def server_settings(broker: Mosquitto, data_dir: Path) -> ServerSettings:
+def server_settings(broker: Mosquitto, data_dir: Path, database_url: str | None = None) -> ServerSettings:
     return ServerSettings(
         data_dir=data_dir,
+        database_url=database_url,
         port=free_port(),
         bootstrap_token=ADMIN_TOKEN,
         mqtt={
@@ -82,6 +84,35 @@ def api(control_plane: RunningServer) -> httpx.Client:
 
 
 @dataclass
+class Deployment:
+    """A control plane and the broker its devices use."""
+
+    broker: Mosquitto
+    server: RunningServer
+
+
+@pytest.fixture(scope="session", params=DATABASES)
+def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The control plane once per database, for the modules that run on both (they take `api` and `device_factory`
+    from it): on SQLite the session's shared `control_plane`; on PostgreSQL a server of its own with a broker of its
+    own (a broker keeps the retained desired states the other server signed with its own key)."""
+    if request.param == "sqlite":
+        yield Deployment(request.getfixturevalue("mosquitto"), request.getfixturevalue("control_plane"))
+        return
+    url = request.getfixturevalue("postgres").create_database("control_plane_session")
+    broker = Mosquitto(workdir=Path(tmp_path_factory.mktemp("mosquitto-postgresql")))
+    broker.start()
+    try:
+        running = start_server(server_settings(broker, tmp_path_factory.mktemp("cp-data-postgresql"), url))
+        try:
+            yield Deployment(broker, running)
+        finally:
+            running.stop()
+    finally:
+        broker.stop()
+
+
+@dataclass
 class DeviceClient:
     """A real MQTT client logged in as a device user; it records what arrives on its desired topic."""
 
@@ -117,10 +148,15 @@ def connect_device(broker: Mosquitto, device_id: str) -> DeviceClient:
 
 @pytest.fixture
 def device_factory(mosquitto: Mosquitto) -> Iterator[Callable[[str], DeviceClient]]:
+    yield from devices_on(mosquitto)
+
+
+def devices_on(broker: Mosquitto) -> Iterator[Callable[[str], DeviceClient]]:
+    """A factory of device clients on `broker`, all disconnected when the test ends."""
     made: list[DeviceClient] = []
 
     def make(device_id: str) -> DeviceClient:
-        device = connect_device(mosquitto, device_id)
+        device = connect_device(broker, device_id)
         made.append(device)
         return device
 

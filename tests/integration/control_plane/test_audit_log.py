@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -234,11 +235,13 @@ def test_edgectl_audit_lists_records_and_a_viewer_is_refused(control_plane: Runn
     assert refused.returncode == 1 and "403" in refused.stderr
 
 
-def test_concurrent_writers_never_fork_the_chain(tmp_path: Path) -> None:
-    """Two stores on one SQLite file (as two control-plane processes would be), racing: every append lands, at
+def test_concurrent_writers_never_fork_the_chain(database_url: str) -> None:
+    """Two stores on one database (as two control-plane processes would be), racing: every append lands, at
     consecutive seqs, and the chain holds."""
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    migrate(make_engine(url))
+    url = database_url
+    setup = make_engine(url)
+    migrate(setup)
+    setup.dispose()
     engines = [make_engine(url) for _ in range(2)]
     writers = [AuditRepository(engine) for engine in engines]
 
@@ -268,6 +271,26 @@ def test_concurrent_writers_never_fork_the_chain(tmp_path: Path) -> None:
     assert verify_chain(records, GENESIS_HASH) is None
     for engine in engines:
         engine.dispose()
+
+
+def test_each_database_refuses_to_change_or_remove_a_record(database_url: str) -> None:
+    """Migration 0007's triggers, on SQLite and on PostgreSQL: whoever connects, a record stays as it was written."""
+    engine = make_engine(database_url)
+    migrate(engine)
+    repository = AuditRepository(engine)
+    entry = AuditEntry.of(
+        request_id="r-1", subject="token:x", name="x", role="admin", method="POST", route=None, path="/", status=200,
+        detail=None,
+    )  # fmt: skip
+    written = repository.append(entry, datetime.now(UTC))
+    statements = ["UPDATE audit_log SET subject = 'someone-else'", "DELETE FROM audit_log"]
+    if engine.dialect.name == "postgresql":
+        statements.append("TRUNCATE audit_log")  # SQLite has no TRUNCATE
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+            connection.exec_driver_sql(statement)
+    assert repository.page(0, 10) == [written]
+    engine.dispose()
 
 
 def test_an_unhandled_error_is_answered_with_the_request_id_and_recorded(tmp_path: Path) -> None:

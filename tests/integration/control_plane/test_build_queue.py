@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -78,8 +79,9 @@ class Env:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Env:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def env(tmp_path: Path, database_url: str) -> Iterator[Env]:
+    """Every test here runs on SQLite and on PostgreSQL (`database_url`: a new database per test)."""
+    engine = make_engine(database_url)
     migrate(engine)
     clock = Clock()
     artifacts = ArtifactStore(tmp_path / "artifacts")
@@ -100,7 +102,8 @@ def env(tmp_path: Path) -> Env:
     builds = BuildService(store, registry_repo, artifacts, load_catalog(), queue, clock)
     metadata = json.dumps({"tolerances": {"int8": {"atol": 5.0, "rtol": 0.0, "cosine": 0.5}}})
     registry.register_upload("m", io.BytesIO(linear_model()), io.BytesIO(linear_samples()), metadata)
-    return Env(clock, queue, builds, registry, store, signer.public_key_b64)
+    yield Env(clock, queue, builds, registry, store, signer.public_key_b64)
+    engine.dispose()
 
 
 def figures(max_abs: float, cosine: float = 1.0, passed: bool = True) -> dict[str, Any]:

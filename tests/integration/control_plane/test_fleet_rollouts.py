@@ -4,7 +4,7 @@ states, reports move each device to activated or failed, and bad payloads never 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from edge_agent.protocol import (
     Verifier,
     open_envelope,
 )
-from tests.integration.control_plane.conftest import DeviceClient
+from tests.integration.control_plane.conftest import Deployment, DeviceClient, devices_on
 from tests.integration.control_plane.helpers import deployable, reported, wait_build
 from tests.support import enroll_device, wait_for
 
@@ -31,6 +31,17 @@ pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
 
 Factory = Callable[[str], DeviceClient]
+
+
+@pytest.fixture
+def api(deployment: Deployment) -> httpx.Client:
+    """Every test here runs on SQLite and on PostgreSQL (`deployment`), with the broker of that control plane."""
+    return deployment.server.http
+
+
+@pytest.fixture
+def device_factory(deployment: Deployment) -> Iterator[Factory]:
+    yield from devices_on(deployment.broker)
 
 
 def device_json(api: httpx.Client, device_id: str) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, text
@@ -34,14 +33,14 @@ def _version_written_by_0001(conn: Connection) -> None:
         text(
             "INSERT INTO model_versions (model_name, version, created_at, source_sha256, source_size, inputs,"
             " outputs, samples_sha256, sample_count, samples_synthesised, reference_outputs_computed, lineage,"
-            " metrics) VALUES ('old', 1, :t, :sha, 10, '[]', '[]', :sha, 1, 0, 0, '{}', '{}')"
+            " metrics) VALUES ('old', 1, :t, :sha, 10, '[]', '[]', :sha, 1, false, false, '{}', '{}')"
         ),
         {"t": NOW, "sha": "a" * 64},
     )
 
 
-def test_0002_migrates_existing_builds(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_0002_migrates_existing_builds(database_url: str) -> None:
+    engine = make_engine(database_url)
     migrate(engine, "0001")
     with engine.begin() as conn:
         _version_written_by_0001(conn)
@@ -113,9 +112,9 @@ def _rollout_written_by_0001(engine: object, phase: str, device_status: str) -> 
     ],
 )
 def test_0003_turns_old_rollouts_into_one_step_all_at_once_rollouts(
-    tmp_path: Path, old_phase: str, old_device: str, new_phase: str
+    database_url: str, old_phase: str, old_device: str, new_phase: str
 ) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(database_url)
     migrate(engine, "0001")
     _rollout_written_by_0001(engine, old_phase, old_device)
     migrate(engine)
@@ -131,10 +130,10 @@ def test_0003_turns_old_rollouts_into_one_step_all_at_once_rollouts(
     engine.dispose()
 
 
-def test_0006_requeues_builds_claimed_before_builders_authenticated(tmp_path: Path) -> None:
+def test_0006_requeues_builds_claimed_before_builders_authenticated(database_url: str) -> None:
     """A lease taken by an unauthenticated builder names nobody who could hold it now: back to the queue. A finished
     build keeps everything; the old builders table (unauthenticated labels) is not carried over."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(database_url)
     migrate(engine, "0001")
     with engine.begin() as conn:
         _version_written_by_0001(conn)
@@ -168,10 +167,10 @@ def test_0006_requeues_builds_claimed_before_builders_authenticated(tmp_path: Pa
     engine.dispose()
 
 
-def test_0008_remembers_what_existing_devices_were_sent_so_their_reports_stay_accepted(tmp_path: Path) -> None:
+def test_0008_remembers_what_existing_devices_were_sent_so_their_reports_stay_accepted(database_url: str) -> None:
     """Devices that exist already keep working: the builds a rollout sent (and the ones they replaced) and the
     builds in their current desired state become what their reports may name; their events are the device's."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    engine = make_engine(database_url)
     migrate(engine, "0001")
     with engine.begin() as conn:
         _version_written_by_0001(conn)

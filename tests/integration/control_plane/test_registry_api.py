@@ -9,11 +9,18 @@ import numpy as np
 import pytest
 
 from edge_agent.protocol import Verifier, canonical_json
+from tests.integration.control_plane.conftest import Deployment
 from tests.integration.control_plane.helpers import wait_build
 from tests.support import mint_token
 from tests.unit.control_plane.onnx_models import W, linear_model, linear_samples, npz_bytes
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(deployment: Deployment) -> httpx.Client:
+    """Every test here runs on SQLite and on PostgreSQL (`deployment`)."""
+    return deployment.server.http
 
 
 def upload(api: httpx.Client, name: str, model: bytes, samples: bytes | None = None, **data: str) -> httpx.Response:

@@ -70,8 +70,8 @@ def test_state_survives_a_restart(
         second.stop()
 
 
-def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Path) -> None:
-    settings = server_settings(mosquitto, tmp_path / "data").model_copy(update={"build_workers": 0})
+def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Path, database_url: str) -> None:
+    settings = server_settings(mosquitto, tmp_path / "data", database_url).model_copy(update={"build_workers": 0})
     first = start_server(settings)
     try:
         upload = first.http.post(
@@ -101,11 +101,11 @@ def test_queued_builds_resume_after_a_restart(mosquitto: Mosquitto, tmp_path: Pa
 
 
 def test_a_staged_rollout_continues_after_a_restart_mid_rollout(
-    mosquitto: Mosquitto, tmp_path: Path, device_factory: Callable[[str], DeviceClient]
+    mosquitto: Mosquitto, tmp_path: Path, device_factory: Callable[[str], DeviceClient], database_url: str
 ) -> None:
     """Stopped after the canary was published, started again: the canary's report moves the rollout to its wave,
     which the new control plane publishes and follows to the end. (Devices sort by id: dev-10 is the canary.)"""
-    settings = server_settings(mosquitto, tmp_path / "data")
+    settings = server_settings(mosquitto, tmp_path / "data", database_url)
     devices = {name: device_factory(name) for name in ("dev-9", "dev-10")}
     first = start_server(settings)
     try:

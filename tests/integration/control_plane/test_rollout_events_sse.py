@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 @dataclass
 class RecordedRollouts:
-    """Stand-in for RolloutService's read side: `get_rollout(id).phase` and `events_since(id, after)`."""
+    """Stand-in for RolloutService's read side: `phase_of(id)` and `events_since(id, after)`."""
 
     phase: RolloutPhase = RolloutPhase.IN_PROGRESS
     records: list[RolloutEventRecord] = field(default_factory=list)
@@ -70,6 +70,10 @@ class RecordedRollouts:
                     {"phase": phase.value},
                 )
             )
+
+    def phase_of(self, rollout_id: str) -> RolloutPhase:
+        phase: RolloutPhase = self.get_rollout(rollout_id).phase
+        return phase
 
     def get_rollout(self, rollout_id: str) -> SimpleNamespace:
         if rollout_id != "r1":

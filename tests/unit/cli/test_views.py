@@ -67,6 +67,12 @@ def _render(renderable: RenderableType) -> str:
             id="device-fell-back",
         ),
         pytest.param(views.rollout_view, ROLLOUT, ["activated=2 in_progress=1", "dev-1"], id="rollout"),
+        pytest.param(
+            views.rollout_view,
+            ROLLOUT | {"next_cursor": "dev-1"},
+            ["showing 1 of 3 devices", "edgectl rollout show r1 --cursor dev-1"],
+            id="rollout-with-more-pages",
+        ),
         pytest.param(views.rollouts_view, [ROLLOUT], ["r1", "in_progress"], id="rollouts"),
         pytest.param(views.models_view, [{"name": "demo", "latest_version": 3}], ["demo", "3"], id="models"),
         pytest.param(

@@ -168,6 +168,7 @@ def test_over_its_rate_a_device_is_dropped_with_one_counted_warning_and_others_a
     for n in range(50):
         fleet.handle_message("edge/devices/dev-a/events", event_payload("dev-a", n))
     fleet.handle_message("edge/devices/dev-b/events", event_payload("dev-b", 0))
+    fleet.drain()  # what the ingest writer does on its thread
     mine = world.fleet.list_events("dev-a", 1000)
     device_events = [e for e in mine if e.source is EventSource.DEVICE]
     noted = [e for e in mine if e.step == "rate_limited"]
@@ -176,6 +177,7 @@ def test_over_its_rate_a_device_is_dropped_with_one_counted_warning_and_others_a
     world.clock.now = T0 + timedelta(seconds=61)
     for n in range(10):
         fleet.handle_message("edge/devices/dev-a/events", event_payload("dev-a", 100 + n))
+    fleet.drain()
     noted = [e for e in world.fleet.list_events("dev-a", 1000) if e.step == "rate_limited"]
     assert len(noted) == 2 and "dropped 45 message" in str(noted[0].reason)  # the 44 counted since, and this one
 
@@ -186,6 +188,7 @@ def test_its_own_events_are_capped_but_what_the_control_plane_recorded_stays(wor
     fleet.set_labels("dev-a", {"site": "x"}, "op")
     for n in range(30):
         fleet.handle_message("edge/devices/dev-a/events", event_payload("dev-a", n))
+    fleet.drain()
     found = world.fleet.list_events("dev-a", 1000)
     assert [e.reason for e in found if e.source is EventSource.DEVICE] == [f"e{n}" for n in range(29, 19, -1)]
     assert [e.step for e in found if e.source is EventSource.CONTROL_PLANE] == ["labels_set"]
@@ -194,12 +197,15 @@ def test_its_own_events_are_capped_but_what_the_control_plane_recorded_stays(wor
 def test_unknown_devices_oversized_and_unissued_messages_change_nothing(world: World) -> None:
     fleet = messages(world, burst=1000)
     fleet.handle_message("edge/devices/stranger/events", event_payload("stranger", 0))
+    fleet.drain()
     assert world.fleet.get_device("stranger") is None
     world.fleet.enroll("dev-a", "mqtt", {}, None, None, None, T0)
     window = ModelTelemetry(name="m", version=1, requests=5, errors=0)
     telemetry = seal(MessageKind.TELEMETRY, "dev-a", Telemetry(window_s=1, models=[window]), T0)
     fleet.handle_message("edge/devices/dev-a/telemetry", telemetry)
+    fleet.drain()
     assert world.fleet.telemetry_windows("dev-a") == []  # m v1 was never sent to it
     huge = event_payload("dev-a", 0).replace(b'"e0"', b'"' + b"x" * 9000 + b'"')
     fleet.handle_message("edge/devices/dev-a/events", huge)
+    fleet.drain()
     assert world.fleet.list_events("dev-a", 10) == []

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -76,13 +76,14 @@ class Fleet:
     service: FleetService
     clock: Clock
     records: list[logging.LogRecord] = field(default_factory=list)
-    woken: list[str] = field(default_factory=list)
+    woken: list[Collection[str]] = field(default_factory=list)
 
     def send(self, topic: str, payload: bytes) -> None:
         self.clock.tick()
         self.records.clear()
         self.woken.clear()
         self.service.handle_message(topic, payload)
+        self.service.drain()  # what the ingest writer does on its thread
 
     def stored(self) -> dict[str, Any]:
         """Everything a message could have changed, read the way the API reads it."""

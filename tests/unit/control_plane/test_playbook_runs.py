@@ -88,7 +88,7 @@ def service(
     fleet, runs = stores
     fleet_service = FleetService(fleet, Topics(), lambda: NOW, timedelta(seconds=60))
     if woken is not None:
-        fleet_service.on_report(woken.append)
+        fleet_service.on_report(woken.extend)
     return PlaybookRunService(runs, fleet, runner, lambda: NOW, fleet_service.accept_report, workers, declared)
 
 

@@ -140,6 +140,7 @@ def test_close_stops_the_workers_then_the_link_then_the_database() -> None:
         "playbook_runs.shutdown",
         "device_access.stop",
         "link.stop",
+        "fleet.stop",  # the ingest writer stores what the link handed over before it stopped
         "training.shutdown",
         "database",
     ]

@@ -18,6 +18,10 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
+# PostgreSQL's INTEGER is 32-bit: byte counts and the ids of append-heavy tables are BIGINT there. SQLite's INTEGER
+# is 64-bit already and a ROWID key must be spelled exactly INTEGER, so SQLite's schema is unchanged.
+INT64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     with op.batch_alter_table("model_versions") as batch:
@@ -67,7 +71,7 @@ def upgrade() -> None:
 
     op.create_table(
         "build_logs",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", INT64, autoincrement=True, nullable=False),
         sa.Column("build_id", sa.String(length=32), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),

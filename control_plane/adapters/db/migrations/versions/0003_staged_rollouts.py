@@ -20,6 +20,10 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+# PostgreSQL's INTEGER is 32-bit: byte counts and the ids of append-heavy tables are BIGINT there. SQLite's INTEGER
+# is 64-bit already and a ROWID key must be spelled exactly INTEGER, so SQLite's schema is unchanged.
+INT64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 
 def upgrade() -> None:
     with op.batch_alter_table("rollouts") as batch:
@@ -39,7 +43,7 @@ def upgrade() -> None:
 
     op.create_table(
         "rollout_events",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("id", INT64, primary_key=True, autoincrement=True),
         sa.Column("rollout_id", sa.String(length=32), sa.ForeignKey("rollouts.id"), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("kind", sa.String(length=24), nullable=False),
@@ -51,7 +55,7 @@ def upgrade() -> None:
     op.create_index("ix_rollout_events_rollout", "rollout_events", ["rollout_id", "id"])
     op.create_table(
         "device_telemetry",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("id", INT64, primary_key=True, autoincrement=True),
         sa.Column("device_id", sa.String(length=128), sa.ForeignKey("devices.id"), nullable=False),
         sa.Column("model", sa.String(length=128), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),

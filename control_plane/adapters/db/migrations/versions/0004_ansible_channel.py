@@ -16,6 +16,10 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
+# PostgreSQL's INTEGER is 32-bit: byte counts and the ids of append-heavy tables are BIGINT there. SQLite's INTEGER
+# is 64-bit already and a ROWID key must be spelled exactly INTEGER, so SQLite's schema is unchanged.
+INT64 = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 # SQLite keeps 0001's foreign keys unnamed; batch mode finds them by this convention.
 _NAMING = {"fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"}
 _DEVICE_FK = "fk_rollout_devices_device_id_devices"
@@ -46,7 +50,7 @@ def upgrade() -> None:
     op.create_index("ix_playbook_runs_created", "playbook_runs", ["created_at"])
     op.create_table(
         "playbook_run_events",
-        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("id", INT64, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.String(length=32), sa.ForeignKey("playbook_runs.id"), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,131 @@
+"""What the benchmark measures around a phase: the control plane's CPU-seconds and peak RSS (from /proc), API
+latency from a modest poller, and the broker alone moving the same number of messages (the baseline).
+
+Must never load what it measures: the poller asks 5 times a second, the /proc sampler reads two small files.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (all its threads) in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+@dataclass
+class PhaseProbe:
+    """Samples the control plane while a phase runs: RSS every 0.2 s and, when `url` is set, GET `url` 5/s."""
+
+    pid: int
+    api: httpx.Client | None = None
+    url: str | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    cpu_s: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _cpu0: float = 0.0
+
+    def __enter__(self) -> PhaseProbe:
+        self._cpu0 = cpu_seconds(self.pid)
+        self._thread = threading.Thread(target=self._run, name="phase-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.cpu_s = cpu_seconds(self.pid) - self._cpu0
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_rss_mb = max(self.peak_rss_mb, rss_mb(self.pid))
+            if self.api is not None and self.url is not None:
+                start = time.monotonic()
+                try:
+                    self.api.get(self.url, timeout=60)
+                except httpx.HTTPError:
+                    continue
+                self.latencies_ms.append((time.monotonic() - start) * 1000)
+
+    def p50_p99(self) -> tuple[float | None, float | None]:
+        return percentile(self.latencies_ms, 50), percentile(self.latencies_ms, 99)
+
+
+def broker_alone(host: str, port: int, user: str, password: str, messages: int, payload_bytes: int) -> float:
+    """Seconds for a bare paho publisher to move `messages` QoS 1 messages of `payload_bytes` through the broker
+    to a bare paho subscriber (what the control plane's traffic would cost with no control plane)."""
+    count = [0]
+    done = threading.Event()
+
+    def on_message(*_: object) -> None:
+        count[0] += 1
+        if count[0] >= messages:
+            done.set()
+
+    subscribed = threading.Event()
+    sub = _client("bench-sub", user, password, on_message)
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.on_connect = lambda c, *_: c.subscribe("edge/bench/alone/#", qos=1)
+    pub = _client("bench-pub", user, password, None)
+    pub.max_inflight_messages_set(1000)
+    for client in (sub, pub):
+        client.connect(host, port)
+        client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise RuntimeError("the baseline subscriber could not subscribe")
+        payload = b"x" * payload_bytes
+        start = time.monotonic()
+        for i in range(messages):
+            pub.publish(f"edge/bench/alone/{i % 1000}", payload, qos=1)
+        if not done.wait(max(60.0, messages / 1000)):
+            raise RuntimeError(f"the broker moved {count[0]} of {messages} messages")
+        return time.monotonic() - start
+    finally:
+        for client in (pub, sub):
+            client.disconnect()
+            client.loop_stop()
+
+
+def _client(name: str, user: str, password: str, on_message: Callable[..., None] | None) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{os.getpid()}")
+    client.username_pw_set(user, password)
+    client.max_queued_messages_set(0)
+    if on_message is not None:
+        client.on_message = on_message
+    return client
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
