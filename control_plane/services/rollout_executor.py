@@ -4,14 +4,17 @@ no device talks.
 
 It holds only the device ids reported since the last pass, bounded by the fleet (a set, so a chatty device counts
 once); the rollouts live in the database, so stopping it (or killing the process) loses nothing. Its first pass
-runs every open rollout in full. Tests that want virtual time skip the thread and call `RolloutService.tick(now)`.
+runs every open rollout in full, and so does one pass every `resync_s` (60 s by default): the safety net of a
+controller driven by events, as informers' resync period is in Kubernetes, so that a change whose wake was missed is
+still seen within a minute. Tests that want virtual time skip the thread and call `RolloutService.tick(now)`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 
 from control_plane.services.rollouts import RolloutService
 
@@ -19,9 +22,18 @@ log = logging.getLogger(__name__)
 
 
 class RolloutExecutor:
-    def __init__(self, rollouts: RolloutService, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        rollouts: RolloutService,
+        interval_s: float = 1.0,
+        resync_s: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._rollouts = rollouts
         self._interval_s = interval_s
+        self._resync_s = resync_s
+        self._monotonic = monotonic
+        self._last_full = monotonic()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -50,11 +62,16 @@ class RolloutExecutor:
             self._thread.join(timeout=10)
 
     def take(self) -> set[str] | None:
-        """The devices changed since the last pass (None: run everything), and forget them."""
+        """The devices changed since the last pass (None: run everything, asked for or due to resync), and forget
+        them."""
+        now = self._monotonic()
         with self._pending_lock:
-            changed: set[str] | None = None if self._everything else self._pending
+            full = self._everything or now - self._last_full >= self._resync_s
+            changed: set[str] | None = None if full else self._pending
             self._pending = set()
             self._everything = False
+            if full:
+                self._last_full = now
         return changed
 
     def _loop(self) -> None:
