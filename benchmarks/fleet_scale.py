@@ -8,7 +8,16 @@ seconds, control-plane CPU-seconds (and per device), peak RSS, `GET /v1/rollouts
 messages per device (sent by the devices + desired states they received), and the ratio to the broker alone
 moving the same number of messages (a bare paho publisher and subscriber, measured in the same run).
 
+Last, the reconnect storm (benchmarks/fleet_simulation/storm.py): the fleet on one version, an all-at-once rollout
+to the next, Mosquitto restarted as soon as the first devices report it; a row each for: every device reconnected
+(from the SIGTERM), the rollout's POST -> `succeeded` across the restart, `/healthz` asked every 100 ms throughout
+(p50/p99 in the API column, max and failures in the outcome), and every device's last report stored (none lost).
+
     .venv/bin/python benchmarks/fleet_scale.py [--devices 1000,5000,10000] [--database sqlite|postgresql|both]
+        [--storm-devices N] [--storm-only]
+
+`--storm-devices N` runs the storm once per database on a fleet of N of its own (0: no storm) instead of at the end
+of each run; `--storm-only` leaves out the other phases (e.g. `--devices 5000 --storm-only`).
 
 Setup (password file, enrollment, builds) is timed apart and printed, not part of the goals. Not a test.
 """
@@ -30,6 +39,7 @@ from benchmarks.fleet_simulation.control import list_devices, online, phase, rol
 from benchmarks.fleet_simulation.fleet import FaultPlan
 from benchmarks.fleet_simulation.harness import MODEL, Harness, deployment
 from benchmarks.fleet_simulation.measure import PhaseProbe, broker_alone
+from benchmarks.fleet_simulation.storm import StormResult, run_storm
 from tests.support import mosquitto_available, password_for
 
 GOALS = "goals (2 cores, 10k): POST->succeeded <= 30 s; abort->rolled_back <= 10 s (1k: <= 2 s); <= 1 ms CPU/device"
@@ -146,6 +156,55 @@ def phases(h: Harness, db: str, timeout: float) -> list[Row]:
     return rows
 
 
+def storm_rows(r: StormResult, db: str) -> list[Row]:
+    """A row per measure of the reconnect storm."""
+    n, health = r.devices, r.health
+    link = f"{r.link_back_s:.1f} s" if r.link_back_s is not None else "never seen down"
+    spent = health.answers[-1].at - health.answers[0].at if health.answers else 0.0
+    over = sum(1 for a in health.answers if a.latency_ms > 1000)
+    lost = f"{len(r.lost)} lost" + (f" ({', '.join(r.lost[:5])}...)" if r.lost else "")
+    reconnected = f"broker down {r.broker_down_s:.1f} s; control plane link back after {link}"
+    converged = f"{r.outcome}; restarted when {r.reported_b_at_restart} reported B; {r.serving_b}/{n} serve B"
+    answered = f"max {health.max_ms:.0f} ms; {over} over 1 s; {health.failures} failed of {len(health.answers)}"
+    p50, p99 = health.percentile_ms(50), health.percentile_ms(99)
+    return [
+        Row(n, db, "storm: restart -> every device reconnected", r.reconnected_s, 0, 0, None, None, 0, reconnected),
+        Row(
+            n,
+            db,
+            "storm: POST -> succeeded, broker restarted mid-rollout",
+            r.rollout_s,
+            r.cpu_s,
+            r.peak_rss_mb,
+            None,
+            None,
+            r.messages_per_device,
+            converged,
+        ),
+        Row(n, db, "storm: /healthz every 100 ms", spent, 0, 0, p50, p99, 0, answered),
+        Row(
+            n,
+            db,
+            "storm: succeeded -> every last report stored",
+            r.settled_s or 0.0,
+            0,
+            0,
+            None,
+            None,
+            0,
+            lost if r.settled_s is not None else f"not settled: {lost}",
+        ),
+    ]
+
+
+def storm_phase(h: Harness, db: str, timeout: float) -> list[Row]:
+    version_a, version_b = h.versions[:2]
+    try:
+        return storm_rows(run_storm(h, version_a, version_b, timeout), db)
+    except RuntimeError as exc:
+        return [Row(len(h.ids), db, "storm", timeout, 0.0, 0.0, None, None, 0.0, f"did not finish: {exc}")]
+
+
 def baselines(h: Harness, rows: list[Row]) -> None:
     """The broker alone moving each phase's messages (through the same Mosquitto, the control plane idle)."""
     for row in rows:
@@ -167,12 +226,16 @@ def database_env(kind: str) -> tuple[dict[str, str], Any]:
     return {"EDGE_CP_DATABASE_URL": server.create_database(f"fleet_{time.time_ns() % 10**9}")}, server
 
 
-def run(count: int, db: str, timeout: float) -> list[Row]:
+def run(count: int, db: str, timeout: float, regular: bool = True, storm: bool = True) -> list[Row]:
+    """The phases (`regular`), then the reconnect storm (`storm`) unless a phase did not finish."""
     env, server = database_env(db)
+    versions = 4 if regular else 2
     try:
-        with deployment(count, versions=4, options={"apply_jitter_s": 0.2}, control_plane_env=env) as h:
+        with deployment(count, versions=versions, options={"apply_jitter_s": 0.2}, control_plane_env=env) as h:
             print(f"\n{count} devices, {db}: setup " + ", ".join(f"{k} {v:.1f} s" for k, v in h.setup_s.items()))
-            rows = phases(h, db, timeout)
+            rows = phases(h, db, timeout) if regular else []
+            if storm and not any(r.outcome.startswith("did not finish") for r in rows):
+                rows.extend(storm_phase(h, db, timeout))
             print(f"  messages by kind: {dict(h.fleet.messages())}; Mosquitto dropped: {h.broker.dropped_messages()}")
             try:
                 baselines(h, rows)
@@ -207,16 +270,27 @@ def main() -> int:
     parser.add_argument("--devices", default="1000,5000,10000", help="comma-separated fleet sizes")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="sqlite")
     parser.add_argument("--timeout-s", type=float, default=900, help="give up on a phase after this long")
+    parser.add_argument(
+        "--storm-devices",
+        type=int,
+        default=None,
+        help="run the reconnect storm on a fleet of this many of its own (0: none; default: at the end of each run)",
+    )
+    parser.add_argument("--storm-only", action="store_true", help="only the reconnect storm, no other phase")
     args = parser.parse_args()
     if not mosquitto_available():
         print("skipped: the mosquitto and mosquitto_passwd binaries are needed (apt-get install mosquitto)")
         return 0
     databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+    # (fleet size, with the other phases, with the storm at its end)
+    runs = [(int(n), not args.storm_only, args.storm_devices is None) for n in args.devices.split(",") if n]
+    if args.storm_devices is not None:
+        runs = [run for run in runs if run[1]] + ([(args.storm_devices, False, True)] if args.storm_devices else [])
     rows: list[Row] = []
-    for count in (int(n) for n in args.devices.split(",")):
+    for count, regular, storm in runs:
         for db in databases:
             try:
-                rows.extend(run(count, db, args.timeout_s))
+                rows.extend(run(count, db, args.timeout_s, regular, storm))
             except RuntimeError as exc:
                 print(f"{count} devices, {db}: not measured: {exc}")
     print("\n" + table(rows))

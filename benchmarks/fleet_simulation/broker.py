@@ -1,6 +1,8 @@
 """A real Mosquitto for a simulated fleet: one account per device (a password file of N users, hashed in one
 `mosquitto_passwd -U` pass), the production ACL (a device reaches only `edge/devices/{its user name}/...`), and
-the file-descriptor limit raised so that 10,000 connections fit.
+the file-descriptor limit raised so that 10,000 connections fit. Persistence is on, as on a production broker:
+`restart` (the reconnect storm) stops it with SIGTERM, which saves retained messages (desired states, reports,
+presence) to `mosquitto.db`, and starts it again on the same port with the same accounts, which loads them.
 
 Device passwords are derived from a seed (`device_password`), so a simulator in another process can log in with
 the accounts a broker was given. Must never be used outside benchmarks and tests: the seed is not a secret.
@@ -49,6 +51,7 @@ class FleetBroker:
     seed: str = "sim"
     control_plane_password: str = "pw-controlplane"
     max_queued_messages: int = 100_000
+    persistence: bool = True
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -66,7 +69,9 @@ class FleetBroker:
             "allow_anonymous false\n"
             f"password_file {passwords}\n"
             f"acl_file {acl}\n"
-            "persistence false\n"
+            f"persistence {'true' if self.persistence else 'false'}\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 0\n"  # saved on shutdown only: no disk writes while a benchmark measures
             f"max_queued_messages {self.max_queued_messages}\n"
             "user root\n"
             f"log_dest file {self.workdir / 'mosquitto.log'}\n"
@@ -78,7 +83,18 @@ class FleetBroker:
 
     def start(self) -> FleetBroker:
         raise_fd_limit(len(self.device_ids) + 2048)  # Mosquitto inherits the limit
-        conf = self.write_config()
+        return self._spawn(self.write_config())
+
+    def restart(self) -> float:
+        """Stop (SIGTERM: every connection drops, retained messages are saved) and start again on the same port,
+        password file and ACL, loading what was saved; returns the seconds the broker was not listening."""
+        conf = self.workdir / "mosquitto.conf"
+        start = time.monotonic()
+        self.stop()
+        self._spawn(conf)
+        return time.monotonic() - start
+
+    def _spawn(self, conf: Path) -> FleetBroker:
         argv = ["mosquitto", "-c", str(conf)]
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20

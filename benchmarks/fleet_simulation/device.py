@@ -34,6 +34,7 @@ from benchmarks.fleet_simulation.ports import (
     SimulatedRunnerFactory,
 )
 from edge_agent import __version__
+from edge_agent.adapters.mqtt_session import RECONNECT_MAX_S, RECONNECT_MIN_S, ReconnectSchedule
 from edge_agent.core.agent import AgentCore
 from edge_agent.core.context import AgentIdentity
 from edge_agent.core.deadlines import Deadlines
@@ -66,8 +67,6 @@ SIM_HARDWARE = HardwareFacts(
     cpu_count=2,
     memory_mb=2048,
 )
-RECONNECT_MIN_S = 1.0
-RECONNECT_MAX_S = 30.0
 
 
 def utcnow() -> datetime:
@@ -127,7 +126,13 @@ class SimDevice:
         self.busy = False  # an apply of this device is scheduled or running
         self.seen_generations: set[int] = set()
         self._publish_lock = threading.Lock()
-        self._backoff = RECONNECT_MIN_S
+        self._latest_lock = threading.Lock()  # a document arriving while the worker takes one is never lost
+        # The agent's own reconnect schedule (jittered, capped doubling).
+        self._reconnects = ReconnectSchedule(RECONNECT_MIN_S, RECONNECT_MAX_S, random.random)
+        self._attempting = False  # a connection attempt is under way: its end, however it ends, schedules the next
+        self._leaving = False  # the fleet said goodbye: no reconnect
+        self.connects = 0  # connections the broker accepted
+        self._subscribe_mid: int | None = None  # the connection's SUBSCRIBE, until its SUBACK
         self.client = self._new_client()
 
     def faults(self) -> DeviceFaults:
@@ -140,6 +145,7 @@ class SimDevice:
         will = self._presence(PresenceStatus.OFFLINE)
         client.will_set(self.topics.status(self.device_id), will, qos=1, retain=True)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_connect_fail = lambda *_: self._retry()
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -148,6 +154,7 @@ class SimDevice:
     def connect(self, host: str, port: int) -> None:
         """Start connecting (mux thread); the fleet hears `connected` when the broker answers."""
         self._host, self._port = host, port
+        self._attempting = True
         try:
             self.client.connect(host, port, keepalive=60)
         except OSError as exc:
@@ -157,14 +164,19 @@ class SimDevice:
 
     def disconnect(self) -> None:
         """A clean goodbye (mux thread): no will is published."""
+        self._leaving = True
         self.client.disconnect()
 
     def _retry(self) -> None:
-        delay = self._backoff * random.uniform(0.5, 1.0)
-        self._backoff = min(self._backoff * 2, RECONNECT_MAX_S)
-        self._mux.call(self._reconnect, delay_s=delay)
+        """Schedule the next attempt after the agent's jittered wait (the session's `ReconnectSchedule`)."""
+        self._attempting = False
+        if not self._leaving:
+            self._mux.call(self._reconnect, delay_s=self._reconnects.next())
 
     def _reconnect(self) -> None:
+        if self._leaving:
+            return
+        self._attempting = True
         try:
             self.client.reconnect()
         except OSError:
@@ -187,8 +199,17 @@ class SimDevice:
             self._hooks.connected(self, False)
             self._retry()
             return
-        self._backoff = RECONNECT_MIN_S
-        client.subscribe(self.topics.desired(self.device_id), qos=1)
+        self._reconnects.reset()
+        _, self._subscribe_mid = client.subscribe(self.topics.desired(self.device_id), qos=1)
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, _r: object, _p: object) -> None:
+        """Connected once the broker acknowledged the subscription, as the agent's session says it: the presence
+        and report published now go out after whatever paho resent from before the connection."""
+        if mid != self._subscribe_mid:
+            return
+        self._subscribe_mid = None
+        self._attempting = False
+        self.connects += 1
         self.connected = True
         self._publish(self.topics.status(self.device_id), self._presence(PresenceStatus.ONLINE), "status", True)
         self.publish_reported()
@@ -197,7 +218,8 @@ class SimDevice:
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
         was = self.connected
         self.connected = False
-        if was:
+        self._subscribe_mid = None
+        if was or self._attempting:  # a connection lost, or an attempt the broker closed before its SUBACK
             self._retry()
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
@@ -209,7 +231,8 @@ class SimDevice:
         except ProtocolError as exc:
             self.core.report_rejected(0, f"malformed desired-state message: {exc}")
             return
-        self.latest = signed
+        with self._latest_lock:
+            self.latest = signed
         self._hooks.schedule(self)
 
     # -- what the daemon publishes ---------------------------------------------------------------------------
@@ -243,5 +266,6 @@ class SimDevice:
     # -- the apply worker's step (a pool thread) -------------------------------------------------------------
 
     def take_latest(self) -> SignedDesiredState | None:
-        signed, self.latest = self.latest, None
+        with self._latest_lock:
+            signed, self.latest = self.latest, None
         return signed

@@ -1,7 +1,8 @@
 """What the benchmark measures around a phase: the control plane's CPU-seconds and peak RSS (from /proc), API
-latency from a modest poller, and the broker alone moving the same number of messages (the baseline).
+latency from a modest poller, `/healthz` answers through a reconnect storm, and the broker alone moving the same
+number of messages (the baseline).
 
-Must never load what it measures: the poller asks 5 times a second, the /proc sampler reads two small files.
+Must never load what it measures: the pollers ask 5 and 10 times a second, the /proc sampler reads two small files.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -80,6 +82,77 @@ class PhaseProbe:
 
     def p50_p99(self) -> tuple[float | None, float | None]:
         return percentile(self.latencies_ms, 50), percentile(self.latencies_ms, 99)
+
+
+@dataclass(frozen=True)
+class HealthAnswer:
+    at: float  # time.monotonic() when the request was sent
+    latency_ms: float
+    ok: bool  # 200 with a body that parses
+    mqtt_connected: bool | None  # what the answer said of the control plane's broker link (None: no answer)
+
+
+@dataclass
+class HealthProbe:
+    """GET `/healthz` every `every_s` on a thread and a connection of its own, from `__enter__` to `__exit__`:
+    each answer's latency, the requests that failed (an error, a status other than 200, or no answer within
+    `timeout_s`), and what each answer said of the control plane's MQTT link."""
+
+    base_url: str
+    verify: Any = True
+    every_s: float = 0.1
+    timeout_s: float = 5.0
+    answers: list[HealthAnswer] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> HealthProbe:
+        self._thread = threading.Thread(target=self._run, name="healthz-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.timeout_s + 5)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base_url, verify=self.verify, timeout=self.timeout_s) as client:
+            next_at = time.monotonic()
+            while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+                next_at += self.every_s
+                self.answers.append(self._ask(client))
+
+    @staticmethod
+    def _ask(client: httpx.Client) -> HealthAnswer:
+        start = time.monotonic()
+        try:
+            answer = client.get("/healthz")
+            connected = answer.json().get("mqtt_connected") if answer.status_code == 200 else None
+            ok = answer.status_code == 200
+        except (httpx.HTTPError, ValueError):
+            connected, ok = None, False
+        return HealthAnswer(start, (time.monotonic() - start) * 1000, ok, connected)
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for a in self.answers if not a.ok)
+
+    @property
+    def max_ms(self) -> float:
+        return max((a.latency_ms for a in self.answers), default=0.0)
+
+    def percentile_ms(self, q: float) -> float | None:
+        return percentile([a.latency_ms for a in self.answers], q)
+
+    def link_back_s(self, since: float) -> float | None:
+        """Seconds from `since` until the control plane said its broker link was up again after it had said down
+        (None: it never said down, or never up again)."""
+        down = next((a.at for a in self.answers if a.at >= since and a.mqtt_connected is False), None)
+        if down is None:
+            return None
+        up = next((a.at for a in self.answers if a.at > down and a.mqtt_connected), None)
+        return None if up is None else up - since
 
 
 def broker_alone(host: str, port: int, user: str, password: str, messages: int, payload_bytes: int) -> float:

@@ -1,23 +1,32 @@
 """One MQTT session for the agent and the control plane: the only module of the project that imports paho-mqtt.
 
 paho-mqtt 2 (callback API v2). A session connects with the program's TLS CA and credentials and, where given, a
-retained QoS 1 last will; reconnects with backoff (1 s to 30 s) on paho's network thread; subscribes its topics at
-QoS 1 on every connection, before it says it is connected; publishes at QoS 1, not retained, unless the caller says
-otherwise. With protocol `auto` it first probes MQTT 5 with a connection of its own, without the will (amqtt, the
-demo's 3.1.1-only broker, leaves a v5 CONNECT that carries a will unanswered), retrying with backoff while the
-broker is unreachable; it falls back to 3.1.1 when the broker refuses 5 (CONNACK "unsupported protocol version",
-which paho also reports for a 3.1.1 broker's return code 1) or drops or ignores the CONNECT, and stays on 5 for any
-other refusal (wrong credentials are retried with backoff, on 5). Then it connects for good, will included.
+retained QoS 1 last will; reconnects on paho's network thread with jittered, capped exponential backoff
+(`ReconnectSchedule`: `edge_agent.core.backoff.next_delay` from 1 s to 30 s, each wait drawn from the upper half of
+its step, so that a fleet that lost its broker at once does not come back in lock-step waves); subscribes its topics
+at QoS 1 on every connection and says it is connected (and calls the on-connected hook) once the broker acknowledged
+them; publishes at QoS 1, not retained, unless the caller says otherwise. QoS 1 messages published while offline go
+out on the next connection, before anything the on-connected hook publishes (`_ready`). With protocol `auto` it
+first probes MQTT 5 with a connection of its own, without the will (amqtt, the demo's 3.1.1-only broker, leaves a v5
+CONNECT that carries a will unanswered), retrying with the same jittered backoff (from 0.5 s) while the broker is
+unreachable; it falls back to 3.1.1 when the broker refuses 5 (CONNACK "unsupported protocol version", which paho
+also reports for a 3.1.1 broker's return code 1) or drops or ignores the CONNECT, and stays on 5 for any other
+refusal (wrong credentials are retried with backoff, on 5). Then it connects for good, will included.
+
+paho's own reconnect delay (the same 1, 2, 4 ... s on every device) is set to zero: the session waits its drawn delay
+in paho's `on_pre_connect` hook, which paho calls on its network thread before every connection attempt, whatever
+ended the previous one (a refused CONNACK, a lost connection, a broker that is not listening). `stop` wakes that wait.
 
 The agent's link (`edge_agent.adapters.mqtt_link`) and the control plane's (`control_plane.adapters.mqtt`) build on
 it and keep only their topics and handlers (docs/decisions/0010). It must never parse a message body, import
-anything of the project (the control plane imports it), log a password, or let a callback's exception reach
-paho's thread.
+anything of the project but the pure `edge_agent.core.backoff` (the control plane imports it), log a password, or
+let a callback's exception reach paho's thread (the one exception it raises on purpose calls off an attempt).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,10 +40,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
+from edge_agent.core.backoff import next_delay
+
 log = logging.getLogger(__name__)
 
-RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 30.0
 PROBE_RETRY_MIN_S = 0.5
 PROBE_TIMEOUT_S = 10.0
 SUBSCRIBE_QOS = 1
@@ -46,6 +57,8 @@ OnMessage = Callable[[str, bytes], None]
 """Called on paho's network thread with (topic, payload) of every message the session receives."""
 OnConnected = Callable[[], object]
 """Called on paho's network thread each time the broker accepts the session, after its topics are subscribed."""
+Draw = Callable[[], float]
+"""A uniform draw in [0, 1): the jitter of a reconnect wait (by default `random.random`, seeded from the OS)."""
 
 
 class MqttVersion(str, Enum):
@@ -74,6 +87,27 @@ class ProbeOutcome:
     reached: bool  # the TCP (and TLS) connection was made
     connack_reason: int | None = None  # None: no CONNACK came
     said: str = "no CONNACK"  # the CONNACK's reason, for the log
+
+
+class ReconnectSchedule:
+    """The waits before a session's reconnect attempts: `next_delay`'s doubling from `initial_s`, capped at `cap_s`,
+    each wait drawn from the upper half of its step by `draw`. Counted from the last accepted connection (`reset`).
+    The fleet simulator's devices use it too, so that they come back from a broker restart as agents do."""
+
+    def __init__(self, initial_s: float, cap_s: float, draw: Draw) -> None:
+        self.initial_s = initial_s
+        self.cap_s = cap_s
+        self._draw = draw
+        self.attempt = 0
+
+    def next(self) -> float:
+        """Seconds to wait before the next attempt; each call is one more attempt."""
+        delay = next_delay(self.attempt, self.initial_s, self.cap_s, self._draw())
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
 
 
 class BrokerSettings(Protocol):
@@ -124,8 +158,13 @@ class MqttSession:
         on_connected: OnConnected | None = None,
         will: LastWill | None = None,
         limits: SessionLimits | None = None,
+        draw: Draw | None = None,
     ) -> None:
         self._settings = settings
+        self._draw = draw or random.random  # seeded from the OS when the process starts: every device draws its own
+        self._reconnects = ReconnectSchedule(RECONNECT_MIN_S, RECONNECT_MAX_S, self._draw)
+        self._first_attempt = True
+        self._ready_after: int | None = None  # the mid of the connection's SUBSCRIBE, until its SUBACK
         self._limits = limits
         self._client_id = client_id
         self._on_message_cb = on_message
@@ -167,6 +206,8 @@ class MqttSession:
     def start(self) -> None:
         """Connect in the background and return at once. A setting paho cannot use (an unreadable CA file) raises."""
         self._stopping.clear()
+        self._first_attempt = True
+        self._reconnects.reset()
         if len(self._versions) == 1:
             with self._lock:
                 self._connect(self._new_client(with_will=True))
@@ -209,13 +250,12 @@ class MqttSession:
 
     def _decide_then_connect(self, first_probe: mqtt.Client) -> None:
         probe: mqtt.Client | None = first_probe
-        delay = PROBE_RETRY_MIN_S
+        retries = ReconnectSchedule(PROBE_RETRY_MIN_S, RECONNECT_MAX_S, self._draw)
         while self._version_index + 1 < len(self._versions) and not self._stopping.is_set():
             outcome = self._probe(probe or self._new_client(with_will=False))
             probe = None
             if not outcome.reached:
-                self._stopping.wait(delay)
-                delay = min(delay * 2, RECONNECT_MAX_S)
+                self._stopping.wait(retries.next())
                 continue
             if not refuses_version(outcome.connack_reason):
                 if outcome.connack_reason:
@@ -281,8 +321,10 @@ class MqttSession:
         reported state), and a publish that found no client yet would be dropped.
         """
         s = self._settings
-        client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
+        client.reconnect_delay_set(min_delay=0, max_delay=0)  # the session waits, jittered, in `_before_attempt`
+        client.on_pre_connect = self._before_attempt
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         self._client = client
@@ -301,8 +343,26 @@ class MqttSession:
         if reason.is_failure:
             log.error("MQTT: broker refused the connection: %s; retrying with backoff", reason)
             return
+        self._reconnects.reset()
         if self._topics:
-            client.subscribe([(topic, SUBSCRIBE_QOS) for topic in self._topics])
+            result, mid = client.subscribe([(topic, SUBSCRIBE_QOS) for topic in self._topics])
+            if result == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._ready_after = mid  # `_on_subscribe` says connected when the broker acknowledged them
+                return
+        self._ready()
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: object, mid: int, _reasons: object, _properties: object
+    ) -> None:
+        if mid == self._ready_after:
+            self._ready_after = None
+            self._ready()
+
+    def _ready(self) -> None:
+        """Say connected and call the hook: after this connection's subscriptions, and after paho re-queued, in
+        `on_connect`'s caller, the QoS 1 messages published while offline. What the hook publishes (the agent's
+        current reported state) thus reaches the broker after them: an older report resent later would otherwise
+        become the retained one."""
         self.connected.set()
         log.info("MQTT: connected (protocol %s)", self.version.value)
         if self._on_connected_cb is not None:
@@ -310,6 +370,19 @@ class MqttSession:
                 self._on_connected_cb()
             except Exception:
                 log.exception("MQTT: on-connected hook failed")
+
+    def _before_attempt(self, _client: mqtt.Client, _userdata: object) -> None:
+        """paho's on_pre_connect, on its network thread, before every connection attempt: wait the schedule's next
+        delay, except before a session's first attempt. Raising an OSError is how paho lets it call an attempt off:
+        a session stopped during the wait must not connect again (paho counts it as a failed attempt and exits)."""
+        if self._first_attempt:
+            self._first_attempt = False
+            return
+        delay = self._reconnects.next()
+        if not self._stopping.is_set():
+            log.info("MQTT: reconnecting in %.2f s (attempt %d)", delay, self._reconnects.attempt)
+        if self._stopping.wait(delay):
+            raise ConnectionAbortedError("the MQTT session is stopping")
 
     def _on_disconnect(
         self,
@@ -320,6 +393,7 @@ class MqttSession:
         _properties: Properties | None,
     ) -> None:
         self.connected.clear()
+        self._ready_after = None
         if not self._stopping.is_set():
             log.warning("MQTT: disconnected (%s); reconnecting with backoff", reason)
 
