@@ -1,7 +1,7 @@
 """What the simulator asks of the control plane's REST API: its signing key, enrolling the simulated devices (an
 operator's `PUT /v1/devices/{id}/enrollment`, the same facts the devices then report), and reading the fleet back.
 
-Reading tolerates both shapes of `GET /v1/devices`: a list, or a page (`items` + a cursor) once the list pages.
+Reading the fleet follows `GET /v1/devices`' pages (decision 0013).
 Must never reach into the control plane's database or modules: only its public API.
 """
 
@@ -40,20 +40,18 @@ def enroll_fleet(api: httpx.Client, device_ids: Iterable[str], labels: dict[str,
 
 
 def list_devices(api: httpx.Client, selector: str | None = None) -> list[dict[str, Any]]:
-    """Every device the control plane knows (following pages when the route pages)."""
+    """Every device the control plane knows, following the `Link: <...>; rel="next"` pages (on this client's server:
+    only the link's query is taken)."""
     params: dict[str, Any] = {"selector": selector} if selector else {}
     found: list[dict[str, Any]] = []
     while True:
         answer = api.get("/v1/devices", params=params, timeout=120)
         answer.raise_for_status()
-        body = answer.json()
-        if isinstance(body, list):
-            return found + body
-        found.extend(body.get("items") or body.get("devices") or [])
-        cursor = body.get("next_cursor") or body.get("cursor") or body.get("next")
-        if not cursor:
+        found.extend(answer.json())
+        following = answer.links.get("next")
+        if following is None:
             return found
-        params = {**params, "cursor": cursor}
+        params = dict(httpx.URL(following["url"]).params.multi_items())
 
 
 def online(devices: Iterable[dict[str, Any]], ids: set[str]) -> int:

@@ -45,12 +45,14 @@ class Harness:
     def all_online(self) -> bool:
         return online(list_devices(self.api), self.ids) == len(self.ids)
 
-    def wait(self, condition: Any, timeout: float, what: str, every: float = 0.1) -> float:
-        """Seconds until `condition()` held; RuntimeError naming `what` after `timeout` (a safety limit)."""
+    def wait(self, condition: Any, timeout: float, what: str, every: float = 0.1, describe: Any = None) -> float:
+        """Seconds until `condition()` held; RuntimeError naming `what` after `timeout` (a safety limit), with
+        what `describe()` says of the state it was left in when given."""
         start = time.monotonic()
         while not condition():
             if time.monotonic() - start > timeout:
-                raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+                detail = f":\n{describe()}" if describe is not None else ""
+                raise RuntimeError(f"timed out after {timeout} s waiting for {what}{detail}")
             time.sleep(every)
         return time.monotonic() - start
 

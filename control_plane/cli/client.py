@@ -22,6 +22,7 @@ from edge_agent.protocol.validation import REQUEST_PARTS, describe_error
 ProgressCallback = Callable[[int, int | None], None]  # (bytes so far, total or None)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+CHUNK_SIZE = 500  # items per request of a paged list (as kubectl's --chunk-size)
 
 
 class CliError(Exception):
@@ -69,6 +70,14 @@ def format_detail(payload: Any) -> str:
     if isinstance(detail, list):
         return "\n".join(_format_validation_item(item) for item in detail) or "invalid request"
     return json.dumps(detail)
+
+
+def _next_query(url: str, path: str, asked: dict[str, Any]) -> dict[str, Any]:
+    """The query of a `rel="next"` link, for `path` on the same server; a link that would not move on is refused."""
+    query = dict(httpx.URL(url).params.multi_items())
+    if query == {k: str(v) for k, v in asked.items()}:
+        raise CliError(f"GET {path}: the control plane named the same page as the next one")
+    return query
 
 
 def _format_validation_item(item: Any) -> str:
@@ -121,6 +130,27 @@ class ApiClient:
 
     def post(self, path: str, body: Any) -> Any:
         return self.request("POST", path, json=body).json()
+
+    def pages(self, path: str, at_most: int | None = None, **params: Any) -> Iterator[list[Any]]:
+        """Each page of a paged list route (a JSON array), following its `Link: <...>; rel="next"` header (RFC 8288,
+        decision 0013) until the last page or `at_most` items. Only the link's query is taken: the next request goes
+        to this client's server, so the token never follows a link elsewhere."""
+        query = {k: v for k, v in params.items() if v is not None}
+        left = at_most
+        while left is None or left > 0:
+            if left is not None:
+                query["limit"] = min(int(query.get("limit", CHUNK_SIZE)), left)
+            response = self.request("GET", path, params=query)
+            page = response.json()
+            if not isinstance(page, list):
+                raise CliError(f"GET {path}: the control plane did not answer a list")
+            page = page if left is None else page[:left]
+            yield page
+            left = None if left is None else left - len(page)
+            following = response.links.get("next")
+            if following is None or not page:
+                return
+            query = _next_query(following.get("url", ""), path, query)
 
     @contextmanager
     def _stream(self, path: str) -> Iterator[httpx.Response]:
@@ -236,7 +266,14 @@ class ApiClient:
         return self.get(f"/v1/builds/{build_id}")
 
     def devices(self, selector: str | None = None) -> Any:
-        return self.get("/v1/devices", selector=selector)
+        """Every device the selector matches (all pages)."""
+        return [device for page in self.device_pages(selector) for device in page]
+
+    def device_pages(
+        self, selector: str | None = None, chunk_size: int | None = None, at_most: int | None = None
+    ) -> Iterator[list[Any]]:
+        """The matching devices page by page (`chunk_size` per request; the server's default when None)."""
+        return self.pages("/v1/devices", at_most, selector=selector, limit=chunk_size)
 
     def device(self, device_id: str) -> Any:
         return self.get(f"/v1/devices/{device_id}")

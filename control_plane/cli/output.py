@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from rich.console import Console, RenderableType
 from rich.markup import escape
 
 Renderer = Callable[[Any], RenderableType]
+PageRenderer = Callable[[Any, bool], RenderableType]  # (one page, whether it is the first)
 
 PIPE_WIDTH = 200  # rich assumes 80 columns when not on a terminal; tables in files and pipes need room
 
@@ -37,6 +38,16 @@ class Output:
             print(json.dumps(data, indent=2, sort_keys=True, default=str))
         else:
             self.console.print(render(data))
+
+    def emit_pages(self, pages: Iterable[list[Any]], render: PageRenderer) -> None:
+        """A paged list as its pages come: each page's rows printed at once (`render(page, first)`: the first page
+        carries the title and header, as kubectl prints its chunks); with `--json`, still one array."""
+        if self.as_json:
+            self.emit([item for page in pages for item in page], lambda data: render(data, True))
+            return
+        for number, page in enumerate(pages):
+            if page or number == 0:
+                self.console.print(render(page, number == 0))
 
     def note(self, message: str) -> None:
         """A human remark (progress, confirmation); on stderr so stdout stays parseable."""

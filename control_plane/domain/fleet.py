@@ -62,6 +62,24 @@ class Device:
         return DesiredState.model_validate_json(self.desired.document)
 
 
+@dataclass(frozen=True)
+class DeviceFacts:
+    """A device without its three documents (reported state, desired state, telemetry): what the control plane
+    enrolled, issued and last heard of it. What the ingest writer checks every message against and the rollout
+    executor reads presence from, batch after batch, so it is read from the small columns alone."""
+
+    id: str
+    gpu_class: str | None
+    labels: Mapping[str, str]
+    hardware: HardwareFacts | None
+    channel: Channel
+    status: PresenceStatus | None
+    last_seen: datetime | None
+    desired_generation: int
+    delivery_failure: DeliveryFailure | None
+    issued_builds: Mapping[str, tuple[str, int]]
+
+
 class EventSource(str, Enum):
     DEVICE = "device"  # what the device published; the newest `device_events_kept` are kept
     CONTROL_PLANE = "control-plane"  # what the control plane recorded about it (refusals, enrollment); never trimmed
@@ -92,7 +110,7 @@ class ControlPlaneStep(str, Enum):
     LABELS_SET = "labels_set"
 
 
-def presence(device: Device, now: datetime, offline_after: timedelta) -> Presence:
+def presence(device: Device | DeviceFacts, now: datetime, offline_after: timedelta) -> Presence:
     """The status topic wins when the device (or its broker last will) ever published one; otherwise a device
     is online while it keeps talking, offline once silent for `offline_after`, unknown if never heard from.
     A device on the Ansible channel is online just after a playbook reached it, unknown otherwise."""

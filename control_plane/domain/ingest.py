@@ -12,7 +12,7 @@ It must never decide whether a message is valid (services/fleet.py with domain/r
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -45,6 +45,32 @@ class Incoming:
     leaf: Leaf
     payload: bytes
     received_at: datetime
+
+
+@dataclass(frozen=True)
+class DeviceChange:
+    """What a stored batch changed of a device that rollouts look at (the fleet service hands it over with the
+    device's id, so the rollout executor need not read back the report it just stored)."""
+
+    reported: ReportedState | None = None  # the report just stored
+    reread: bool = False  # its report may have changed but was not handed over: read it from the database
+    telemetry: bool = False  # telemetry windows were stored
+
+    @property
+    def telemetry_only(self) -> bool:
+        return self.reported is None and not self.reread
+
+    def then(self, later: DeviceChange) -> DeviceChange:
+        """This change followed by `later` (of a later batch): the latest report wins."""
+        telemetry = self.telemetry or later.telemetry
+        if later.reported is not None:
+            return DeviceChange(later.reported, False, telemetry)
+        if self.reread or later.reread:
+            return DeviceChange(None, True, telemetry)
+        return DeviceChange(self.reported, False, telemetry)
+
+
+UNKNOWN_CHANGE = DeviceChange(reread=True)  # said to have changed, without saying how: its report is read again
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,15 @@ class FleetWrites:
     def wakes(self) -> set[str]:
         """Devices whose stored report or telemetry changed: what rollouts look at."""
         return {*self.reports, *(t.device_id for t in self.telemetry)}
+
+    def changes(self, stored: Collection[str]) -> dict[str, DeviceChange]:
+        """What the batch changed of the devices it was stored for: each one's report and whether telemetry."""
+        sent = {t.device_id for t in self.telemetry}
+        return {
+            d: DeviceChange(r.reported if (r := self.reports.get(d)) is not None else None, d in sent)
+            for d in self.wakes
+            if d in stored
+        }
 
 
 class WritesBuilder:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from control_plane.domain.fleet import Device
+from control_plane.domain.fleet import Device, DeviceFacts
 from edge_agent.protocol import DesiredState, HardwareFacts, ModelTelemetry, ReportedState
 
 MAX_ISSUED_BUILDS = 512  # builds remembered per device (newest kept); older ones are long replaced
@@ -30,14 +30,14 @@ class ReportVerdict:
     adopt_hardware: bool = False  # the control plane holds no facts yet: take the reported ones (first use)
 
 
-def check_report(device: Device, reported: ReportedState) -> ReportVerdict:
+def check_report(device: Device | DeviceFacts, reported: ReportedState) -> ReportVerdict:
     refusal = _generation_refusal(device, reported) or _build_refusal(device.issued_builds, reported)
     if refusal is not None:
         return ReportVerdict(refusal=refusal)
     return ReportVerdict(claims=tuple(_claims(device, reported)), adopt_hardware=device.hardware is None)
 
 
-def _generation_refusal(device: Device, reported: ReportedState) -> str | None:
+def _generation_refusal(device: Device | DeviceFacts, reported: ReportedState) -> str | None:
     issued = device.desired_generation
     if reported.applied_generation > issued:
         return f"reports applied generation {reported.applied_generation}, but generation {issued} is the newest issued"
@@ -60,7 +60,7 @@ def _build_refusal(issued: Mapping[str, tuple[str, int]], reported: ReportedStat
     return None
 
 
-def _claims(device: Device, reported: ReportedState) -> list[str]:
+def _claims(device: Device | DeviceFacts, reported: ReportedState) -> list[str]:
     claims = []
     foreign = {k: v for k, v in reported.labels.items() if device.labels.get(k) != v}
     if foreign:
@@ -86,7 +86,7 @@ def hardware_changes(issued: HardwareFacts, claimed: HardwareFacts) -> list[str]
     ]
 
 
-def issued_telemetry(device: Device, models: Iterable[ModelTelemetry]) -> list[ModelTelemetry]:
+def issued_telemetry(device: Device | DeviceFacts, models: Iterable[ModelTelemetry]) -> list[ModelTelemetry]:
     """Only windows of model versions the control plane sent to the device."""
     sent = set(device.issued_builds.values())
     return [m for m in models if (m.name, m.version) in sent]

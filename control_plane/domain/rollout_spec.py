@@ -155,5 +155,10 @@ class RolloutRequest(_Spec):
                 raise ValueError(f"{where}.min_requests needs bake_s > 0 (requests are counted during the bake)")
         return self
 
+    @property
+    def watches_telemetry(self) -> bool:
+        """Whether any gate judges telemetry (otherwise the executor never reads it)."""
+        return self.gates.watches_telemetry or any(g.watches_telemetry for g in self.step_gates.values())
+
     def gate_for(self, step: str) -> GateSpec:
         return self.step_gates.get(step, self.gates)

@@ -22,24 +22,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound
 from control_plane.domain.fleet import (
     ControlPlaneStep,
-    Device,
     DeviceEventRecord,
+    DeviceFacts,
     DeviceView,
     EventSource,
     presence,
 )
-from control_plane.domain.ingest import Incoming, IngestCounters, Leaf, WritesBuilder
+from control_plane.domain.ingest import DeviceChange, Incoming, IngestCounters, Leaf, WritesBuilder
+from control_plane.domain.paging import Page, check_limit, page_of
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.rates import RatePolicy, RateState, admit, idle
 from control_plane.domain.reports import check_report, issued_telemetry
-from control_plane.domain.selectors import SelectorError, parse_selector
+from control_plane.domain.selectors import Selector, SelectorError, parse_selector
 from control_plane.services.ingest import IngestLimits, IngestQueue, IngestWriter, Resync
 from control_plane.services.ports import Clock, FleetStore, RolloutStore
 from edge_agent.protocol import (
@@ -58,7 +59,7 @@ from edge_agent.protocol.vocabulary import Channel
 
 log = logging.getLogger(__name__)
 
-DeviceListener = Callable[[Collection[str]], None]
+DeviceListener = Callable[[Mapping[str, DeviceChange]], None]
 """Called once per applied batch with the devices whose stored report or telemetry changed."""
 
 # Largest payload per kind of message, checked before parsing (a report carries up to 32 models and the hardware).
@@ -136,16 +137,25 @@ class FleetService:
 
     # -- queries ----------------------------------------------------------------------------------------------
     def list_devices(self, selector_text: str | None = None) -> list[DeviceView]:
+        """Every device the selector matches, by id (the store filters: decision 0013); the API pages instead."""
+        now = self._clock()
+        found = self._store.select_devices(self._selector(selector_text))
+        return [DeviceView(d, presence(d, now, self._offline_after)) for d in found]
+
+    def page_devices(self, selector_text: str | None, cursor: str | None, limit: int) -> Page[DeviceView]:
+        """Up to `limit` matching devices with an id above `cursor`, and the next page's cursor (None: the last)."""
+        check_limit(limit)
+        now = self._clock()
+        found = self._store.page_devices(self._selector(selector_text), cursor, limit + 1)
+        page = page_of(found, limit, lambda d: d.id)
+        return Page(tuple(DeviceView(d, presence(d, now, self._offline_after)) for d in page.items), page.next_cursor)
+
+    @staticmethod
+    def _selector(text: str | None) -> Selector:
         try:
-            selector = parse_selector(selector_text)
+            return parse_selector(text)
         except SelectorError as exc:
             raise InvalidInput(str(exc)) from exc
-        now = self._clock()
-        return [
-            DeviceView(d, presence(d, now, self._offline_after))
-            for d in self._store.list_devices()
-            if selector.matches(d.labels, d.gpu_class)
-        ]
 
     def get_device(self, device_id: str) -> DeviceView:
         device = self._store.get_device(device_id)
@@ -203,7 +213,8 @@ class FleetService:
         of an MQTT report, with a batch of one, for a report a playbook handed back (the Ansible channel)."""
         now = self._clock()
         writes = WritesBuilder()
-        self._check_report(self._store.get_devices([reported.device_id]).get(reported.device_id), reported, now, writes)
+        device = self._store.device_facts([reported.device_id]).get(reported.device_id)
+        self._check_report(device, reported, now, writes)
         self._store_writes(writes)
 
     # -- incoming messages ------------------------------------------------------------------------------------
@@ -239,7 +250,7 @@ class FleetService:
         notes = self._take_notes()
         if not batch and not notes:
             return
-        devices = self._store.get_devices({m.device_id for m in batch})
+        devices = self._store.device_facts({m.device_id for m in batch})
         writes = WritesBuilder()
         for note in notes:
             writes.event(note, note.at)
@@ -250,7 +261,7 @@ class FleetService:
                 log.warning("dropped a malformed %s message from %s: %s", message.leaf.value, message.device_id, exc)
         self._store_writes(writes)
 
-    def _dispatch(self, message: Incoming, device: Device | None, writes: WritesBuilder) -> None:
+    def _dispatch(self, message: Incoming, device: DeviceFacts | None, writes: WritesBuilder) -> None:
         device_id, now, payload = message.device_id, message.received_at, message.payload
         if message.leaf is Leaf.REPORTED:
             envelope, reported = open_envelope(payload, MessageKind.REPORTED, ReportedState)
@@ -276,7 +287,7 @@ class FleetService:
             self._unknown(device_id, message.leaf.value)
 
     def _check_report(
-        self, device: Device | None, reported: ReportedState, now: datetime, writes: WritesBuilder
+        self, device: DeviceFacts | None, reported: ReportedState, now: datetime, writes: WritesBuilder
     ) -> None:
         if device is None:
             self._unknown(reported.device_id, "reported")
@@ -291,7 +302,7 @@ class FleetService:
         writes.report(reported, now, adopt_hardware=verdict.adopt_hardware)
 
     @staticmethod
-    def _accept_telemetry(device: Device, telemetry: Telemetry, now: datetime, writes: WritesBuilder) -> None:
+    def _accept_telemetry(device: DeviceFacts, telemetry: Telemetry, now: datetime, writes: WritesBuilder) -> None:
         models = issued_telemetry(device, telemetry.models)
         if len(models) != len(telemetry.models):
             log.debug("%s: dropped telemetry windows of model versions never sent to it", device.id)
@@ -302,10 +313,9 @@ class FleetService:
         writes = builder.build()
         if writes.empty:
             return
-        stored = self._store.apply_writes(writes)
-        changed = writes.wakes & stored
-        if changed:
-            self._notify(changed)
+        changes = writes.changes(self._store.apply_writes(writes))
+        if changes:
+            self._notify(changes)
 
     # -- bounds -----------------------------------------------------------------------------------------------
     def _admit(self, device_id: str) -> bool:
@@ -378,12 +388,12 @@ class FleetService:
             self._recorded.clear()  # forgetting only means one more log line or event
         self._recorded[key] = value
 
-    def _notify(self, device_ids: Collection[str]) -> None:
+    def _notify(self, changes: Mapping[str, DeviceChange]) -> None:
         for listener in self._listeners:
             try:
-                listener(device_ids)
+                listener(changes)
             except Exception:
-                log.exception("a listener failed on the reports of %d device(s)", len(device_ids))
+                log.exception("a listener failed on the reports of %d device(s)", len(changes))
 
 
 def _same_device(topic_id: str, *claimed: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, Protocol
 
 from control_plane.domain.broker_identity import BrokerAccount, BrokerAdmin, ReconcileReport
 from control_plane.domain.build_trust import BuilderRegistration
-from control_plane.domain.fleet import Device, DeviceEventRecord
+from control_plane.domain.fleet import Device, DeviceEventRecord, DeviceFacts
 from control_plane.domain.ingest import FleetWrites
 from control_plane.domain.playbooks import (
     AnsibleConnection,
@@ -31,6 +31,7 @@ from control_plane.domain.registry import (
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_progress import DeviceTrack, RolloutPhase, RolloutState
 from control_plane.domain.rollouts import DesiredUpdate
+from control_plane.domain.selectors import Selector
 from control_plane.domain.telemetry import ModelWindow
 from control_plane.domain.training import TrainingJob
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
@@ -97,8 +98,13 @@ class FleetStore(Protocol):
     def mark_seen(self, device_id: str, now: datetime) -> None: ...
     # The ingest writer's batch (issue 11): one query to read a batch's devices, one transaction to store it.
     def get_devices(self, device_ids: Collection[str]) -> dict[str, Device]: ...
+    def device_facts(self, device_ids: Collection[str]) -> dict[str, DeviceFacts]: ...
+    def reports_of(self, device_ids: Collection[str]) -> dict[str, ReportedState]: ...
     def telemetry_windows_of(self, device_ids: Collection[str], model: str) -> dict[str, list[ModelWindow]]: ...
     def apply_writes(self, writes: FleetWrites) -> set[str]: ...
+    # Selectors evaluated by the store (decision 0013): a page costs the page, a rollout reads what it selects.
+    def page_devices(self, selector: Selector, after: str | None, limit: int) -> list[Device]: ...
+    def select_devices(self, selector: Selector) -> list[Device]: ...
 
 
 class RolloutStore(Protocol):

@@ -2,11 +2,12 @@
 which, once per batch of messages) and on a timer, so deadlines, bakes and maintenance windows move on even when
 no device talks.
 
-It holds only the device ids reported since the last pass, bounded by the fleet (a set, so a chatty device counts
-once); the rollouts live in the database, so stopping it (or killing the process) loses nothing. Its first pass
-runs every open rollout in full, and so does one pass every `resync_s` (60 s by default): the safety net of a
-controller driven by events, as informers' resync period is in Kubernetes, so that a change whose wake was missed is
-still seen within a minute. Tests that want virtual time skip the thread and call `RolloutService.tick(now)`.
+It holds only what changed since the last pass, bounded by the fleet (one entry per device: a chatty device counts
+once, its latest report handed over by the fleet service wins); the rollouts live in the database, so stopping it (or
+killing the process) loses nothing. Its first pass runs every open rollout in full, and so does one pass every
+`resync_s` (60 s by default): the safety net of a controller driven by events, as informers' resync period is in
+Kubernetes, so that a change whose wake was missed is still seen within a minute.
+Tests that want virtual time skip the thread and call `RolloutService.tick(now)`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
+from control_plane.domain.ingest import UNKNOWN_CHANGE, DeviceChange
 from control_plane.services.rollouts import RolloutService
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class RolloutExecutor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pending: set[str] = set()
+        self._pending: dict[str, DeviceChange] = {}
         self._everything = True  # the first pass looks at every open rollout and device
         self._pending_lock = threading.Lock()
 
@@ -45,12 +47,17 @@ class RolloutExecutor:
         self._thread = threading.Thread(target=self._loop, name="rollout-executor", daemon=True)
         self._thread.start()
 
-    def wake(self, device_ids: Collection[str] = ()) -> None:
-        """Run a pass soon for these devices (they reported); no ids: run every open rollout in full (a push
-        ended). Cheap, callable from any thread."""
+    def wake(self, changes: Collection[str] | Mapping[str, DeviceChange] = ()) -> None:
+        """Run a pass soon for these devices (what changed of each, as the fleet service hands it over; bare ids:
+        read their reports again); nothing: run every open rollout in full (a push ended). Cheap, callable from
+        any thread."""
         with self._pending_lock:
-            if device_ids:
-                self._pending.update(device_ids)
+            if changes:
+                items = changes.items() if isinstance(changes, Mapping) else ((d, UNKNOWN_CHANGE) for d in changes)
+                pending = self._pending
+                for device_id, change in items:
+                    before = pending.get(device_id)
+                    pending[device_id] = change if before is None else before.then(change)
             else:
                 self._everything = True
         self._wake.set()
@@ -61,14 +68,13 @@ class RolloutExecutor:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def take(self) -> set[str] | None:
-        """The devices changed since the last pass (None: run everything, asked for or due to resync), and forget
-        them."""
+    def take(self) -> dict[str, DeviceChange] | None:
+        """What changed since the last pass (None: run everything, asked for or due to resync), and forget it."""
         now = self._monotonic()
         with self._pending_lock:
             full = self._everything or now - self._last_full >= self._resync_s
-            changed: set[str] | None = None if full else self._pending
-            self._pending = set()
+            changed: dict[str, DeviceChange] | None = None if full else self._pending
+            self._pending = {}
             self._everything = False
             if full:
                 self._last_full = now

@@ -1,15 +1,15 @@
 """Rollouts: create them, and execute their plans. One executor applies what the pure planner decides.
 
-A pass runs the open rollouts whose devices changed (the executor says which) or whose `next_attention` passed:
-it reads the changed devices in bulk (FleetStore.get_devices, telemetry_windows_of), calls `rollout_plan.plan`
-with their views, composes the signed desired states the `Publish` actions ask for (services/rollout_compose.py,
-from the builds chosen once at create time), stores the new state + the changed tracks + desired states + events
-in ONE transaction, and only then publishes. The open rollouts, which rollout holds each device, and the devices'
-views are kept in memory and rebuilt from the database at start: a control plane killed at any moment restarts
-from the stored state; what was decided is stored (and republished when the broker link comes up), what was not is
-decided
-again. Nothing here lists the fleet or queries per device in a pass; only `create` (selecting devices) and
-`republish_all` (after a reconnect) read the whole fleet.
+A pass runs the open rollouts whose devices changed (the executor says which) or whose `next_attention` passed: it
+reads the changed devices' small columns in bulk (FleetStore.device_facts; their reports are handed over by the
+fleet service with the change, read back only when not; telemetry only when a gate watches it), calls
+`rollout_plan.plan` with their views, composes the signed desired states the `Publish` actions ask for
+(services/rollout_compose.py, from the builds chosen once at create time), stores the new state + the changed tracks
++ desired states + events in ONE transaction, and only then publishes. The open rollouts, which rollout holds each
+device, and the devices' views are kept in memory and rebuilt from the database at start: a control plane killed at
+any moment restarts from the stored state; what was decided is stored (and republished when the broker link comes
+up), what was not is decided again. Nothing here lists the fleet or queries per device in a pass; only `create`
+(selecting devices) and `republish_all` (after a reconnect) read the whole fleet.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from control_plane.domain.artifacts import ArtifactWish
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound
-from control_plane.domain.fleet import Device, Presence, presence
+from control_plane.domain.fleet import Device, DeviceFacts, Presence, presence
+from control_plane.domain.ingest import UNKNOWN_CHANGE, DeviceChange
 from control_plane.domain.registry import BuildStatus, ModelVersion
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_plan import due_devices, new_rollout, next_attention, plan, with_generations
@@ -43,7 +44,7 @@ from control_plane.domain.rollout_progress import (
     settled,
 )
 from control_plane.domain.rollout_spec import RolloutRequest
-from control_plane.domain.rollouts import DesiredUpdate, DevicePlan, PlanError, plan_all_at_once, select_devices
+from control_plane.domain.rollouts import DesiredUpdate, DevicePlan, PlanError, plan_all_at_once
 from control_plane.domain.selectors import Selector
 from control_plane.domain.telemetry import ModelWindow, baseline_window, new_version_window
 from control_plane.services.desired import AssignmentFactory
@@ -57,7 +58,7 @@ from control_plane.services.ports import (
     RolloutStore,
 )
 from control_plane.services.rollout_compose import Composer
-from edge_agent.protocol import MessageKind, ModelHealth, Signer, Topics, seal
+from edge_agent.protocol import MessageKind, ModelHealth, ReportedState, Signer, Topics, seal
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
 from model_builds.catalog import Catalog
 
@@ -155,7 +156,7 @@ class RolloutService:
             raise NotFound(f"model {request.model!r} has no version {request.version}")
         with self._lock:
             now = self._clock()
-            devices = select_devices(self._fleet.list_devices(), _selector(request))
+            devices = self._fleet.select_devices(_selector(request))
             plans = self._choose_builds(found, devices, _wish(request))
             self._refuse_overlap([p.device.id for p in plans])
             tracks = [_track(p, request.model, now) for p in plans]
@@ -169,7 +170,7 @@ class RolloutService:
             self._store.save(state, events=[NewEvent.of(created, now)])
             state = settled(state)
             self._remembered().remember(state)
-            state = self._run(state, now, None, frozenset())
+            state = self._run(state, now, None, {})
         log.info("rollout %s: %s v%s to %d device(s)", state.id, request.model, request.version, len(tracks))
         return state
 
@@ -180,15 +181,20 @@ class RolloutService:
             if command is Operator.ROLLBACK:
                 self._refuse_stale_rollback(state)
             try:
-                return self._run(state, self._clock(), command, frozenset())
+                return self._run(state, self._clock(), command, {})
             except CommandRefused as exc:
                 raise Conflict(str(exc)) from exc
 
-    def tick(self, now: datetime | None = None, changed: Collection[str] | None = None) -> int:
-        """One executor pass; how many rollouts changed. `changed`: the devices that reported since the last pass
-        (their rollouts run, with the rollouts whose `next_attention` passed); None: every open rollout runs
-        and observes every device (at start, after a push). Tests call it with a fake `now`."""
+    def tick(
+        self, now: datetime | None = None, changed: Collection[str] | Mapping[str, DeviceChange] | None = None
+    ) -> int:
+        """One executor pass; how many rollouts changed. `changed`: the devices that changed since the last pass,
+        with what changed (as the fleet service hands it over; bare ids: their reports are read again); their
+        rollouts run, with the rollouts whose `next_attention` passed. None: every open rollout runs and observes
+        every device (at start, after a push, on the executor's resync). Tests call it with a fake `now`."""
         count = 0
+        if changed is not None and not isinstance(changed, Mapping):
+            changed = dict.fromkeys(changed, UNKNOWN_CHANGE)
         with self._lock:
             at = now or self._clock()
             memory = self._remembered()
@@ -216,10 +222,14 @@ class RolloutService:
 
     # -- the executor -----------------------------------------------------------------------------------------
     def _run(
-        self, state: RolloutState, now: datetime, command: Operator | None, changed: frozenset[str] | None
+        self,
+        state: RolloutState,
+        now: datetime,
+        command: Operator | None,
+        changes: Mapping[str, DeviceChange] | None,
     ) -> RolloutState:
-        views = self._views(state, now, changed)
-        new, actions = plan(state, views, now, command, changed)
+        views = self._views(state, now, changes)
+        new, actions = plan(state, views, now, command, None if changes is None else frozenset(changes))
         if new == state and not actions:
             return state
         publishes = [a for a in actions if isinstance(a, Publish)]
@@ -240,37 +250,60 @@ class RolloutService:
             self._deploy(new.id, pushed)
         return new
 
-    def _views(self, state: RolloutState, now: datetime, changed: frozenset[str] | None) -> dict[str, DeviceView]:
-        """The rollout's device views, the changed (and deadline-due) ones read again in bulk, and every device of
-        the current step read once (its gate sums their telemetry)."""
+    def _views(
+        self, state: RolloutState, now: datetime, changes: Mapping[str, DeviceChange] | None
+    ) -> dict[str, DeviceView]:
+        """The rollout's device views, the changed (and deadline-due) ones made again, and every device of the
+        current step once (its gate sums their telemetry). The small columns are read in bulk; a report handed over
+        with the change is used as it is, a view's report is kept while the device has not reported since, and
+        telemetry is read only when a gate watches it."""
         memory = self._remembered()
         known = memory.views.setdefault(state.id, {})
-        if changed is None:
+        if changes is None:
             wanted: set[str] = {t.device_id for t in state.devices}
+            reread = wanted
         else:
-            wanted = {d for d in changed if state.track(d) is not None} | set(due_devices(state, now))
+            wanted = {d for d in changes if state.track(d) is not None} | set(due_devices(state, now))
             wanted |= memory.missing_of_step(state)
-        if wanted:
-            devices = self._fleet.get_devices(wanted)
-            windows = self._fleet.telemetry_windows_of(wanted, state.model)
-            for device_id in wanted:
-                track, device = state.track(device_id), devices.get(device_id)
-                if track is None or device is None:
-                    known.pop(device_id, None)  # a forgotten device: no view, only its deadline counts
-                    continue
-                known[device_id] = self._device_view(state, device, windows.get(device_id, []), now, track)
+            reread = {d for d in wanted if d not in known or ((c := changes.get(d)) is not None and c.reread)}
+        if not wanted:
+            return known
+        facts = self._fleet.device_facts(wanted)
+        stored = self._fleet.reports_of(reread) if reread else {}
+        watch = state.spec.watches_telemetry
+        windows = self._fleet.telemetry_windows_of(wanted, state.model) if watch else {}
+        for device_id in wanted:
+            track, fact = state.track(device_id), facts.get(device_id)
+            if track is None or fact is None:
+                known.pop(device_id, None)  # a forgotten device: no view, only its deadline counts
+                continue
+            change = changes.get(device_id) if changes is not None else None
+            reported: ReportedState | None
+            if change is not None and change.reported is not None:
+                reported = change.reported
+            elif device_id in reread:
+                reported = stored.get(device_id)
+            else:
+                reported = known[device_id].reported
+            known[device_id] = self._device_view(state, fact, reported, windows.get(device_id, []), now, track)
         return known
 
     def _device_view(
-        self, state: RolloutState, device: Device, windows: list[ModelWindow], now: datetime, track: DeviceTrack
+        self,
+        state: RolloutState,
+        device: DeviceFacts,
+        reported: ReportedState | None,
+        windows: list[ModelWindow],
+        now: datetime,
+        track: DeviceTrack,
     ) -> DeviceView:
         old = None
-        if track.previous is not None and track.previous.version != state.version:
+        if windows and track.previous is not None and track.previous.version != state.version:
             old = baseline_window(windows, track.previous.version, None)
         return DeviceView(
             online=presence(device, now, self._offline_after) is Presence.ONLINE,
-            reported=device.reported,
-            new_telemetry=new_version_window(windows, state.version, track.published_at),
+            reported=reported,
+            new_telemetry=new_version_window(windows, state.version, track.published_at) if windows else None,
             old_telemetry=old,
             undelivered=_undelivered(device),
         )
@@ -363,15 +396,25 @@ class _Memory:
                 out.setdefault(rollout_id, set()).add(device_id)
         return out
 
-    def due(self, changed: Collection[str] | None, now: datetime) -> dict[str, frozenset[str] | None]:
-        """The rollouts a pass runs, each with its changed devices (None: all of them)."""
-        if changed is None:
+    def due(
+        self, changes: Mapping[str, DeviceChange] | None, now: datetime
+    ) -> dict[str, dict[str, DeviceChange] | None]:
+        """The rollouts a pass runs, each with its changed devices (None: all of them). New telemetry alone wakes
+        only a rollout whose gates watch it."""
+        if changes is None:
             return dict.fromkeys(self.open)
-        out: dict[str, frozenset[str] | None] = {k: frozenset(v) for k, v in self.holders(changed).items()}
+        out: dict[str, dict[str, DeviceChange] | None] = {}
+        for device_id, change in changes.items():
+            rollout_id = self.owner.get(device_id)
+            if rollout_id is None or (change.telemetry_only and not self.open[rollout_id].spec.watches_telemetry):
+                continue
+            mine = out.setdefault(rollout_id, {})
+            assert mine is not None
+            mine[device_id] = change
         for rollout_id, state in self.open.items():
             at = next_attention(state)
             if rollout_id not in out and at is not None and at <= now:
-                out[rollout_id] = frozenset()
+                out[rollout_id] = {}
         return out
 
     def missing_of_step(self, state: RolloutState) -> set[str]:
@@ -384,7 +427,7 @@ class _Memory:
         return {t.device_id for t in state.devices if t.step == step and t.device_id not in known}
 
 
-def _undelivered(device: Device) -> tuple[int, str] | None:
+def _undelivered(device: DeviceFacts) -> tuple[int, str] | None:
     failure = device.delivery_failure
     return None if failure is None else (failure.generation, failure.reason)
 

@@ -1,17 +1,20 @@
-"""Ansible inventory plugin `edge_fleet`: the fleet as the control plane knows it (GET /v1/devices).
+"""Ansible inventory plugin `edge_fleet`: the fleet as the control plane knows it (GET /v1/devices, every page).
 
 Hosts are device ids; groups come from GPU class, site, labels and channel; host variables carry the enrolled
 connection and what the device reported (docs/ansible.md, "The fleet inventory"). It only reads: it never changes
-a device, and it never invents a connection the device was not enrolled with.
+a device, and it never invents a connection the device was not enrolled with. It follows the answer's
+`Link: <...>; rel="next"` pages (RFC 8288) on the URL it was given: only the link's query is taken, so the token
+never goes to another host.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 from urllib.error import HTTPError
-from urllib.parse import urlencode, urlparse
+from urllib.parse import parse_qsl, urlencode, urlparse
 
 from ansible.errors import AnsibleParserError
 from ansible.module_utils.urls import open_url
@@ -21,7 +24,7 @@ DOCUMENTATION = r"""
 name: edge_fleet
 short_description: Edge devices enrolled with the edge-orchestrator control plane
 description:
-  - Reads C(GET {url}/v1/devices) and makes one host per device.
+  - Reads C(GET {url}/v1/devices), following its C(Link rel="next") pages, and makes one host per device.
   - "Groups: C(gpu_<class>), C(site_<site>), C(label_<key>_<value>), C(channel_<channel>); characters outside
     [A-Za-z0-9_] become C(_)."
   - "Host variables: the enrolled connection (ansible_host, ansible_port, ansible_user, ansible_connection,
@@ -45,6 +48,9 @@ options:
     description: Only the devices this selector picks (k=v,k2=v2,gpu_class=C).
   channel:
     description: Only devices on this channel (mqtt or ansible).
+  page_size:
+    description: Devices asked for per request (1 to 1000); the control plane's default (500) when unset.
+    type: int
   timeout:
     description: Seconds to wait for the control plane.
     type: float
@@ -64,6 +70,8 @@ channel: ansible
 """
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
+_NEXT = re.compile(r"""<([^>]*)>\s*;[^,]*?\brel\s*=\s*"?next"?""", re.IGNORECASE)
+MAX_PAGES = 10_000  # 10 million devices at 1,000 a page: past this, a server is leading the plugin in circles
 _CONNECTION_VARS = {
     "host": "ansible_host",
     "port": "ansible_port",
@@ -75,6 +83,12 @@ _CONNECTION_VARS = {
 
 def group_name(*parts: str) -> str:
     return _UNSAFE.sub("_", "_".join(parts))
+
+
+def next_query(link_header: str | None) -> dict[str, str] | None:
+    """The query of the `rel="next"` link of a `Link` header (RFC 8288), or None on the last page."""
+    match = _NEXT.search(link_header or "")
+    return dict(parse_qsl(urlparse(match.group(1)).query)) if match else None
 
 
 def device_groups(device: dict[str, Any]) -> list[str]:
@@ -129,11 +143,36 @@ class InventoryModule(BaseInventoryPlugin):
         parsed = urlparse(base)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise AnsibleParserError(f"edge_fleet: url must be an http(s) URL of the control plane, not {base!r}")
-        query = {key: self.get_option(key) for key in ("selector",) if self.get_option(key)}
-        return f"{base}/v1/devices" + (f"?{urlencode(query)}" if query else "")
+        return f"{base}/v1/devices"
+
+    def _first_query(self) -> dict[str, str]:
+        query = {"selector": str(self.get_option("selector") or "")}
+        if self.get_option("page_size"):
+            query["limit"] = str(self.get_option("page_size"))
+        return {key: value for key, value in query.items() if value}
 
     def _fetch(self) -> list[dict[str, Any]]:
-        url = self._devices_url()
+        devices = [device for page in self._pages() for device in page]
+        channel = self.get_option("channel")
+        return [d for d in devices if not channel or d.get("channel") == channel]
+
+    def _pages(self) -> Iterator[list[dict[str, Any]]]:
+        """Every page of the fleet, following `Link: <...>; rel="next"` on the configured URL."""
+        base = self._devices_url()
+        query: dict[str, str] | None = self._first_query()
+        for _ in range(MAX_PAGES):
+            if query is None:
+                return
+            url = base + (f"?{urlencode(query)}" if query else "")
+            devices, link = self._read_page(url)
+            yield devices
+            following = next_query(link)
+            if following == query or not devices:
+                return  # a link that does not move on, or an empty page: nothing more to read
+            query = following
+        raise AnsibleParserError(f"edge_fleet: {base} kept naming a next page after {MAX_PAGES} pages")
+
+    def _read_page(self, url: str) -> tuple[list[dict[str, Any]], str | None]:
         headers = {"Accept": "application/json"}
         if self.get_option("token"):
             headers["Authorization"] = f"Bearer {self.get_option('token')}"
@@ -145,6 +184,7 @@ class InventoryModule(BaseInventoryPlugin):
                 validate_certs=self.get_option("validate_certs"),
             )
             body = response.read()
+            link = response.headers.get("Link")
         except HTTPError as exc:
             if exc.code in (401, 403):
                 raise AnsibleParserError(
@@ -160,8 +200,7 @@ class InventoryModule(BaseInventoryPlugin):
             raise AnsibleParserError(f"edge_fleet: {url} did not answer JSON: {exc}") from exc
         if not isinstance(devices, list) or not all(isinstance(d, dict) and d.get("id") for d in devices):
             raise AnsibleParserError(f"edge_fleet: {url} did not answer a list of devices")
-        channel = self.get_option("channel")
-        return [d for d in devices if not channel or d.get("channel") == channel]
+        return devices, link
 
     def _add_device(self, device: dict[str, Any]) -> None:
         host = self.inventory.add_host(str(device["id"]))

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from control_plane.adapters.db.tables import Base, BuildRow, DeviceRow, TrainingJobRow, VersionRow
-from control_plane.domain.fleet import DeliveryFailure, Device
+from control_plane.domain.fleet import DeliveryFailure, Device, DeviceFacts
 from control_plane.domain.playbooks import AnsibleConnection
 from control_plane.domain.registry import Build, ModelVersion, TensorInfo
 from control_plane.domain.training import TrainingJob
@@ -132,6 +132,17 @@ def device_from_row(row: DeviceRow) -> Device:
         row,
         labels={str(k): str(v) for k, v in row.labels.items()},
         ansible=ansible_from_json(row.ansible),
+        delivery_failure=delivery_from_json(row.delivery),
+        issued_builds=issued_from_json(row.issued_builds),
+    )
+
+
+def facts_from_row(row: Any) -> DeviceFacts:
+    """A device's facts from a row of its small columns (`FleetRepository.device_facts` selects them)."""
+    return from_row(
+        DeviceFacts,
+        row,
+        labels={str(k): str(v) for k, v in row.labels.items()},
         delivery_failure=delivery_from_json(row.delivery),
         issued_builds=issued_from_json(row.issued_builds),
     )

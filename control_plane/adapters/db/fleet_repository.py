@@ -8,6 +8,10 @@ The ingest writer's batches (`get_devices`, `apply_writes`) and the rollout exec
 round trip per device: one SELECT ... IN for the batch's devices, UPDATEs by primary key executed as one
 executemany per set of changed columns, bulk INSERTs of events and telemetry windows, and one executemany DELETE
 each that trims the histories the batch grew.
+
+Selectors are evaluated in SQL (`page_devices`, `select_devices`: decision 0013) over `device_labels`, which every
+writer of a device's labels (`enroll`, `set_labels`, `remove_device`) keeps equal to `devices.labels` in the same
+transaction; nothing else may write either.
 """
 
 from __future__ import annotations
@@ -17,21 +21,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Select, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import (
     ansible_to_json,
     delivery_from_json,
     delivery_to_json,
     device_from_row,
+    facts_from_row,
     from_row,
     to_row,
 )
-from control_plane.adapters.db.tables import DeviceRow, EventRow, TelemetryRow
-from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord, EventSource
+from control_plane.adapters.db.tables import DeviceLabelRow, DeviceRow, EventRow, TelemetryRow
+from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord, DeviceFacts, EventSource
 from control_plane.domain.ingest import FleetWrites, ReportWrite, TelemetryWrite
 from control_plane.domain.playbooks import AnsibleConnection
+from control_plane.domain.selectors import Selector
 from control_plane.domain.telemetry import HISTORY_PER_VERSION, ModelWindow
 from edge_agent.protocol import HardwareFacts, PresenceStatus, ReportedState, SignedDesiredState, Telemetry
 from edge_agent.protocol.vocabulary import Channel
@@ -111,6 +117,8 @@ class FleetRepository:
                 session.add(row)
             row.channel = str(channel)
             row.labels = dict(labels)
+            session.flush()  # the device row exists before its label rows name it
+            _write_labels(session, device_id, labels)
             row.ansible = ansible_to_json(ansible)
             if hardware is not None:
                 row.hardware = hardware.model_dump(mode="json")
@@ -127,6 +135,7 @@ class FleetRepository:
             if row is None:
                 return None
             row.labels = dict(labels)
+            _write_labels(session, device_id, labels)
             return device_from_row(row)
 
     def remove_device(self, device_id: str) -> None:
@@ -134,6 +143,7 @@ class FleetRepository:
         with self._sessions.begin() as session:
             session.execute(delete(EventRow).where(EventRow.device_id == device_id))
             session.execute(delete(TelemetryRow).where(TelemetryRow.device_id == device_id))
+            session.execute(delete(DeviceLabelRow).where(DeviceLabelRow.device_id == device_id))
             session.execute(delete(DeviceRow).where(DeviceRow.id == device_id))
 
     def record_delivery_failure(self, device_id: str, generation: int, reason: str, now: datetime) -> None:
@@ -251,6 +261,25 @@ class FleetRepository:
                     found[row.id] = device_from_row(row)
         return found
 
+    def device_facts(self, device_ids: Collection[str]) -> dict[str, DeviceFacts]:
+        """The known ones of `device_ids`, from their small columns only (no document is read or decoded)."""
+        found: dict[str, DeviceFacts] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(device_ids)):
+                for row in session.execute(select(*_FACT_COLUMNS).where(DeviceRow.id.in_(chunk))):
+                    found[row.id] = facts_from_row(row)
+        return found
+
+    def reports_of(self, device_ids: Collection[str]) -> dict[str, ReportedState]:
+        """The latest stored report of those of `device_ids` that have one."""
+        found: dict[str, ReportedState] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(device_ids)):
+                for row in session.execute(select(DeviceRow.id, DeviceRow.reported).where(DeviceRow.id.in_(chunk))):
+                    if row.reported:
+                        found[row.id] = ReportedState.model_validate(row.reported)
+        return found
+
     def apply_writes(self, writes: FleetWrites) -> set[str]:
         """Store a batch in one transaction; returns the devices it was stored for (those that exist: one may have
         been removed since the batch read it). Only the columns a batch changed are written."""
@@ -314,6 +343,53 @@ class FleetRepository:
                 from_row(DeviceEventRecord, r, source=EventSource(r.source or EventSource.DEVICE.value))
                 for r in session.scalars(stmt)
             ]
+
+    # -- selections in SQL (decision 0013) ------------------------------------------------------------------------
+    def page_devices(self, selector: Selector, after: str | None, limit: int) -> list[Device]:
+        """Up to `limit` devices the selector matches, by id, with an id above `after` (which need not exist any
+        more). Only the page's rows are read and turned into devices."""
+        stmt = _selected(selector)
+        if after is not None:
+            stmt = stmt.where(DeviceRow.id > after)
+        with self._sessions() as session:
+            return [device_from_row(r) for r in session.scalars(stmt.order_by(DeviceRow.id).limit(limit))]
+
+    def select_devices(self, selector: Selector) -> list[Device]:
+        """Every device the selector matches, by id: what a new rollout reads (not the whole fleet)."""
+        with self._sessions() as session:
+            return [device_from_row(r) for r in session.scalars(_selected(selector).order_by(DeviceRow.id))]
+
+
+def _selected(selector: Selector) -> Select[DeviceRow]:
+    """The devices a selector matches: one join on `device_labels` per label (its (key, value, device_id) index
+    finds them) and the GPU class by its column (indexed with the id)."""
+    stmt = select(DeviceRow)
+    for key, value in sorted(selector.labels.items()):
+        label = aliased(DeviceLabelRow)
+        stmt = stmt.join(label, and_(label.device_id == DeviceRow.id, label.key == key, label.value == value))
+    if selector.gpu_class is not None:
+        stmt = stmt.where(DeviceRow.gpu_class == selector.gpu_class)
+    return stmt
+
+
+def _write_labels(session: Session, device_id: str, labels: Mapping[str, str]) -> None:
+    """Make the device's `device_labels` rows equal `labels` (in the caller's transaction, as `devices.labels`)."""
+    session.execute(delete(DeviceLabelRow).where(DeviceLabelRow.device_id == device_id))
+    session.add_all(DeviceLabelRow(device_id=device_id, key=str(k), value=str(v)) for k, v in labels.items())
+
+
+_FACT_COLUMNS = (
+    DeviceRow.id,
+    DeviceRow.gpu_class,
+    DeviceRow.labels,
+    DeviceRow.hardware,
+    DeviceRow.channel,
+    DeviceRow.status,
+    DeviceRow.last_seen,
+    DeviceRow.desired_generation,
+    DeviceRow.delivery,
+    DeviceRow.issued_builds,
+)
 
 
 def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -129,6 +129,7 @@ class BuilderRegistrationRow(Base):
 
 class DeviceRow(Base):
     __tablename__ = "devices"
+    __table_args__ = (Index("ix_devices_gpu_class", "gpu_class", "id"),)  # 0011: selectors by GPU class, paged by id
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     created_at: Mapped[datetime]
@@ -147,6 +148,18 @@ class DeviceRow(Base):
     delivery: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # 0008: builds sent to the device ({build id: [model, version]}, oldest first): what its reports may name.
     issued_builds: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class DeviceLabelRow(Base):
+    """0011: one label of a device, so that a selector's `k=v` is found by index (decision 0013). Kept in step with
+    `DeviceRow.labels` (what the API shows) in the same transaction by the fleet repository."""
+
+    __tablename__ = "device_labels"
+    __table_args__ = (Index("ix_device_labels_key_value", "key", "value", "device_id"),)
+
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
 
 
 class EventRow(Base):

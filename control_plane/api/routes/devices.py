@@ -1,23 +1,35 @@
-"""The fleet as last reported: devices (filtered by selector) and their events; enrollment and forgetting."""
+"""The fleet as last reported: devices (filtered by selector, paged) and their events; enrollment and forgetting."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from control_plane.api.deps import DeviceAccessDep, EnrollmentDep, FleetDep
+from control_plane.api.paging import link_next
 from control_plane.api.schemas.devices import DeviceEventOut, DeviceOut, EnrollmentIn
+from control_plane.domain.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
 
 @router.get("")
 def list_devices(
+    request: Request,
+    response: Response,
     fleet: FleetDep,
     selector: Annotated[str | None, Query(max_length=1000, description="k=v,k2=v2,gpu_class=C")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Devices per page.")] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=MAX_CURSOR, description="Where the page starts: from the previous page's Link.")
+    ] = None,
 ) -> list[DeviceOut]:
-    return [DeviceOut.model_validate(d) for d in fleet.list_devices(selector)]
+    """One page of the devices the selector matches, by id (filtered by the database, decision 0013); the next
+    page's URL comes in the `Link: <...>; rel="next"` header, absent on the last page."""
+    page = fleet.page_devices(selector, cursor, limit)
+    link_next(request, response, page.next_cursor)
+    return [DeviceOut.model_validate(d) for d in page.items]
 
 
 @router.get("/{device_id}")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli import views
+from control_plane.cli.client import CHUNK_SIZE
 from control_plane.cli.parsing import parse_selectors
 from control_plane.cli.state import state_of
 from edge_agent.protocol.vocabulary import Channel
@@ -21,15 +22,23 @@ def list_devices(
         list[str] | None,
         typer.Option("--selector", "-l", help="Label filter KEY=VALUE[,KEY=VALUE] (repeatable; gpu_class=C too)."),
     ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Show at most N devices (default: all).")] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=1000, help="Devices asked for per request (page size).")
+    ] = CHUNK_SIZE,
 ) -> None:
-    """List devices, optionally only those matching a label selector."""
+    """List devices, optionally only those matching a label selector (filtered by the server).
+
+    The list is read in pages of --chunk-size devices, following each answer's next-page link, and shows every
+    matching device unless --limit; rows are printed as each page arrives (--json prints one array).
+    """
     try:
         chosen = parse_selectors(selector or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--selector") from exc
     state = state_of(ctx)
     with state.client() as api:
-        state.output.emit(api.devices(chosen.as_text()), views.devices_view)
+        state.output.emit_pages(api.device_pages(chosen.as_text(), chunk_size, limit), views.devices_view)
 
 
 @devices_app.command("show")

@@ -31,7 +31,8 @@ def _fallbacks(device: dict[str, Any]) -> str | None:
     return "; ".join(reasons) or None
 
 
-def devices_view(data: Any) -> RenderableType:
+def devices_view(data: Any, first: bool = True) -> RenderableType:
+    """A table of devices; a later page of a paged list (`first` False) has neither title nor header."""
     rows: list[list[RenderableType]] = [
         [
             cell(d.get("id")),
@@ -43,7 +44,9 @@ def devices_view(data: Any) -> RenderableType:
         ]
         for d in data
     ]
-    return table("devices", ["id", "presence", "gpu class", "labels", "serving", "last seen"], rows)
+    shown = table("devices" if first else "", ["id", "presence", "gpu class", "labels", "serving", "last seen"], rows)
+    shown.show_header = first
+    return shown
 
 
 def device_view(data: Any) -> RenderableType:

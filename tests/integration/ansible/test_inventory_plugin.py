@@ -181,6 +181,22 @@ def test_selector_and_channel_narrow_the_fleet(
 
 
 @pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        pytest.param({"page_size": "1"}, {"dev-7", "edge-push-1"}, id="one-device-a-page"),
+        pytest.param({"page_size": "1", "channel": "ansible"}, {"edge-push-1"}, id="pages-then-channel"),
+        pytest.param({"page_size": "1000"}, {"dev-7", "edge-push-1"}, id="one-page"),
+    ],
+)
+def test_the_inventory_follows_every_page(
+    fleet: ControlPlaneProcess, tmp_path: Path, viewer_token: str, options: dict[str, str], expected: set[str]
+) -> None:
+    """The control plane pages `GET /v1/devices`; the plugin follows `Link: rel="next"` to the last page."""
+    hosts = set(listed(inventory(tmp_path, fleet.url, token=viewer_token, **options))["_meta"]["hostvars"])
+    assert hosts == expected
+
+
+@pytest.mark.parametrize(
     ("url", "message"),
     [
         pytest.param(f"http://127.0.0.1:{free_port()}", "cannot read the fleet", id="unreachable"),

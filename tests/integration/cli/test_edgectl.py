@@ -154,6 +154,25 @@ def test_devices_list_with_no_fleet(server: Server) -> None:
     assert ok_json(server, "devices", "list", "--selector", "site=nowhere") == []
 
 
+def test_devices_list_pages_through_the_whole_fleet(server: Server) -> None:
+    """More devices than one page: `devices list` follows the pages and shows them all (one table header, one JSON
+    array); `--limit` shows at most that many."""
+    ids = [f"cli-pages-{n}" for n in range(5)]
+    with server.client() as api:
+        for device_id in ids:
+            answer = api.put(f"/v1/devices/{device_id}/enrollment", json={"channel": "mqtt", "labels": {"t": "pages"}})
+            assert answer.status_code == 200, answer.text
+    listed = ok_json(server, "devices", "list", "--selector", "t=pages", "--chunk-size", "2")
+    assert [d["id"] for d in listed] == ids  # type: ignore[union-attr, index]
+    limited = ok_json(server, "devices", "list", "--selector", "t=pages", "--chunk-size", "2", "--limit", "3")
+    assert [d["id"] for d in limited] == ids[:3]  # type: ignore[union-attr, index]
+    table = edgectl(server, "devices", "list", "--selector", "t=pages", "--chunk-size", "2")
+    assert table.returncode == 0, table.stderr
+    assert all(device_id in table.stdout for device_id in ids)
+    assert table.stdout.count("presence") == 1, table.stdout
+    assert "pages" in edgectl(server, "devices", "list", "--help").stdout
+
+
 def test_a_file_that_is_not_onnx_is_refused_with_the_servers_reason(server: Server, tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.onnx"
     bogus.write_bytes(b"this is not a protobuf")

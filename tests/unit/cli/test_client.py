@@ -113,3 +113,59 @@ def test_download_with_the_right_digest_is_kept(tmp_path: Path) -> None:
     with ApiClient("http://cp.test", transport=httpx.MockTransport(serve)) as api:
         api.download(f"/v1/artifacts/{expected}", tmp_path / "a.onnx", expected_sha256=expected)
     assert (tmp_path / "a.onnx").read_bytes() == payload
+
+
+FLEET = [{"id": f"dev-{n}"} for n in range(5)]
+
+
+def paged_fleet(seen: list[httpx.URL], next_host: str = "cp.test") -> ApiClient:
+    """A control plane serving FLEET by `limit`/`cursor` with a `Link: rel="next"`, as GET /v1/devices does."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        cursor = request.url.params.get("cursor")
+        limit = int(request.url.params.get("limit", "2"))
+        after = [d for d in FLEET if cursor is None or d["id"] > cursor]
+        page = after[:limit]
+        headers = {}
+        if len(after) > limit:
+            following = request.url.copy_with(host=next_host).copy_set_param("cursor", page[-1]["id"])
+            headers["Link"] = f'<{following}>; rel="next"'
+        return httpx.Response(200, json=page, headers=headers)
+
+    return ApiClient("http://cp.test", transport=httpx.MockTransport(answer))
+
+
+@pytest.mark.parametrize(
+    ("chunk_size", "at_most", "pages"),
+    [
+        pytest.param(2, None, [["dev-0", "dev-1"], ["dev-2", "dev-3"], ["dev-4"]], id="every-page"),
+        pytest.param(None, None, [["dev-0", "dev-1"], ["dev-2", "dev-3"], ["dev-4"]], id="the-servers-page-size"),
+        pytest.param(10, None, [["dev-0", "dev-1", "dev-2", "dev-3", "dev-4"]], id="one-chunk"),
+        pytest.param(2, 3, [["dev-0", "dev-1"], ["dev-2"]], id="at-most-3"),
+        pytest.param(5, 2, [["dev-0", "dev-1"]], id="at-most-below-a-chunk"),
+    ],
+)
+def test_device_pages_follow_the_next_link(chunk_size: int | None, at_most: int | None, pages: list[list[str]]) -> None:
+    seen: list[httpx.URL] = []
+    with paged_fleet(seen) as api:
+        got = [[d["id"] for d in page] for page in api.device_pages("site=a", chunk_size, at_most)]
+    assert got == pages
+    assert all(url.params["selector"] == "site=a" for url in seen)
+    assert len(seen) == len(pages)
+
+
+def test_a_next_link_to_another_host_is_followed_on_this_server_only() -> None:
+    """The token goes only to the server edgectl was pointed at: the link's query is taken, its host is not."""
+    seen: list[httpx.URL] = []
+    with paged_fleet(seen, next_host="elsewhere.test") as api:
+        assert [d["id"] for d in api.devices()] == [d["id"] for d in FLEET]
+    assert {url.host for url in seen} == {"cp.test"}
+
+
+def test_a_next_link_that_names_the_same_page_is_an_error() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[{"id": "a"}], headers={"Link": f'<{request.url}>; rel="next"'})
+
+    with ApiClient("http://cp.test", transport=httpx.MockTransport(answer)) as api, pytest.raises(CliError):
+        api.devices()

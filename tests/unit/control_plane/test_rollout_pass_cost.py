@@ -17,12 +17,13 @@ from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.db.rollout_repository import RolloutRepository
+from control_plane.domain.ingest import DeviceChange
 from control_plane.domain.registry import Build, BuildStatus, NewVersion
-from control_plane.domain.rollout_progress import DeviceTrack
+from control_plane.domain.rollout_progress import DeviceStatus, DeviceTrack
 from control_plane.services.rollouts import RolloutService
 from edge_agent.protocol import Topics
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
-from tests.unit.control_plane.test_rollout_incremental import T0, started
+from tests.unit.control_plane.test_rollout_incremental import T0, serving, started
 
 VERSION = NewVersion("m", T0, "a" * 64, 1, (), (), "b" * 64, 1, False, False)
 BUILD = Build(
@@ -43,6 +44,14 @@ class CountingFleet:
     def get_devices(self, device_ids: Collection[str]) -> Any:
         self.reads.append(("devices", frozenset(device_ids)))
         return self.real.get_devices(device_ids)
+
+    def device_facts(self, device_ids: Collection[str]) -> Any:
+        self.reads.append(("facts", frozenset(device_ids)))
+        return self.real.device_facts(device_ids)
+
+    def reports_of(self, device_ids: Collection[str]) -> Any:
+        self.reads.append(("reports", frozenset(device_ids)))
+        return self.real.reports_of(device_ids)
 
     def telemetry_windows_of(self, device_ids: Collection[str], model: str) -> Any:
         self.reads.append(("telemetry", frozenset(device_ids)))
@@ -76,14 +85,16 @@ class Unused:
         raise AssertionError(f"the pass used {name}")
 
 
-@pytest.mark.parametrize("fleet_size", [pytest.param(200, id="200-devices"), pytest.param(2_000, id="2000-devices")])
-def test_a_pass_after_k_reports_reads_and_writes_k_devices(tmp_path: Path, fleet_size: int) -> None:
+def service_over(
+    tmp_path: Path, fleet_size: int, **spec: Any
+) -> tuple[RolloutService, CountingFleet, CountingRollouts]:
+    """A rollout of `fleet_size` devices, every one published to, observed once (the start's full pass)."""
     engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
     migrate(engine)
     RegistryRepository(engine).add_version(VERSION)  # what the tracks' build belongs to
     BuildRepository(engine).insert_build(BUILD)
     fleet = CountingFleet(FleetRepository(engine))
-    state = started(fleet_size)  # every device published to, in progress
+    state = started(fleet_size, **spec)  # every device published to, in progress
     state = replace(state, devices=tuple(replace(t, build_id=BUILD.id) for t in state.devices))
     for track in state.devices:
         fleet.real.enroll(track.device_id, Channel.MQTT, {}, None, None, None, T0)
@@ -95,10 +106,52 @@ def test_a_pass_after_k_reports_reads_and_writes_k_devices(tmp_path: Path, fleet
     service.tick(T0 + timedelta(seconds=1), changed=None)  # start: every open rollout observed once, in bulk
     fleet.reads.clear()
     rollouts.saved_tracks.clear()
+    return service, fleet, rollouts
 
-    reported = {f"d{i:05}" for i in range(0, 100, 10)}
-    service.tick(T0 + timedelta(seconds=2), changed=reported)
 
-    assert fleet.reads == [("devices", frozenset(reported)), ("telemetry", frozenset(reported))]
+REPORTED = {f"d{i:05}" for i in range(0, 100, 10)}
+SIZES = [pytest.param(200, id="200-devices"), pytest.param(2_000, id="2000-devices")]
+
+
+@pytest.mark.parametrize("fleet_size", SIZES)
+@pytest.mark.parametrize(
+    ("handed_over", "reads"),
+    [
+        pytest.param(True, ["facts"], id="reports-handed-over-by-the-fleet-service"),
+        pytest.param(False, ["facts", "reports"], id="bare-ids-have-their-reports-read"),
+    ],
+)
+def test_a_pass_after_k_reports_reads_and_writes_k_devices(
+    tmp_path: Path, fleet_size: int, handed_over: bool, reads: list[str]
+) -> None:
+    service, fleet, rollouts = service_over(tmp_path, fleet_size)
+    reports = {d: serving(d).reported for d in REPORTED}
+    for report in reports.values():
+        assert report is not None and fleet.real.apply_report(report, T0) is not None  # what the writer stored
+    changed = {d: DeviceChange(r) for d, r in reports.items()} if handed_over else set(REPORTED)
+
+    assert service.tick(T0 + timedelta(seconds=2), changed=changed) == 1
+
+    assert fleet.reads == [(kind, frozenset(REPORTED)) for kind in reads]
     assert fleet.listed == 0
-    assert all(n <= len(reported) for n in rollouts.saved_tracks)
+    assert rollouts.saved_tracks == [len(REPORTED)]  # the K devices activated, nothing else rewritten
+    activated = [t.device_id for t in service.get_rollout("r1").devices if t.status is DeviceStatus.ACTIVATED]
+    assert sorted(activated) == sorted(REPORTED)
+
+
+@pytest.mark.parametrize(
+    ("gates", "reads"),
+    [
+        pytest.param({}, [], id="no-gate-watches-telemetry-no-pass"),
+        pytest.param({"max_error_rate": 0.1}, ["facts", "telemetry"], id="a-watching-gate-reads-it"),
+    ],
+)
+def test_telemetry_alone_costs_a_pass_only_when_a_gate_watches_it(
+    tmp_path: Path, gates: dict[str, Any], reads: list[str]
+) -> None:
+    service, fleet, rollouts = service_over(tmp_path, 200, gates=gates)
+
+    service.tick(T0 + timedelta(seconds=2), changed={d: DeviceChange(telemetry=True) for d in REPORTED})
+
+    assert fleet.reads == [(kind, frozenset(REPORTED)) for kind in reads]
+    assert rollouts.saved_tracks == []  # telemetry alone moved no device
