@@ -77,16 +77,17 @@ def wire_rollouts(
         timedelta(seconds=settings.device_offline_after_s),
         push,
     )
-    broker.link.set_connected_hook(lambda: on_broker_connected(broker.access, rollouts))
     # The executor runs rollouts on (and only on) its own thread; reports (over MQTT or handed back by a playbook)
-    # and telemetry wake it with the devices that changed, a push's end with none (every open rollout runs).
+    # and telemetry wake it with the devices that changed, a push's end with none (every open rollout runs). It
+    # also republishes every desired state when the broker link comes up (not on paho's network thread).
     executor = RolloutExecutor(rollouts)
+    broker.link.set_connected_hook(lambda: on_broker_connected(broker.access, executor))
     fleet.on_report(executor.wake)
     return RolloutParts(rollouts, executor, push)
 
 
-def on_broker_connected(access: DeviceAccessService, rollouts: RolloutService) -> None:
+def on_broker_connected(access: DeviceAccessService, executor: RolloutExecutor) -> None:
     """At every (re)connect: reconcile broker accounts first (it may pin the control plane's own client, and a
-    reconnect follows), then republish every device's desired state."""
+    reconnect follows), then have the executor republish every device's desired state."""
     access.reconcile_soon()
-    rollouts.republish_all()
+    executor.republish_soon()

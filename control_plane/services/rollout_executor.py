@@ -42,6 +42,7 @@ class RolloutExecutor:
         self._pending: dict[str, DeviceChange] = {}
         self._everything = True  # the first pass looks at every open rollout and device
         self._pending_lock = threading.Lock()
+        self._republish = threading.Event()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="rollout-executor", daemon=True)
@@ -62,6 +63,13 @@ class RolloutExecutor:
                 self._everything = True
         self._wake.set()
 
+    def republish_soon(self) -> None:
+        """Publish every device's stored desired state again, on this thread before its next pass (the broker link
+        came up: a broker that lost its retained messages gets them back). Callable from any thread; paho's
+        network thread returns at once instead of reading the fleet."""
+        self._republish.set()
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -80,14 +88,25 @@ class RolloutExecutor:
                 self._last_full = now
         return changed
 
+    def run_once(self) -> None:
+        """One turn of the thread: the republish asked for, if any, then a pass over what changed."""
+        if self._republish.is_set():
+            self._republish.clear()
+            try:
+                count = self._rollouts.republish_all()
+                log.info("republished the desired states of %d device(s) after the broker link came up", count)
+            except Exception:
+                log.exception("republishing the desired states failed; they go out again on the next reconnect")
+        changed = self.take()
+        try:
+            self._rollouts.tick(changed=changed)
+        except Exception:
+            log.exception("the rollout executor's pass failed; it runs again on the next tick")
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._interval_s)
             self._wake.clear()
             if self._stop.is_set():
                 return
-            changed = self.take()
-            try:
-                self._rollouts.tick(changed=changed)
-            except Exception:
-                log.exception("the rollout executor's pass failed; it runs again on the next tick")
+            self.run_once()

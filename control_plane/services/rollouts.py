@@ -9,7 +9,7 @@ fleet service with the change, read back only when not; telemetry only when a ga
 device, and the devices' views are kept in memory and rebuilt from the database at start: a control plane killed at
 any moment restarts from the stored state; what was decided is stored (and republished when the broker link comes
 up), what was not is decided again. Nothing here lists the fleet or queries per device in a pass; only `create`
-(selecting devices) and `republish_all` (after a reconnect) read the whole fleet.
+(selecting devices) and `republish_all` (after a reconnect, a page at a time) read the whole fleet.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
+REPUBLISH_PAGE = 500  # devices whose desired states are read and republished per turn of the lock
 
 
 class PushChannel(Protocol):
@@ -208,17 +209,21 @@ class RolloutService:
         return count
 
     def republish_all(self) -> int:
-        """Publish every device's stored desired state again (after the broker link comes up)."""
-        count = 0
-        pushed = {d.id for d in self._fleet.list_devices() if d.channel is Channel.ANSIBLE}
-        for device_id, signed in self._fleet.list_desired():
-            if device_id in pushed:
-                continue  # the Ansible channel delivered (or failed to deliver) it; MQTT never carries it
-            if self._publisher.publish(
-                self._topics.desired(device_id), seal(MessageKind.DESIRED, device_id, signed, self._clock())
-            ):
-                count += 1
-        return count
+        """Publish every MQTT device's stored desired state again (after the broker link comes up), a page of
+        devices at a time under the service's lock: a pass never publishes a newer generation between this reading
+        a device's document and publishing it (the older one would become the retained message)."""
+        count, after = 0, None
+        while True:
+            with self._lock:
+                page = self._fleet.desired_page(after, REPUBLISH_PAGE)
+                for device_id, signed in page:
+                    if signed is not None and self._publisher.publish(
+                        self._topics.desired(device_id), seal(MessageKind.DESIRED, device_id, signed, self._clock())
+                    ):
+                        count += 1
+            if len(page) < REPUBLISH_PAGE:
+                return count
+            after = page[-1][0]
 
     # -- the executor -----------------------------------------------------------------------------------------
     def _run(

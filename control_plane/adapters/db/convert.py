@@ -90,16 +90,20 @@ def _stored(value: Any) -> Any:
     return value
 
 
-def to_row(row_cls: type[R], value: object, **given: Any) -> R:
-    """A new row of `row_cls`: each column from `given`, else from `value`'s attribute of the same name (a column
-    `value` has no attribute for is left to the database)."""
+def to_values(row_cls: type[Base], value: object, **given: Any) -> dict[str, Any]:
+    """The column values of a new row of `row_cls`: each column from `given`, else from `value`'s attribute of the
+    same name (a column `value` has no attribute for is left to the database). For bulk INSERTs."""
     columns = row_cls.__table__.columns.keys()
-    values = {
+    return {
         name: given[name] if name in given else _stored(getattr(value, name))
         for name in columns
         if name in given or hasattr(value, name)
     }
-    return row_cls(**values)
+
+
+def to_row(row_cls: type[R], value: object, **given: Any) -> R:
+    """A new row of `row_cls` (`to_values`)."""
+    return row_cls(**to_values(row_cls, value, **given))
 
 
 # -- where names or shapes differ -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Select, Table, and_, bindparam, delete, func, select, update
+from sqlalchemy import Engine, Select, Table, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import (
@@ -32,6 +32,7 @@ from control_plane.adapters.db.convert import (
     facts_from_row,
     from_row,
     to_row,
+    to_values,
 )
 from control_plane.adapters.db.tables import DeviceLabelRow, DeviceRow, EventRow, TelemetryRow
 from control_plane.domain.fleet import DeliveryFailure, Device, DeviceEventRecord, DeviceFacts, EventSource
@@ -245,11 +246,15 @@ class FleetRepository:
         with self._sessions() as session:
             return [device_from_row(r) for r in session.scalars(select(DeviceRow).order_by(DeviceRow.id))]
 
-    def list_desired(self) -> list[tuple[str, SignedDesiredState]]:
-        """Every device's last issued signed desired state (republished when the broker link comes up)."""
+    def desired_page(self, after: str | None, limit: int) -> list[tuple[str, SignedDesiredState | None]]:
+        """Up to `limit` devices on the MQTT channel, by id after `after`, each with its last issued signed desired
+        state (None: none issued). Devices on the Ansible channel are left out: MQTT never carries theirs."""
+        stmt = select(DeviceRow.id, DeviceRow.desired).where(DeviceRow.channel == Channel.MQTT.value)
+        if after is not None:
+            stmt = stmt.where(DeviceRow.id > after)
         with self._sessions() as session:
-            rows = session.scalars(select(DeviceRow).where(DeviceRow.desired.is_not(None)))
-            return [(r.id, SignedDesiredState.model_validate(r.desired)) for r in rows]
+            rows = session.execute(stmt.order_by(DeviceRow.id).limit(limit))
+            return [(r.id, SignedDesiredState.model_validate(r.desired) if r.desired else None) for r in rows]
 
     # -- batches of the ingest writer --------------------------------------------------------------------------------
     def get_devices(self, device_ids: Collection[str]) -> dict[str, Device]:
@@ -289,10 +294,12 @@ class FleetRepository:
             changes = {d: _device_changes(writes, latest, d, held[d]) for d in held}
             for columns in _by_column_set(changes):
                 session.execute(update(DeviceRow), columns)
-            events = [to_row(EventRow, e) for e in writes.events if e.device_id in held]
-            session.add_all(events)
-            session.add_all(_telemetry_rows(writes, held))
-            session.flush()
+            events = [to_values(EventRow, e) for e in writes.events if e.device_id in held]
+            if events:
+                session.execute(insert(EventRow), events)  # one multi-row INSERT, no ORM objects
+            telemetry = _telemetry_rows(writes, held)
+            if telemetry:
+                session.execute(insert(TelemetryRow), telemetry)
             own = EventSource.DEVICE
             grown = sorted({e.device_id for e in writes.events if e.source is own and e.device_id in held})
             if grown:
@@ -446,19 +453,19 @@ def _by_column_set(changes: Mapping[str, dict[str, Any]]) -> list[list[dict[str,
     return list(groups.values())
 
 
-def _telemetry_rows(writes: FleetWrites, held: Collection[str]) -> list[TelemetryRow]:
+def _telemetry_rows(writes: FleetWrites, held: Collection[str]) -> list[dict[str, Any]]:
     return [
-        TelemetryRow(
-            device_id=t.device_id,
-            model=m.name,
-            version=m.version,
-            at=t.at,
-            window_s=t.telemetry.window_s,
-            requests=m.requests,
-            errors=m.errors,
-            p50_ms=m.p50_ms,
-            p99_ms=m.p99_ms,
-        )
+        {
+            "device_id": t.device_id,
+            "model": m.name,
+            "version": m.version,
+            "at": t.at,
+            "window_s": t.telemetry.window_s,
+            "requests": m.requests,
+            "errors": m.errors,
+            "p50_ms": m.p50_ms,
+            "p99_ms": m.p99_ms,
+        }
         for t in writes.telemetry
         if t.device_id in held
         for m in t.telemetry.models

@@ -94,3 +94,29 @@ def test_bare_ids_make_the_pass_read_their_reports_again() -> None:
     ex.wake({"dev-1": DeviceChange(R1)})
     ex.wake({"dev-1"})
     assert ex.take() == {"dev-1": UNKNOWN_CHANGE}
+
+
+class Recorded:
+    """Stands in for the rollout service: records what the executor's thread asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def republish_all(self) -> int:
+        self.calls.append("republish_all")
+        return 0
+
+    def tick(self, changed: Any = None) -> int:
+        self.calls.append("tick" if changed is None else f"tick {sorted(changed)}")
+        return 0
+
+
+def test_a_broker_reconnect_republishes_on_the_executor_thread_before_its_next_pass() -> None:
+    service = Recorded()
+    ex = RolloutExecutor(cast(Any, service), resync_s=60.0, monotonic=Clock())
+    ex.run_once()  # the first pass: everything
+    ex.republish_soon()
+    ex.wake({"dev-1"})
+    ex.run_once()
+    ex.run_once()  # asked once, done once
+    assert service.calls == ["tick", "republish_all", "tick ['dev-1']", "tick []"]

@@ -11,17 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from control_plane.adapters.db.build_repository import BuildRepository
 from control_plane.adapters.db.engine import make_engine, migrate
 from control_plane.adapters.db.fleet_repository import FleetRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.db.rollout_repository import RolloutRepository
+from control_plane.adapters.db.tables import DeviceRow
 from control_plane.domain.ingest import DeviceChange
 from control_plane.domain.registry import Build, BuildStatus, NewVersion
 from control_plane.domain.rollout_progress import DeviceStatus, DeviceTrack
 from control_plane.services.rollouts import RolloutService
-from edge_agent.protocol import Topics
+from edge_agent.protocol import SignedDesiredState, Topics
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
 from tests.unit.control_plane.test_rollout_incremental import T0, serving, started
 
@@ -40,6 +42,7 @@ class CountingFleet:
     real: FleetRepository
     reads: list[tuple[str, frozenset[str]]] = field(default_factory=list)
     listed: int = 0
+    pages: int = 0
 
     def get_devices(self, device_ids: Collection[str]) -> Any:
         self.reads.append(("devices", frozenset(device_ids)))
@@ -60,6 +63,10 @@ class CountingFleet:
     def list_devices(self) -> Any:
         self.listed += 1
         return self.real.list_devices()
+
+    def desired_page(self, after: str | None, limit: int) -> Any:
+        self.pages += 1
+        return self.real.desired_page(after, limit)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
@@ -155,3 +162,44 @@ def test_telemetry_alone_costs_a_pass_only_when_a_gate_watches_it(
 
     assert fleet.reads == [(kind, frozenset(REPORTED)) for kind in reads]
     assert rollouts.saved_tracks == []  # telemetry alone moved no device
+
+
+class Published:
+    """A publisher that records the topics it was asked to publish on."""
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    def publish(self, topic: str, payload: bytes, retain: bool = True, qos: int = 1) -> bool:
+        self.topics.append(topic)
+        return True
+
+
+def test_a_reconnect_republishes_every_mqtt_desired_state_a_page_at_a_time(tmp_path: Path) -> None:
+    """After the broker link comes up, every device on MQTT with a desired state gets it again, exactly once; the
+    Ansible channel's never goes over MQTT; the fleet is read a page at a time, never listed whole."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
+    migrate(engine)
+    fleet = CountingFleet(FleetRepository(engine))
+    signed = SignedDesiredState(document="{}", signature="s", key_id="k").model_dump(mode="json")
+    with_desired = [f"d{i:05}" for i in range(1_200)]
+    for device_id in with_desired:
+        fleet.real.enroll(device_id, Channel.MQTT, {}, None, None, None, T0)
+    for device_id in ("fresh-1", "fresh-2"):  # enrolled, nothing issued yet
+        fleet.real.enroll(device_id, Channel.MQTT, {}, None, None, None, T0)
+    fleet.real.enroll("pushed", Channel.ANSIBLE, {}, None, None, None, T0)
+    with engine.begin() as connection:
+        connection.execute(
+            update(DeviceRow).where(DeviceRow.id != "fresh-1", DeviceRow.id != "fresh-2"), {"desired": signed}
+        )
+    publisher = Published()
+    topics = Topics()
+    service = RolloutService(
+        fleet, Unused(), Unused(), Unused(), Unused(), Unused(), Unused(), publisher, topics, lambda: T0, "http://cp"
+    )  # type: ignore[arg-type]
+
+    assert service.republish_all() == 1_200
+
+    assert sorted(publisher.topics) == sorted(topics.desired(d) for d in with_desired)
+    assert fleet.listed == 0
+    assert fleet.pages == 3  # 1,202 MQTT devices, 500 a page

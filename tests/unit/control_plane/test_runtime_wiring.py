@@ -121,8 +121,8 @@ class Recorder:
     def reconcile_soon(self) -> None:
         self._calls.append(f"{self._name}.reconcile_soon")
 
-    def republish_all(self) -> None:
-        self._calls.append(f"{self._name}.republish_all")
+    def republish_soon(self) -> None:
+        self._calls.append(f"{self._name}.republish_soon")
 
 
 def test_close_stops_the_workers_then_the_link_then_the_database() -> None:
@@ -148,5 +148,5 @@ def test_close_stops_the_workers_then_the_link_then_the_database() -> None:
 
 def test_a_broker_connect_reconciles_accounts_before_republishing() -> None:
     calls: list[str] = []
-    on_broker_connected(cast(Any, Recorder(calls, "access")), cast(Any, Recorder(calls, "rollouts")))
-    assert calls == ["access.reconcile_soon", "rollouts.republish_all"]
+    on_broker_connected(cast(Any, Recorder(calls, "access")), cast(Any, Recorder(calls, "executor")))
+    assert calls == ["access.reconcile_soon", "executor.republish_soon"]
