@@ -17,11 +17,11 @@ transaction; nothing else may write either.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Select, Table, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, Select, Table, Update, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import (
@@ -48,6 +48,7 @@ IN_CHUNK = 500  # ids per SELECT ... IN (SQLite's bound-parameter limit is far a
 
 _events = cast(Table, EventRow.__table__)
 _telemetry = cast(Table, TelemetryRow.__table__)
+_devices = cast(Table, DeviceRow.__table__)
 # Everything of one device's own events but the newest `keep` (one statement, executed many times at once).
 _TRIM_EVENTS = delete(_events).where(
     _events.c.device_id == bindparam("d"),
@@ -80,6 +81,7 @@ _TRIM_TELEMETRY = delete(_telemetry).where(
 class FleetRepository:
     def __init__(self, engine: Engine, events_kept: int = MAX_EVENTS_PER_DEVICE) -> None:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._engine = engine  # the hot bulk reads run on a plain connection: rows, no ORM objects
         self._events_kept = events_kept
 
     # -- devices ----------------------------------------------------------------------------------------------
@@ -226,14 +228,15 @@ class FleetRepository:
         """Each device's stored windows of `model`, newest first (one SELECT per IN_CHUNK ids; a device without any
         is absent): the rollout executor's read of the devices a pass looks at."""
         found: dict[str, list[ModelWindow]] = {}
-        with self._sessions() as session:
+        columns = [TelemetryRow.device_id, *(getattr(TelemetryRow, f.name) for f in fields(ModelWindow))]
+        with self._engine.connect() as connection:
             for chunk in _chunks(sorted(set(device_ids))):
                 stmt = (
-                    select(TelemetryRow)
+                    select(*columns)
                     .where(TelemetryRow.device_id.in_(chunk), TelemetryRow.model == model)
                     .order_by(TelemetryRow.id.desc())
                 )
-                for row in session.scalars(stmt):
+                for row in connection.execute(stmt):
                     found.setdefault(row.device_id, []).append(from_row(ModelWindow, row))
         return found
 
@@ -269,18 +272,18 @@ class FleetRepository:
     def device_facts(self, device_ids: Collection[str]) -> dict[str, DeviceFacts]:
         """The known ones of `device_ids`, from their small columns only (no document is read or decoded)."""
         found: dict[str, DeviceFacts] = {}
-        with self._sessions() as session:
+        with self._engine.connect() as connection:
             for chunk in _chunks(sorted(device_ids)):
-                for row in session.execute(select(*_FACT_COLUMNS).where(DeviceRow.id.in_(chunk))):
+                for row in connection.execute(select(*_FACT_COLUMNS).where(DeviceRow.id.in_(chunk))):
                     found[row.id] = facts_from_row(row)
         return found
 
     def reports_of(self, device_ids: Collection[str]) -> dict[str, ReportedState]:
         """The latest stored report of those of `device_ids` that have one."""
         found: dict[str, ReportedState] = {}
-        with self._sessions() as session:
+        with self._engine.connect() as connection:
             for chunk in _chunks(sorted(device_ids)):
-                for row in session.execute(select(DeviceRow.id, DeviceRow.reported).where(DeviceRow.id.in_(chunk))):
+                for row in connection.execute(select(DeviceRow.id, DeviceRow.reported).where(DeviceRow.id.in_(chunk))):
                     if row.reported:
                         found[row.id] = ReportedState.model_validate(row.reported)
         return found
@@ -292,14 +295,15 @@ class FleetRepository:
             held = self._held(session, writes.device_ids)
             latest = {t.device_id: t for t in writes.telemetry}  # the last of each device's wins
             changes = {d: _device_changes(writes, latest, d, held[d]) for d in held}
-            for columns in _by_column_set(changes):
-                session.execute(update(DeviceRow), columns)
+            connection = session.connection()  # plain statements, executemany: no ORM objects per row
+            for names, columns in _by_column_set(changes):
+                connection.execute(_update_devices(names), columns)
             events = [to_values(EventRow, e) for e in writes.events if e.device_id in held]
             if events:
-                session.execute(insert(EventRow), events)  # one multi-row INSERT, no ORM objects
+                connection.execute(insert(_events), events)
             telemetry = _telemetry_rows(writes, held)
             if telemetry:
-                session.execute(insert(TelemetryRow), telemetry)
+                connection.execute(insert(_telemetry), telemetry)
             own = EventSource.DEVICE
             grown = sorted({e.device_id for e in writes.events if e.source is own and e.device_id in held})
             if grown:
@@ -316,7 +320,7 @@ class FleetRepository:
         held: dict[str, _Held] = {}
         columns = (DeviceRow.id, DeviceRow.hardware, DeviceRow.gpu_class, DeviceRow.delivery)
         for chunk in _chunks(sorted(device_ids)):
-            rows = session.execute(select(*columns).where(DeviceRow.id.in_(chunk)))
+            rows = session.connection().execute(select(*columns).where(DeviceRow.id.in_(chunk)))
             held.update({r.id: _Held(r.hardware is not None, r.gpu_class, r.delivery) for r in rows})
         return held
 
@@ -444,13 +448,19 @@ def _report_changes(report: ReportWrite, held: _Held) -> dict[str, Any]:
     return changes
 
 
-def _by_column_set(changes: Mapping[str, dict[str, Any]]) -> list[list[dict[str, Any]]]:
+def _by_column_set(changes: Mapping[str, dict[str, Any]]) -> list[tuple[frozenset[str], list[dict[str, Any]]]]:
     """UPDATE parameter sets grouped by the columns they write (one executemany each)."""
     groups: dict[frozenset[str], list[dict[str, Any]]] = {}
     for device_id, columns in changes.items():
         if columns:
-            groups.setdefault(frozenset(columns), []).append({"id": device_id, **columns})
-    return list(groups.values())
+            groups.setdefault(frozenset(columns), []).append({"device": device_id, **columns})
+    return list(groups.items())
+
+
+def _update_devices(names: frozenset[str]) -> Update:
+    """UPDATE devices SET <names> WHERE id = :device, for an executemany."""
+    table = _devices
+    return update(table).where(table.c.id == bindparam("device")).values({n: bindparam(n) for n in sorted(names)})
 
 
 def _telemetry_rows(writes: FleetWrites, held: Collection[str]) -> list[dict[str, Any]]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_row, utc, utc_or_none
@@ -60,8 +60,11 @@ class RolloutRepository:
             _fill_rollout_row(row, state)
             session.flush()
             values = [_track_values(t, state) for t in (state.devices if tracks is None else tracks)]
-            if values:
-                session.execute(insert(RolloutDeviceRow) if new else update(RolloutDeviceRow), values)
+            if values and new:  # plain statements, executemany: no ORM objects per track
+                session.connection().execute(insert(_tracks), values)
+            elif values:
+                keyed = [{"b_rollout": v["rollout_id"], "b_device": v["device_id"], **v} for v in values]
+                session.connection().execute(_UPDATE_TRACK, keyed)
             if events:
                 session.add_all(to_row(RolloutEventRow, event, rollout_id=state.id) for event in events)
 
@@ -124,24 +127,47 @@ def _rollouts_stmt(only_open: bool, only_device: str | None) -> Any:
 
 
 def _store_desired(session: Session, desired: Sequence[DesiredUpdate]) -> None:
-    """Each device's new desired state and the builds it names; the devices are read in one query per chunk."""
-    rows: dict[str, DeviceRow] = {}
+    """Each device's new desired state and the builds it names: the devices' issued builds are read in one query
+    per chunk (no other column), the rows updated in one executemany."""
+    if not desired:
+        return
+    connection = session.connection()
+    issued: dict[str, dict[str, tuple[str, int]]] = {}
     ids = [u.device_id for u in desired]
     for chunk in range(0, len(ids), _CHUNK):
         part = ids[chunk : chunk + _CHUNK]
-        rows.update((r.id, r) for r in session.scalars(select(DeviceRow).where(DeviceRow.id.in_(part))))
+        rows = connection.execute(select(_devices.c.id, _devices.c.issued_builds).where(_devices.c.id.in_(part)))
+        issued.update((r.id, issued_from_json(r.issued_builds)) for r in rows)
+    values = []
     for update_ in desired:
-        device = rows.get(update_.device_id)
-        if device is None:
+        if update_.device_id not in issued:
             raise LookupError(f"device {update_.device_id} vanished")
-        device.desired_generation = update_.generation
-        device.desired = update_.signed.model_dump(mode="json")
-        device.issued_builds = issued_to_json(
-            remember_issued(issued_from_json(device.issued_builds), _builds_named(update_))
+        sent = issued[update_.device_id] = remember_issued(issued[update_.device_id], _builds_named(update_))
+        values.append(
+            {
+                "device": update_.device_id,
+                "desired_generation": update_.generation,
+                "desired": update_.signed.model_dump(mode="json"),
+                "issued_builds": issued_to_json(sent),
+            }
         )
+    connection.execute(_UPDATE_DESIRED, values)
 
 
 _CHUNK = 500  # ids per IN (...): well under every database's limit on bound parameters
+_tracks = cast(Table, RolloutDeviceRow.__table__)
+_devices = cast(Table, DeviceRow.__table__)
+_TRACK_KEY = ("rollout_id", "device_id")
+_UPDATE_TRACK = (
+    update(_tracks)
+    .where(_tracks.c.rollout_id == bindparam("b_rollout"), _tracks.c.device_id == bindparam("b_device"))
+    .values({c.name: bindparam(c.name) for c in _tracks.columns if c.name not in _TRACK_KEY})
+)
+_UPDATE_DESIRED = (
+    update(_devices)
+    .where(_devices.c.id == bindparam("device"))
+    .values({c: bindparam(c) for c in ("desired_generation", "desired", "issued_builds")})
+)
 
 
 def _summary_of(session: Session, row: RolloutRow) -> RolloutState:
