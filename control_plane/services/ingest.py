@@ -47,7 +47,7 @@ class IngestLimits:
     capacity: int = 50_000  # messages waiting at most
     max_bytes: int = 256 * 1024 * 1024  # their payloads' bytes at most
     batch: int = 500  # messages applied in one transaction at most
-    linger_s: float = 0.005  # how long a batch waits to fill once a message is there
+    linger_s: float = 0.02  # how long a batch waits to fill once a message is there
     warn_every: timedelta = timedelta(seconds=10)  # one warning per burst of drops
 
 

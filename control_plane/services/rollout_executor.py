@@ -7,7 +7,10 @@ once, its latest report handed over by the fleet service wins); the rollouts liv
 killing the process) loses nothing. Its first pass runs every open rollout in full, and so does one pass every
 `resync_s` (60 s by default): the safety net of a controller driven by events, as informers' resync period is in
 Kubernetes, so that a change whose wake was missed is still seen within a minute.
-Tests that want virtual time skip the thread and call `RolloutService.tick(now)`.
+Once woken it lets `settle_s` (50 ms) pass before the pass, so that the wakes of a burst of batches make one pass
+over many devices rather than many passes over few (each pass is one transaction): at 1,000 devices this took the
+control plane from 2.4 to 1.7 ms of CPU per device per rollout (docs/benchmarks.md). Tests that want virtual time
+skip the thread and call `RolloutService.tick(now)` or `run_once()`.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ class RolloutExecutor:
         self,
         rollouts: RolloutService,
         interval_s: float = 1.0,
+        settle_s: float = 0.05,
         resync_s: float = 60.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._rollouts = rollouts
         self._interval_s = interval_s
+        self._settle_s = settle_s
         self._resync_s = resync_s
         self._monotonic = monotonic
         self._last_full = monotonic()
@@ -106,6 +111,7 @@ class RolloutExecutor:
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self._interval_s)
+            self._stop.wait(self._settle_s)  # let a burst of wakes gather: one pass for many devices
             self._wake.clear()
             if self._stop.is_set():
                 return
