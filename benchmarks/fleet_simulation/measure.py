@@ -167,17 +167,25 @@ def broker_alone(host: str, port: int, user: str, password: str, messages: int, 
             done.set()
 
     subscribed = threading.Event()
+    said: list[str] = []  # what the broker answered the subscriber's CONNECT, for the error
+
+    def on_connect(client: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        said.append(str(reason))
+        if not reason.is_failure:
+            client.subscribe("edge/bench/alone/#", qos=1)
+
     sub = _client("bench-sub", user, password, on_message)
     sub.on_subscribe = lambda *_: subscribed.set()
-    sub.on_connect = lambda c, *_: c.subscribe("edge/bench/alone/#", qos=1)
+    sub.on_connect = on_connect
     pub = _client("bench-pub", user, password, None)
     pub.max_inflight_messages_set(1000)
     for client in (sub, pub):
         client.connect(host, port)
         client.loop_start()
     try:
-        if not subscribed.wait(10):
-            raise RuntimeError("the baseline subscriber could not subscribe")
+        if not subscribed.wait(60):  # a broker still draining a fleet's backlog answers late
+            answer = ", ".join(said) or "no CONNACK"
+            raise RuntimeError(f"the baseline subscriber could not subscribe within 60 s (CONNACK: {answer})")
         payload = b"x" * payload_bytes
         start = time.monotonic()
         for i in range(messages):

@@ -323,8 +323,9 @@ class ApiClient:
     def create_rollout(self, body: dict[str, Any]) -> Any:
         return self.post("/v1/rollouts", body)
 
-    def rollouts(self) -> Any:
-        return self.get("/v1/rollouts")
+    def rollouts(self, at_most: int | None = None) -> Any:
+        """The rollouts, newest first (every page, or the first `at_most`)."""
+        return [rollout for page in self.pages("/v1/rollouts", at_most) for rollout in page]
 
     def rollout(self, rollout_id: str, cursor: str | None = None, limit: int | None = None) -> Any:
         """The rollout with one page of its devices (by device id; `next_cursor` in the answer asks for the next)."""

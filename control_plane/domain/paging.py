@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 DEFAULT_LIMIT = 500  # items per page when a client names none
@@ -35,3 +36,19 @@ def page_of(found: Sequence[T], limit: int, key: Callable[[T], str]) -> Page[T]:
     """The page of `found` (read with `limit + 1`): its first `limit` items; a next cursor when there were more."""
     shown = tuple(found[:limit])
     return Page(shown, key(shown[-1]) if len(found) > limit else None)
+
+
+def time_cursor(at: datetime, key: str) -> str:
+    """The cursor of an item in a newest-first list ordered by (time, key): both, so that equal times page right."""
+    return f"{at.isoformat()}|{key}"
+
+
+def parse_time_cursor(text: str) -> tuple[datetime, str]:
+    """(time, key) of a `time_cursor`; ValueError saying what is wrong with anything else."""
+    at, sep, key = text.partition("|")
+    if not sep or not key:
+        raise ValueError("cursor is not one this server gave out (take it from the previous page's Link header)")
+    try:
+        return datetime.fromisoformat(at), key
+    except ValueError as exc:
+        raise ValueError(f"cursor is not one this server gave out: {exc}") from exc

@@ -217,10 +217,8 @@ class PlaybookRunService:
             selector = parse_selector(request.selector)
         except SelectorError as exc:
             raise InvalidInput(f"selector: {exc}") from exc
-        chosen = [
-            d
-            for d in self._fleet.list_devices()
-            if d.channel is Channel.ANSIBLE and d.ansible is not None and selector.matches(d.labels, d.gpu_class)
+        chosen = [  # the selector is evaluated by the database: only the matching devices are read
+            d for d in self._fleet.select_devices(selector) if d.channel is Channel.ANSIBLE and d.ansible is not None
         ]
         if not chosen:
             raise InvalidInput(f"selector {request.selector!r} matches no device on the Ansible channel")
@@ -235,7 +233,7 @@ class PlaybookRunService:
             except ValueError as exc:
                 raise InvalidInput(f"hosts: {exc}") from exc
         ids = list(dict.fromkeys(hosts))
-        found = {d.id: d for d in (self._fleet.get_device(i) for i in ids) if d is not None}
+        found = self._fleet.get_devices(ids)  # one query, not one per host
         unknown = [i for i in ids if i not in found]
         if unknown:
             raise InvalidInput(f"hosts: unknown devices: {', '.join(unknown)}")

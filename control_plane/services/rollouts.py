@@ -26,6 +26,7 @@ from control_plane.domain.artifacts import ArtifactWish
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound
 from control_plane.domain.fleet import Device, DeviceFacts, Presence, presence
 from control_plane.domain.ingest import UNKNOWN_CHANGE, DeviceChange
+from control_plane.domain.paging import MAX_LIMIT, Page, page_of, parse_time_cursor, time_cursor
 from control_plane.domain.registry import BuildStatus, ModelVersion
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_plan import due_devices, new_rollout, next_attention, plan, with_generations
@@ -117,9 +118,16 @@ class RolloutService:
         self._memory: _Memory | None = None  # loaded on first use
 
     # -- queries ----------------------------------------------------------------------------------------------
-    def list_rollouts(self) -> list[RolloutState]:
-        """Every rollout without its tracks, with its counts per step."""
-        return self._store.list_summaries()
+    def rollouts_page(self, limit: int, cursor: str | None = None) -> Page[RolloutState]:
+        """Up to `limit` rollouts without their tracks (with their counts per step), newest first, after `cursor`."""
+        if not 1 <= limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}, got {limit}")
+        try:
+            after = None if cursor is None else parse_time_cursor(cursor)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        found = self._store.page_summaries(after, limit + 1)
+        return page_of(found, limit, lambda s: time_cursor(s.created_at, s.id))
 
     def get_rollout(self, rollout_id: str) -> RolloutState:
         """The whole rollout, every track included (O(devices): the API pages instead, `rollout_page`)."""
@@ -341,15 +349,13 @@ class RolloutService:
             )
 
     def _refuse_stale_rollback(self, state: RolloutState) -> None:
-        """Rare (an operator's rollback): reads the later rollouts whole."""
-        mine = {t.device_id for t in state.devices}
-        for other in self._store.list_rollouts():
-            shared = sorted(mine & {t.device_id for t in other.devices})
-            if other.id != state.id and other.created_at > state.created_at and shared:
-                raise Conflict(
-                    f"cannot rollback rollout {state.id}: devices {', '.join(shared)} were since moved by "
-                    f"rollout {other.id}"
-                )
+        """A rollback must not move devices a later rollout moved since (one query over the tracks)."""
+        moved = self._store.moved_since(state.id, state.created_at)
+        if moved is not None:
+            other, shared = moved
+            raise Conflict(
+                f"cannot rollback rollout {state.id}: devices {', '.join(shared)} were since moved by rollout {other}"
+            )
 
     def _deploy(self, rollout_id: str, updates: Sequence[DesiredUpdate]) -> None:
         if self._push is None:

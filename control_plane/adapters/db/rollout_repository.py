@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, bindparam, func, insert, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_row, utc, utc_or_none
 from control_plane.adapters.db.tables import DeviceRow, RolloutDeviceRow, RolloutEventRow, RolloutRow
@@ -86,6 +86,34 @@ class RolloutRepository:
         with self._sessions() as session:
             row = session.get(RolloutRow, rollout_id)
             return None if row is None else _summary_of(session, row)
+
+    def page_summaries(self, after: tuple[datetime, str] | None, limit: int) -> list[RolloutState]:
+        """Up to `limit` rollouts without their tracks, newest first, after the (created_at, id) `after`."""
+        stmt = select(RolloutRow).order_by(RolloutRow.created_at.desc(), RolloutRow.id.desc())
+        if after is not None:
+            at, key = after
+            stmt = stmt.where(or_(RolloutRow.created_at < at, and_(RolloutRow.created_at == at, RolloutRow.id < key)))
+        with self._sessions() as session:
+            return [_summary_of(session, r) for r in session.scalars(stmt.limit(limit))]
+
+    def moved_since(self, rollout_id: str, created_at: datetime, limit: int = 20) -> tuple[str, list[str]] | None:
+        """The first rollout created after `created_at` that holds devices of `rollout_id`, with up to `limit` of
+        them (None: none did): one query joining the tracks on their device."""
+        mine, other = aliased(RolloutDeviceRow), aliased(RolloutDeviceRow)
+        stmt = (
+            select(other.rollout_id, other.device_id)
+            .join(mine, and_(mine.device_id == other.device_id, mine.rollout_id == rollout_id))
+            .join(RolloutRow, RolloutRow.id == other.rollout_id)
+            .where(other.rollout_id != rollout_id, RolloutRow.created_at > created_at)
+            .order_by(RolloutRow.created_at, other.rollout_id, other.device_id)
+            .limit(limit)
+        )
+        with self._sessions() as session:
+            rows = list(session.execute(stmt))
+        if not rows:
+            return None
+        first = rows[0].rollout_id
+        return first, [r.device_id for r in rows if r.rollout_id == first]
 
     def list_summaries(self, only_open: bool = False) -> list[RolloutState]:
         with self._sessions() as session:

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from control_plane.api.deps import RolloutsDep
+from control_plane.api.paging import link_next
 from control_plane.api.schemas.rollouts import RolloutOut
+from control_plane.domain.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
 from control_plane.domain.rollout_progress import Operator
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.services.rollouts import DEFAULT_PAGE, MAX_PAGE
@@ -24,8 +26,20 @@ def create_rollout(request: RolloutRequest, rollouts: RolloutsDep) -> RolloutOut
 
 
 @router.get("")
-def list_rollouts(rollouts: RolloutsDep) -> list[RolloutOut]:
-    return [RolloutOut.model_validate(r) for r in rollouts.list_rollouts()]
+def list_rollouts(
+    request: Request,
+    response: Response,
+    rollouts: RolloutsDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Rollouts per page.")] = DEFAULT_LIMIT,
+    cursor: Annotated[
+        str | None, Query(max_length=MAX_CURSOR, description="Where the page starts: from the previous page's Link.")
+    ] = None,
+) -> list[RolloutOut]:
+    """One page of rollouts, newest first, without their devices (counts per step and status); the next page's URL
+    comes in the `Link: <...>; rel="next"` header, absent on the last page (decision 0013)."""
+    page = rollouts.rollouts_page(limit, cursor)
+    link_next(request, response, page.next_cursor)
+    return [RolloutOut.model_validate(r) for r in page.items]
 
 
 @router.get("/{rollout_id}")

@@ -200,11 +200,16 @@ def rollback(ctx: typer.Context, rollout_id: Annotated[str, typer.Argument(help=
 
 
 @rollout_app.command("list")
-def list_rollouts(ctx: typer.Context) -> None:
-    """List rollouts with their phase and per-status device counts."""
+def list_rollouts(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Show at most this many, newest first (default: all, read in pages).")
+    ] = None,
+) -> None:
+    """List rollouts, newest first, with their phase and per-status device counts."""
     state = state_of(ctx)
     with state.client() as api:
-        state.output.emit(api.rollouts(), views.rollouts_view)
+        state.output.emit(api.rollouts(limit), views.rollouts_view)
 
 
 @rollout_app.command("show")

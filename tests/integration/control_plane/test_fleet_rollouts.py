@@ -292,3 +292,24 @@ def test_a_matching_plan_goes_out_with_the_onnx_fallback(api: httpx.Client, devi
     newest = wait_for(lambda: (docs := desired_docs(api, dev)) and len(docs) == 2 and docs[-1], what="2nd state")
     (portable,) = newest.models
     assert (portable.artifact_kind, portable.fallback, portable.hardware_key) == ("onnx", None, None)
+
+
+def test_the_rollout_list_pages_newest_first_with_a_link_to_the_next_page(
+    api: httpx.Client, device_factory: Factory
+) -> None:
+    deployable(api, "fleet-pages")
+    made = []
+    for n in range(3):
+        enroll_device(api, f"dev-page-{n}", labels={"site": f"pages-{n}"})
+        body = {"model": "fleet-pages", "version": 1, "selector": {"labels": {"site": f"pages-{n}"}}}
+        created = api.post("/v1/rollouts", json=body)
+        assert created.status_code == 201, created.text
+        made.append(created.json()["id"])
+
+    first = api.get("/v1/rollouts", params={"limit": 2})
+    assert [r["id"] for r in first.json()] == [made[2], made[1]]  # newest first: this test's are the newest
+    assert all(r["devices"] == [] for r in first.json())  # a list never carries the devices, only their counts
+    following = first.links["next"]["url"]
+    second = api.get(following)
+    assert second.json()[0]["id"] == made[0]
+    assert api.get("/v1/rollouts", params={"cursor": "not-one-of-ours"}).status_code == 422
