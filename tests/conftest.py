@@ -29,6 +29,20 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
         broker.stop()
 
 
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of this test's own, which it may restart or break without touching the session broker's
+    retained messages."""
+    if not mosquitto_available():
+        pytest.fail("mosquitto is not installed: .ci/run installs Debian's `mosquitto` package")
+    broker = Mosquitto(workdir=tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL server for the whole session (tests/postgres.py), started only if a test asks for it.

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -22,24 +20,12 @@ from edge_agent.config import MqttSettings
 from edge_agent.protocol import Topics
 from edge_agent.protocol.vocabulary import MqttProtocol
 from tests.integration.agent.harness import ControlPlaneClient
-from tests.support import Mosquitto, mosquitto_available, password_for, wait_for
+from tests.support import Mosquitto, password_for, wait_for
 
 pytestmark = pytest.mark.integration
 
 DEVICES = (("dev-11", MqttProtocol.V311), ("dev-12", MqttProtocol.V5))
 WAIT_LOGGED = re.compile(r"MQTT: reconnecting in ([0-9.]+) s \(attempt 1\)")
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if not mosquitto_available():
-        pytest.fail("mosquitto is not installed: .ci/run installs Debian's `mosquitto` package")
-    broker = Mosquitto(workdir=tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
 
 
 class Device:

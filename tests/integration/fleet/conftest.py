@@ -20,16 +20,6 @@ from tests.unit.agent.builders import write_config
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    broker = Mosquitto(workdir=tmp_path / "broker")
-    broker.start()
-    try:
-        yield broker
-    finally:
-        broker.stop()
-
-
-@pytest.fixture
 def server_overrides() -> dict[str, Any]:
     """ServerSettings fields a test module wants changed (override this fixture)."""
     return {}

@@ -17,6 +17,7 @@ import pytest
 from benchmarks.fleet_simulation.control import list_devices, lost_reports, phase, rollout
 from benchmarks.fleet_simulation.device import SimDevice
 from benchmarks.fleet_simulation.harness import MODEL, Harness, deployment
+from benchmarks.fleet_simulation.storm import last_sent, serving, settled
 from tests.support import mosquitto_available
 
 pytestmark = [
@@ -32,25 +33,6 @@ def sim() -> Iterator[Harness]:
     with deployment(DEVICES, versions=2, options={"apply_jitter_s": 0.5}) as harness:
         harness.wait(harness.all_online, timeout=120, what="every simulated device online in the API")
         yield harness
-
-
-def serving(devices: list[dict[str, Any]], version: int) -> set[str]:
-    """Ids of the devices that report `version` of the model serving."""
-    found = set()
-    for device in devices:
-        models = (device.get("reported") or {}).get("models") or []
-        if any(m["name"] == MODEL and m["version"] == version and m["health"] == "serving" for m in models):
-            found.add(device["id"])
-    return found
-
-
-def settled(sim: Harness) -> bool:
-    """The simulator has nothing left to apply and the control plane holds every device's last report."""
-    return sim.fleet.idle() and not lost_reports(list_devices(sim.api), last_sent(sim))
-
-
-def last_sent(sim: Harness) -> dict[str, Any]:
-    return {d.device_id: d.last_reported for d in sim.fleet.devices}
 
 
 FINAL = ("activated", "failed", "timed_out", "restored", "restore_failed")
