@@ -17,7 +17,7 @@ import logging
 import random
 import socket
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -125,6 +125,7 @@ class SimDevice:
         self.latest: SignedDesiredState | None = None  # the newest unapplied document (the ApplyWorker's slot)
         self.busy = False  # an apply of this device is scheduled or running
         self.seen_generations: set[int] = set()
+        self.handled: deque[str] = deque(maxlen=4)  # what the core made of the last documents (or what it raised)
         self._publish_lock = threading.Lock()
         self._latest_lock = threading.Lock()  # a document arriving while the worker takes one is never lost
         # The agent's own reconnect schedule (jittered, capped doubling).

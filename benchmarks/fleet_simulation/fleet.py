@@ -18,6 +18,7 @@ import itertools
 import random
 import threading
 import time
+import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -219,9 +220,12 @@ class Fleet:
             signed = device.take_latest()
             if signed is not None:
                 try:
-                    device.core.handle(signed)
+                    result = device.core.handle(signed)
+                    said = f"gen {result.generation}: {result.outcome.value} ok={result.ok} {result.reason}"
+                    device.handled.append(said)
                     self.applies += 1
-                except Exception:
+                except Exception as exc:
+                    device.handled.append(f"raised {exc!r}: {traceback.format_exc(limit=-4)}")
                     self.apply_errors += 1
             with self._lock:
                 if device.latest is None:

@@ -74,7 +74,8 @@ def device_view(device: SimDevice) -> str:
     return (
         f"connected {device.connected}, busy {device.busy}, waiting doc {device.latest is not None}, desired "
         f"states received {device.received['desired']}, last report applied gen "
-        f"{last.applied_generation if last else None} models {models}, sent {dict(device.sent)}"
+        f"{last.applied_generation if last else None} models {models}, sent {dict(device.sent)}, handled "
+        f"{list(device.handled)}"
     )
 
 
