@@ -59,7 +59,9 @@ class ApplyTransaction:
         self._preparer = Preparer(context)
 
     def run(self, desired: DesiredState, signed: SignedDesiredState, decision: Decision) -> ApplyResult:
-        """Apply `decision` (an APPLY) for `desired`; never raises for a model that fails."""
+        """Apply `decision` (an APPLY) for `desired`; never raises for a model that fails, nor for anything that
+        raises before the commit (a port's fault, a thread that could not start): that fails the generation with
+        the exception's text, as the control plane then sees, rather than leaving it pending with nothing said."""
         generation = desired.generation
         tries = attempts(self._ctx.ledger.state, generation)
         self._begin(signed, generation, tries)
@@ -69,6 +71,9 @@ class ApplyTransaction:
             prepared = [self._preparer.prepare(generation, model) for model in decision.install]
         except StepFailure as failure:
             return self._fail(generation, failure)
+        except Exception as exc:  # a port's fault or the core's own: the generation fails and says so, never hangs
+            log.exception("generation %d: the apply raised", generation)  # pending with nothing reported
+            return self._fail(generation, StepFailure(EventStep.ERROR, f"the apply raised {type(exc).__name__}: {exc}"))
         self._commit(desired, decision, prepared)
         return ApplyResult(DecisionKind.APPLY, generation, ok=True)
 

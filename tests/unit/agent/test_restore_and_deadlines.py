@@ -216,3 +216,36 @@ def test_call_with_deadline_returns_results_and_reraises_errors():
 
 def test_default_deadlines_are_the_documented_ones():
     assert Deadlines() == Deadlines(download_s=600, verify_s=120, load_s=300, self_test_s=120)
+
+
+class _Broken(OnnxRunnerFactory):
+    """Loads raise what no step expects (a bug in a port, a thread that could not start)."""
+
+    def __init__(self) -> None:
+        super().__init__(gpu_present=False)
+        self.broken = False
+
+    def load(self, path: Path, runtime: RuntimeOptions, kind: str = "onnx") -> ModelRunner:
+        if self.broken:
+            raise RuntimeError("can't start new thread")
+        return super().load(path, runtime, kind)
+
+
+def test_an_unexpected_error_fails_the_generation_and_says_so_instead_of_leaving_it_pending(
+    tmp_path, make_core, signer, events
+):
+    runners = _Broken()
+    core = make_core(runners=runners)
+    core.recover()
+    assert core.handle(signed(signer, 1, [build_version(tmp_path / "art", 1)])).ok
+    runners.broken = True
+
+    result = core.handle(signed(signer, 2, [build_version(tmp_path / "art", 2)]))
+
+    reason = "the apply raised RuntimeError: can't start new thread"
+    assert not result.ok and result.reason == reason
+    last = core.reported().last_apply
+    assert last is not None and last.phase is ApplyPhase.FAILED and last.reason == reason
+    assert core.state.pending is None and core.state.failed_generation == 2
+    assert events[-1].step is EventStep.ERROR and events[-1].reason == reason
+    assert served(core)[0] == 1 and core.state.applied_generation == 1  # the old model keeps serving
