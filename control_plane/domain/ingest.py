@@ -73,6 +73,11 @@ class DeviceChange:
 UNKNOWN_CHANGE = DeviceChange(reread=True)  # said to have changed, without saying how: its report is read again
 
 
+def as_changes(changed: Collection[str] | Mapping[str, DeviceChange]) -> Mapping[str, DeviceChange]:
+    """What changed of each device: as handed over, or, for bare ids, `UNKNOWN_CHANGE` (their reports are read)."""
+    return changed if isinstance(changed, Mapping) else dict.fromkeys(changed, UNKNOWN_CHANGE)
+
+
 @dataclass(frozen=True)
 class ReportWrite:
     reported: ReportedState  # the latest accepted report of the batch

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 
-from control_plane.domain.ingest import UNKNOWN_CHANGE, DeviceChange
+from control_plane.domain.ingest import DeviceChange, as_changes
 from control_plane.services.rollouts import RolloutService
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,8 @@ class RolloutExecutor:
         any thread."""
         with self._pending_lock:
             if changes:
-                items = changes.items() if isinstance(changes, Mapping) else ((d, UNKNOWN_CHANGE) for d in changes)
                 pending = self._pending
-                for device_id, change in items:
+                for device_id, change in as_changes(changes).items():
                     before = pending.get(device_id)
                     pending[device_id] = change if before is None else before.then(change)
             else:

@@ -25,8 +25,8 @@ from typing import Protocol
 from control_plane.domain.artifacts import ArtifactWish
 from control_plane.domain.errors import Conflict, InvalidInput, NotFound
 from control_plane.domain.fleet import Device, DeviceFacts, Presence, presence
-from control_plane.domain.ingest import UNKNOWN_CHANGE, DeviceChange
-from control_plane.domain.paging import MAX_LIMIT, Page, page_of, parse_time_cursor, time_cursor
+from control_plane.domain.ingest import DeviceChange, as_changes
+from control_plane.domain.paging import Page, check_limit, page_of, parse_time_cursor, time_cursor
 from control_plane.domain.registry import BuildStatus, ModelVersion
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_plan import due_devices, new_rollout, next_attention, plan, with_generations
@@ -120,9 +120,8 @@ class RolloutService:
     # -- queries ----------------------------------------------------------------------------------------------
     def rollouts_page(self, limit: int, cursor: str | None = None) -> Page[RolloutState]:
         """Up to `limit` rollouts without their tracks (with their counts per step), newest first, after `cursor`."""
-        if not 1 <= limit <= MAX_LIMIT:
-            raise InvalidInput(f"limit must be from 1 to {MAX_LIMIT}, got {limit}")
         try:
+            check_limit(limit)
             after = None if cursor is None else parse_time_cursor(cursor)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
@@ -202,12 +201,10 @@ class RolloutService:
         rollouts run, with the rollouts whose `next_attention` passed. None: every open rollout runs and observes
         every device (at start, after a push, on the executor's resync). Tests call it with a fake `now`."""
         count = 0
-        if changed is not None and not isinstance(changed, Mapping):
-            changed = dict.fromkeys(changed, UNKNOWN_CHANGE)
         with self._lock:
             at = now or self._clock()
             memory = self._remembered()
-            for rollout_id, devices in memory.due(changed, at).items():
+            for rollout_id, devices in memory.due(None if changed is None else as_changes(changed), at).items():
                 state = memory.open[rollout_id]
                 try:
                     if self._run(state, at, None, devices) is not state:
@@ -278,7 +275,8 @@ class RolloutService:
         else:
             wanted = {d for d in changes if state.track(d) is not None} | set(due_devices(state, now))
             wanted |= memory.missing_of_step(state)
-            reread = {d for d in wanted if d not in known or ((c := changes.get(d)) is not None and c.reread)}
+            handed = {d for d, c in changes.items() if c.reported is not None}
+            reread = {d for d in wanted - handed if d not in known or ((c := changes.get(d)) is not None and c.reread)}
         if not wanted:
             return known
         facts = self._fleet.device_facts(wanted)

@@ -131,25 +131,21 @@ def build_from_row(row: BuildRow) -> Build:
 
 
 def device_from_row(row: DeviceRow) -> Device:
-    return from_row(
-        Device,
-        row,
-        labels={str(k): str(v) for k, v in row.labels.items()},
-        ansible=ansible_from_json(row.ansible),
-        delivery_failure=delivery_from_json(row.delivery),
-        issued_builds=issued_from_json(row.issued_builds),
-    )
+    return from_row(Device, row, ansible=ansible_from_json(row.ansible), **_device_columns(row))
 
 
 def facts_from_row(row: Any) -> DeviceFacts:
     """A device's facts from a row of its small columns (`FleetRepository.device_facts` selects them)."""
-    return from_row(
-        DeviceFacts,
-        row,
-        labels={str(k): str(v) for k, v in row.labels.items()},
-        delivery_failure=delivery_from_json(row.delivery),
-        issued_builds=issued_from_json(row.issued_builds),
-    )
+    return from_row(DeviceFacts, row, **_device_columns(row))
+
+
+def _device_columns(row: Any) -> dict[str, Any]:
+    """The device columns whose stored shape differs from the domain's, shared by `Device` and `DeviceFacts`."""
+    return {
+        "labels": {str(k): str(v) for k, v in row.labels.items()},
+        "delivery_failure": delivery_from_json(row.delivery),
+        "issued_builds": issued_from_json(row.issued_builds),
+    }
 
 
 def issued_from_json(data: dict[str, Any] | None) -> dict[str, tuple[str, int]]:
