@@ -14,10 +14,12 @@ to the next, Mosquitto restarted as soon as the first devices report it; a row e
 (p50/p99 in the API column, max and failures in the outcome), and every device's last report stored (none lost).
 
     .venv/bin/python benchmarks/fleet_scale.py [--devices 1000,5000,10000] [--database sqlite|postgresql|both]
-        [--storm-devices N] [--storm-only]
+        [--storm-devices N] [--storm-only] [--sim-processes K]
 
 `--storm-devices N` runs the storm once per database on a fleet of N of its own (0: no storm) instead of at the end
-of each run; `--storm-only` leaves out the other phases (e.g. `--devices 5000 --storm-only`).
+of each run; `--storm-only` leaves out the other phases (e.g. `--devices 5000 --storm-only`). `--sim-processes K`
+(default 2) simulates the fleet of the phases in K processes (benchmarks/fleet_simulation/shards.py), so that the
+simulator's own GIL does not set the pace; the storm then gets a one-process fleet of its own after them.
 
 Setup (password file, enrollment, builds) is timed apart and printed, not part of the goals. Not a test.
 """
@@ -60,6 +62,15 @@ class Row:
     messages_per_device: float
     outcome: str
     broker_alone_s: float | None = None
+    others_cpu_s: dict[str, float] | None = None  # the simulator's and the broker's CPU-seconds over the phase
+
+
+def probe(h: Harness, rollout_id: str | None = None) -> PhaseProbe:
+    """The control plane's probe for a phase (polling the rollout when given), with the simulator's own and the
+    broker's CPU alongside: on these 2 cores they share the machine with the control plane."""
+    also = {f"sim{i}": pid for i, pid in enumerate(h.fleet_pids())} | {"broker": h.broker.process.pid}  # type: ignore[union-attr]
+    url = f"/v1/rollouts/{rollout_id}" if rollout_id else None
+    return PhaseProbe(h.control_plane.process.pid, h.api if url else None, url, also=also)  # type: ignore[union-attr]
 
 
 def fleet_messages(h: Harness) -> int:
@@ -68,37 +79,42 @@ def fleet_messages(h: Harness) -> int:
 
 def run_rollout(h: Harness, name: str, body: dict[str, Any], final: str, timeout: float, db: str) -> Row:
     """POST `body`, wait for a final phase; measured from the POST."""
-    n = len(h.fleet.devices)
+    n = len(h.ids)
     before = fleet_messages(h)
     start = time.monotonic()
     rollout_id = rollout(h.api, body)
-    with PhaseProbe(h.control_plane.process.pid, h.api, f"/v1/rollouts/{rollout_id}") as probe:  # type: ignore[union-attr]
+    with probe(h, rollout_id) as usage:
         h.wait(lambda: phase(h.api, rollout_id) in FINAL, timeout, f"{name} to finish", every=0.2)
         seconds = time.monotonic() - start
+    print(f"  {name}: {seconds:.1f} s; {h.fleet.timeline(start)}")
     outcome = phase(h.api, rollout_id)
-    p50, p99 = probe.p50_p99()
+    p50, p99 = usage.p50_p99()
     sent = (fleet_messages(h) - before) / n
-    return Row(n, db, name, seconds, probe.cpu_s, probe.peak_rss_mb, p50, p99, sent, f"{outcome} (want {final})")
+    outcome = f"{outcome} (want {final})"
+    return Row(n, db, name, seconds, usage.cpu_s, usage.peak_rss_mb, p50, p99, sent, outcome, None, usage.also_cpu_s)
 
 
 def run_abort(h: Harness, version: int, timeout: float, db: str) -> Row:
     """Every device moved to `version` with a long bake, then an operator abort: abort -> `rolled_back`."""
-    n = len(h.fleet.devices)
+    n = len(h.ids)
     rollout_id = rollout(h.api, everyone(version) | {"bake_s": 3600})
     h.wait(lambda: activated(h, rollout_id) == n, timeout, "every device activated before the abort", every=0.5)
     h.wait(h.fleet.idle, timeout, "the simulator idle")
     before = fleet_messages(h)
-    with PhaseProbe(h.control_plane.process.pid, h.api, f"/v1/rollouts/{rollout_id}") as probe:  # type: ignore[union-attr]
+    with probe(h, rollout_id) as usage:
         start = time.monotonic()
         answer = h.api.post(f"/v1/rollouts/{rollout_id}/abort")
         if answer.status_code >= 300:
             raise RuntimeError(f"abort refused: {answer.status_code} {answer.text}")
         h.wait(lambda: phase(h.api, rollout_id) in FINAL, timeout, "the abort to finish", every=0.2)
         seconds = time.monotonic() - start
-    p50, p99 = probe.p50_p99()
+    print(f"  abort: {seconds:.1f} s; {h.fleet.timeline(start)}")
+    p50, p99 = usage.p50_p99()
     sent = (fleet_messages(h) - before) / n
     outcome = phase(h.api, rollout_id)
-    return Row(n, db, "abort -> rolled_back", seconds, probe.cpu_s, probe.peak_rss_mb, p50, p99, sent, outcome)
+    row = Row(n, db, "abort -> rolled_back", seconds, usage.cpu_s, usage.peak_rss_mb, p50, p99, sent, outcome)
+    row.others_cpu_s = usage.also_cpu_s
+    return row
 
 
 def activated(h: Harness, rollout_id: str) -> int:
@@ -112,11 +128,13 @@ def everyone(version: int) -> dict[str, Any]:
 
 def run_online(h: Harness, timeout: float, db: str) -> Row:
     ids = h.ids
-    with PhaseProbe(h.control_plane.process.pid) as probe:  # type: ignore[union-attr]
+    with probe(h) as usage:
         h.wait(lambda: online(list_devices(h.api), ids) == len(ids), timeout, "every device online", every=0.5)
     seconds = time.monotonic() - h.fleet_started_at
     n = len(ids)
-    return Row(n, db, "all online in API", seconds, probe.cpu_s, probe.peak_rss_mb, None, None, 2.0, "online")
+    row = Row(n, db, "all online in API", seconds, usage.cpu_s, usage.peak_rss_mb, None, None, 2.0, "online")
+    row.others_cpu_s = usage.also_cpu_s
+    return row
 
 
 def phases(h: Harness, db: str, timeout: float) -> list[Row]:
@@ -226,12 +244,14 @@ def database_env(kind: str) -> tuple[dict[str, str], Any]:
     return {"EDGE_CP_DATABASE_URL": server.create_database(f"fleet_{time.time_ns() % 10**9}")}, server
 
 
-def run(count: int, db: str, timeout: float, regular: bool = True, storm: bool = True) -> list[Row]:
-    """The phases (`regular`), then the reconnect storm (`storm`) unless a phase did not finish."""
+def run(count: int, db: str, timeout: float, regular: bool = True, storm: bool = True, processes: int = 1) -> list[Row]:
+    """The phases (`regular`), then the reconnect storm (`storm`) unless a phase did not finish; the fleet simulated
+    by `processes` processes (the storm reaches into single devices: one process)."""
     env, server = database_env(db)
     versions = 4 if regular else 2
+    options = {"apply_jitter_s": 0.2}
     try:
-        with deployment(count, versions=versions, options={"apply_jitter_s": 0.2}, control_plane_env=env) as h:
+        with deployment(count, versions, options, control_plane_env=env, processes=processes) as h:
             print(f"\n{count} devices, {db}: setup " + ", ".join(f"{k} {v:.1f} s" for k, v in h.setup_s.items()))
             rows = phases(h, db, timeout) if regular else []
             if storm and not any(r.outcome.startswith("did not finish") for r in rows):
@@ -250,17 +270,21 @@ def run(count: int, db: str, timeout: float, regular: bool = True, storm: bool =
 def table(rows: list[Row]) -> str:
     head = (
         "| N | db | phase | s | broker alone s | ratio | CP CPU s | CPU ms/device | peak RSS MB | GET p50/p99 ms "
-        "| msgs/device | outcome |"
+        "| sim / broker CPU s | msgs/device | outcome |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         ratio = f"{r.seconds / r.broker_alone_s:.0f}x" if r.broker_alone_s else "-"
         alone = f"{r.broker_alone_s:.2f}" if r.broker_alone_s else "-"
         api = f"{r.p50_ms:.0f} / {r.p99_ms:.0f}" if r.p50_ms is not None and r.p99_ms is not None else "-"
         per_device = 1000 * r.cpu_s / r.devices
+        others = r.others_cpu_s or {}
+        sim = sum(v for k, v in others.items() if k.startswith("sim"))
+        sim_broker = f"{sim:.1f} / {others['broker']:.1f}" if others else "-"
         lines.append(
             f"| {r.devices:,} | {r.database} | {r.phase} | {r.seconds:.1f} | {alone} | {ratio} | {r.cpu_s:.1f} | "
-            f"{per_device:.1f} | {r.peak_rss_mb:.0f} | {api} | {r.messages_per_device:.1f} | {r.outcome} |"
+            f"{per_device:.1f} | {r.peak_rss_mb:.0f} | {api} | {sim_broker} | {r.messages_per_device:.1f} | "
+            f"{r.outcome} |"
         )
     return "\n".join(lines)
 
@@ -277,6 +301,13 @@ def main() -> int:
         help="run the reconnect storm on a fleet of this many of its own (0: none; default: at the end of each run)",
     )
     parser.add_argument("--storm-only", action="store_true", help="only the reconnect storm, no other phase")
+    parser.add_argument(
+        "--sim-processes",
+        type=int,
+        default=2,
+        help="processes simulating the fleet in the phases (one process's GIL would be the bottleneck; the storm "
+        "always runs on one)",
+    )
     args = parser.parse_args()
     if not mosquitto_available():
         print("skipped: the mosquitto and mosquitto_passwd binaries are needed (apt-get install mosquitto)")
@@ -286,11 +317,14 @@ def main() -> int:
     runs = [(int(n), not args.storm_only, args.storm_devices is None) for n in args.devices.split(",") if n]
     if args.storm_devices is not None:
         runs = [run for run in runs if run[1]] + ([(args.storm_devices, False, True)] if args.storm_devices else [])
+    if args.sim_processes > 1:  # the storm on a one-process fleet of its own, after the phases
+        runs = [r for n, regular, storm in runs for r in [(n, regular, False), (n, False, storm)] if r[1] or r[2]]
     rows: list[Row] = []
     for count, regular, storm in runs:
         for db in databases:
             try:
-                rows.extend(run(count, db, args.timeout_s, regular, storm))
+                processes = args.sim_processes if regular else 1
+                rows.extend(run(count, db, args.timeout_s, regular, storm, processes))
             except RuntimeError as exc:
                 print(f"{count} devices, {db}: not measured: {exc}")
     print("\n" + table(rows))

@@ -24,9 +24,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleet_simulation.broker import CONTROL_PLANE_USER, device_password, write_password_file
-from benchmarks.fleet_simulation.control import enroll_fleet, signing_verifier
+from benchmarks.fleet_simulation.control import enroll_fleet, signing_key
 from benchmarks.fleet_simulation.fleet import FaultPlan, Fleet, FleetOptions
 from benchmarks.fleet_simulation.ports import ArtifactCache
+from edge_agent.protocol import Verifier
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,7 +47,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--connect-jitter-s", type=float, default=0.0, help="random delay before each connect")
     p.add_argument("--apply-jitter-s", type=float, default=0.0, help="random delay before each apply")
     p.add_argument("--apply-delay-s", type=float, default=0.0, help="how long a download takes")
-    p.add_argument("--workers", type=int, default=128, help="apply threads shared by the fleet")
+    p.add_argument("--workers", type=int, default=8, help="apply threads shared by the fleet (CPU-bound applies)")
+    p.add_argument(
+        "--waiting-workers", type=int, default=128, help="apply threads for devices whose downloads take time"
+    )
     p.add_argument("--telemetry-interval-s", type=float, default=0.0, help="0: no telemetry")
     p.add_argument("--latency-ms", type=float, default=5.0, help="p99 the simulated traffic reports")
     faults = p.add_argument_group("faults (shares of the fleet in [0, 1])")
@@ -94,6 +98,7 @@ def main() -> int:
         apply_jitter_s=args.apply_jitter_s,
         apply_delay_s=args.apply_delay_s,
         workers=args.workers,
+        waiting_workers=args.waiting_workers,
         telemetry_interval_s=args.telemetry_interval_s,
         latency_ms=args.latency_ms,
     )
@@ -111,7 +116,7 @@ def main() -> int:
             enroll_fleet(api, options.device_ids(), labels)
             print(f"enrolled {args.devices} devices in {time.monotonic() - start:.1f} s")
         cache = ArtifactCache(Path(f"/tmp/fleet-sim-{time.time_ns()}"), args.token)
-        fleet = Fleet(options, signing_verifier(api), cache, fault_plan(args))
+        fleet = Fleet(options, Verifier(signing_key(api)), cache, fault_plan(args))
     fleet.start()
     start = time.monotonic()
     try:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from control_plane.domain.broker_identity import BrokerAdmin
 from control_plane.domain.identity import HUMAN_ROLES, Role
+from control_plane.domain.tunnels import parse_address, validate_service_name
 from edge_agent.protocol.vocabulary import MqttProtocol
 
 
@@ -214,6 +215,67 @@ class TlsSettings(BaseModel):
         return self
 
 
+class TunnelSettings(BaseModel):
+    """The tunnel gateway (`edgectl tunnel-gateway`, docs/tunnels.md): where devices connect, what they may expose
+    and reach. It reads the same database as the control plane and admits only enrolled devices by their own key."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt tunnel setting must not pass for a secure default
+    host: str = Field(default="127.0.0.1", description="Address the tunnel gateway listens on for devices.")
+    port: int = Field(default=2222, ge=0, le=65535, description="SSH port of the tunnel gateway (0: any free port).")
+    host_key_file: Path | None = Field(
+        default=None,
+        description="The gateway's ed25519 host key (agents pin its public half). Default: "
+        "data_dir/tunnel_host_key, created on first start with mode 0600.",
+    )
+    run_dir: Path | None = Field(
+        default=None,
+        description="Where exposed device services listen, as unix sockets DEVICE.SERVICE.sock (mode 0700). "
+        "Default: data_dir/tunnels.",
+    )
+    services: list[str] = Field(
+        default_factory=lambda: ["kserve", "metrics", "ssh"],
+        max_length=32,
+        description="Service names a device may expose (each device only under its own id).",
+    )
+    cloud_services: dict[str, str] = Field(
+        default_factory=dict,
+        description="Cloud services devices may reach through their tunnel: name -> HOST:PORT (JSON in the "
+        'environment: EDGE_CP_TUNNEL__CLOUD_SERVICES=\'{"registry": "10.0.0.5:5000"}\'). Empty: none.',
+    )
+    recheck_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often open tunnels are checked against the records (one query per 500 open tunnels): a "
+        "revoked device's tunnel closes within this time.",
+    )
+    rotation_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="How long a tunnel opened with a key that was since rotated stays open for its agent to "
+        "reconnect with the new key.",
+    )
+    keepalive_interval_s: float = Field(
+        default=15.0, gt=0, le=3600, description="SSH keepalive interval towards each device."
+    )
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            validate_service_name(name)
+        return value
+
+    @field_validator("cloud_services")
+    @classmethod
+    def _cloud_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            validate_service_name(name)
+            parse_address(address)
+        return value
+
+
 class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EDGE_CP_", env_nested_delimiter="__", extra="forbid")
 
@@ -248,6 +310,7 @@ class ServerSettings(BaseSettings):
     ansible: AnsibleSettings = Field(default_factory=AnsibleSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     enrollment: EnrollmentSettings = Field(default_factory=EnrollmentSettings)
+    tunnel: TunnelSettings = Field(default_factory=TunnelSettings)
     max_upload_bytes: int = Field(
         default=2 * 1024**3,
         gt=0,
@@ -385,6 +448,14 @@ class ServerSettings(BaseSettings):
     @property
     def admin_token_file(self) -> Path:
         return self.data_dir / "admin-token"
+
+    @property
+    def tunnel_host_key_file(self) -> Path:
+        return self.tunnel.host_key_file or self.data_dir / "tunnel_host_key"
+
+    @property
+    def tunnel_run_dir(self) -> Path:
+        return self.tunnel.run_dir or self.data_dir / "tunnels"
 
     @property
     def playbook_runs_dir(self) -> Path:

@@ -9,6 +9,7 @@ A bad file or value becomes a `ConfigError` with the reason, never a traceback.
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from enum import Enum
 from importlib.resources.abc import Traversable
@@ -26,6 +27,7 @@ from edge_agent.protocol.validation import describe_error
 from edge_agent.protocol.vocabulary import MqttProtocol
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.yaml")
+_SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class ConfigError(ValueError):
@@ -92,6 +94,69 @@ class DeadlineSettings(BaseModel):
         return Deadlines(self.download_s, self.verify_s, self.load_s, self.self_test_s)
 
 
+class TunnelSettings(BaseModel):
+    """The one outbound connection to the control plane's tunnel gateway (docs/tunnels.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=False, description="Keep a tunnel to the gateway (needs host_key and device_key_file)."
+    )
+    host: str = Field(default="127.0.0.1", max_length=255, description="Tunnel gateway host name or address.")
+    port: int = Field(default=2222, ge=1, le=65535, description="Tunnel gateway SSH port.")
+    host_key: str | None = Field(
+        default=None,
+        max_length=512,
+        description="The gateway's public host key, pinned ('ssh-ed25519 AAAA...': `edgectl tunnel-gateway "
+        "--print-host-key`); any other key is refused.",
+    )
+    expose_inference: bool = Field(
+        default=True, description="Expose this agent's inference API (serving.host:port) as service `kserve`."
+    )
+    services: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=32,
+        description='More local services to expose: name -> HOST:PORT, e.g. {"ssh": "127.0.0.1:22"}. The gateway '
+        "accepts only the names it allocates (its tunnel.services).",
+    )
+    cloud_services: dict[str, int] = Field(
+        default_factory=dict,
+        max_length=32,
+        description='Cloud services edge applications reach at 127.0.0.1:PORT, e.g. {"registry": 15000}; the '
+        "gateway allows only those on its allow-list.",
+    )
+    keepalive_interval_s: float = Field(
+        default=15.0, gt=0, le=3600, description="SSH keepalive interval; 3 missed answers drop the link."
+    )
+
+    @field_validator("services", "cloud_services")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _SERVICE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"service name {name!r}: 1-32 lower-case letters, digits or '-', starting with a letter"
+                )
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"services.{name}: {address!r} is not HOST:PORT")
+        return value
+
+    @field_validator("cloud_services")
+    @classmethod
+    def _ports(cls, value: dict[str, int]) -> dict[str, int]:
+        for name, port in value.items():
+            if not 1 <= port <= 65535:
+                raise ValueError(f"cloud_services.{name}: port {port} is not 1-65535")
+        return value
+
+
 class AgentConfig(BaseSettings):
     """Settings of one edge agent."""
 
@@ -151,11 +216,21 @@ class AgentConfig(BaseSettings):
     builder_workdir: Path | None = Field(
         default=None, description="Scratch directory for builds when `builder` is true; default {data_dir}/builds."
     )
+    tunnel: TunnelSettings = Field(default_factory=TunnelSettings, description="Tunnel to the control plane.")
 
     @model_validator(mode="after")
     def _builder_needs_url(self) -> AgentConfig:
         if self.builder and not self.control_plane_url:
             raise ValueError("builder: true needs control_plane_url (the REST builder routes live there)")
+        return self
+
+    @model_validator(mode="after")
+    def _tunnel_needs_keys(self) -> AgentConfig:
+        if self.tunnel.enabled and (self.tunnel.host_key is None or self.device_key_file is None):
+            raise ValueError(
+                "tunnel.enabled needs tunnel.host_key (`edgectl tunnel-gateway --print-host-key`) and "
+                "device_key_file (written by `edge-agent enroll`)"
+            )
         return self
 
     def builds_dir(self) -> Path:

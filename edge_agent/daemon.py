@@ -28,12 +28,14 @@ from edge_agent.adapters.lockfile import apply_lock
 from edge_agent.adapters.mqtt_link import MqttLink
 from edge_agent.adapters.mqtt_session import LastWill
 from edge_agent.adapters.onnx_runner import OnnxRunnerFactory, available_providers, runtime_version
+from edge_agent.adapters.tunnel import TunnelLink, tunnel_options
 from edge_agent.builder import BuilderThread
 from edge_agent.config import AgentConfig
 from edge_agent.core.agent import AgentCore
 from edge_agent.core.context import AgentIdentity
 from edge_agent.core.errors import LockBusyError
 from edge_agent.core.journal_file import Journal
+from edge_agent.core.metrics import AgentTally
 from edge_agent.core.ports import AgentPorts, ChangeSink, EventSink, drop_event, ignore_change
 from edge_agent.core.store import Store
 from edge_agent.core.telemetry import RequestWindow
@@ -52,6 +54,7 @@ from edge_agent.protocol import (
 )
 from edge_agent.protocol.vocabulary import Channel
 from edge_agent.serving.app import create_app
+from edge_agent.serving.metrics import metrics_router
 
 log = logging.getLogger(__name__)
 REFRESH_INTERVAL_S = 5.0
@@ -72,6 +75,7 @@ def build_core(
     on_event: EventSink = drop_event,
     on_change: ChangeSink = ignore_change,
     artifact_dir: Path | None = None,
+    tally: AgentTally | None = None,
 ) -> AgentCore:
     """The core with its real ports: the data directory's journal and slots, HTTP (or `artifact_dir`) downloads,
     onnxruntime runners. The daemon and `edge-agent apply` both build theirs here."""
@@ -90,6 +94,8 @@ def build_core(
         deadline_s=config.deadlines.download_s,
         token=config.control_plane_token.get_secret_value() if config.control_plane_token else None,
         ca_file=config.control_plane_ca_file,
+        on_bytes=tally.downloaded if tally is not None else AgentTally().downloaded,
+        on_retry=tally.retried if tally is not None else AgentTally().retried,
     )
     ports = AgentPorts(
         verifier=Verifier(config.control_plane_public_key),
@@ -181,8 +187,10 @@ class Daemon:
         self.topics = Topics(config.mqtt.topic_prefix)
         self.device_id = config.device_id
         self.window = RequestWindow(config.telemetry_interval_s)
+        self.tally = AgentTally()  # events and downloads, for /metrics (requests are counted by the window)
         detected = detect(config)
-        self.core = build_core(config, detected, Channel.MQTT, self._publish_event, self._publish_reported)
+        on_event = self.tally.counting(self._publish_event)
+        self.core = build_core(config, detected, Channel.MQTT, on_event, self._publish_reported, tally=self.tally)
         self.builder = self._builder(config, detected)
         self.worker = ApplyWorker(self.core, config.data_dir)
         self.link = MqttLink(
@@ -195,6 +203,7 @@ class Daemon:
         )
         self._stop = threading.Event()
         self._metrics = HostMetrics()
+        self.tunnel = self._tunnel(config)
 
     def run(self) -> None:
         resume = self.core.recover()  # last-known-good models are loaded before anything else
@@ -209,9 +218,13 @@ class Daemon:
         threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True).start()
         if self.builder is not None:
             self.builder.start()
+        if self.tunnel is not None:
+            self.tunnel.start()
+        app = create_app(self.core.table, self.window, time.monotonic)
+        app.include_router(metrics_router(self.core.table, self.window, self.tally))
         server = _Server(
             uvicorn.Config(
-                create_app(self.core.table, self.window, time.monotonic),
+                app,
                 host=self.config.serving.host,
                 port=self.config.serving.port,
                 log_level="warning",
@@ -226,7 +239,17 @@ class Daemon:
             if self.builder is not None:
                 self.builder.stop()
             self.worker.stop()
+            if self.tunnel is not None:
+                self.tunnel.stop()
             self.link.stop(farewell=self._presence(PresenceStatus.OFFLINE))
+
+    @staticmethod
+    def _tunnel(config: AgentConfig) -> TunnelLink | None:
+        """The one outbound tunnel (tunnel.enabled; the config validated its host key and key file)."""
+        if not config.tunnel.enabled or config.device_key_file is None:
+            return None
+        serving = (config.serving.host, config.serving.port)
+        return TunnelLink(tunnel_options(config.device_id, config.tunnel, config.device_key_file, serving))
 
     @staticmethod
     def _builder(config: AgentConfig, detected: Detected) -> BuilderThread | None:

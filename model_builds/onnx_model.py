@@ -81,7 +81,11 @@ def inspect_model(path: Path) -> ModelSignature:
 def _signature(model: onnx.ModelProto) -> ModelSignature:
     for init in model.graph.initializer:
         if init.data_location == onnx.TensorProto.EXTERNAL:
-            raise InvalidModel(f"initializer {init.name!r} uses external data; upload a self-contained model")
+            location = next((e.value for e in init.external_data if e.key == "location"), "?")
+            raise InvalidModel(
+                f"initializer {init.name!r} keeps its data in the external file {location!r}, which was not "
+                "uploaded; send it with the model (`edgectl models push` does when it lies next to the model)"
+            )
     initializers = {i.name for i in model.graph.initializer}
     inputs = tuple(_tensor_spec(v) for v in model.graph.input if v.name not in initializers)
     outputs = tuple(_tensor_spec(v) for v in model.graph.output)

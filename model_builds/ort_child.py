@@ -48,6 +48,12 @@ def _evaluate(workdir: Path, request: dict[str, Any]) -> dict[str, Any]:
         from model_builds.ort_sandbox import signature_as_dict
 
         return {"signature": signature_as_dict(inspect_model(model))}
+    if op == "inline":
+        from model_builds.external_data import inline_external_data
+
+        files = {str(location): workdir / str(name) for location, name in dict(request["files"]).items()}
+        inline_external_data(model, files, result_model)
+        return {}
     if op == "fp16":
         from model_builds import fp16
 

@@ -162,6 +162,21 @@ def fp16_bounded(model: Path, destination: Path, *, timeout_s: float, memory_byt
         shutil.move(work.path / RESULT_MODEL, destination)
 
 
+def inline_bounded(
+    model: Path, files: Mapping[str, Path], destination: Path, *, timeout_s: float, memory_bytes: int
+) -> None:
+    """`external_data.inline_external_data` in the sandbox: the model and its uploaded external data files (by the
+    location the upload named them) become one self-contained model at `destination`. The child sees the files only
+    as `data-N` links in its folder; a location is a key into that list, never a path it opens."""
+    with _Workdir(model) as work:
+        names: dict[str, str] = {}
+        for i, (location, path) in enumerate(files.items()):
+            names[location] = f"data-{i}"
+            (work.path / names[location]).symlink_to(path.resolve())
+        work.call({"op": "inline", "files": names}, timeout_s, memory_bytes, CPU)
+        shutil.move(work.path / RESULT_MODEL, destination)
+
+
 def signature_as_dict(signature: ModelSignature) -> dict[str, Any]:
     return asdict(signature)
 

@@ -14,13 +14,14 @@ from typing import Any
 import httpx
 
 from benchmarks.fleet_simulation.device import SIM_HARDWARE
-from edge_agent.protocol import ReportedState, Verifier
+from edge_agent.protocol import ReportedState
 
 
-def signing_verifier(api: httpx.Client) -> Verifier:
+def signing_key(api: httpx.Client) -> str:
+    """The control plane's public signing key, as the agents pin it at enrollment."""
     answer = api.get("/v1/keys/signing")
     answer.raise_for_status()
-    return Verifier(answer.json()["public_key"])
+    return str(answer.json()["public_key"])
 
 
 def enroll_fleet(api: httpx.Client, device_ids: Iterable[str], labels: dict[str, str], threads: int = 4) -> int:

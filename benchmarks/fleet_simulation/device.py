@@ -17,6 +17,7 @@ import logging
 import random
 import socket
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -120,6 +121,8 @@ class SimDevice:
         self.core = AgentCore(identity, ports, deadlines)
         self.sent: Counter[str] = Counter()
         self.received: Counter[str] = Counter()
+        self.received_at = 0.0  # time.monotonic() of the last desired state received
+        self.reported_at = 0.0  # ... and of the last reported state sent
         self.last_reported: ReportedState | None = None
         self.connected = False
         self.latest: SignedDesiredState | None = None  # the newest unapplied document (the ApplyWorker's slot)
@@ -225,6 +228,7 @@ class SimDevice:
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         self.received["desired"] += 1
+        self.received_at = time.monotonic()
         if not message.payload:
             return  # a cleared retained message
         try:
@@ -258,6 +262,7 @@ class SimDevice:
             payload = self._sealed(MessageKind.REPORTED, reported)
             self._publish(self.topics.reported(self.device_id), payload, "reported", retain=True)
             self.last_reported = reported
+            self.reported_at = time.monotonic()
 
     def publish_telemetry(self, window_s: float, models: list[ModelTelemetry]) -> None:
         if self.connected:

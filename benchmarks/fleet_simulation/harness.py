@@ -10,6 +10,8 @@ Setup times are measured apart (`Harness.setup_s`): they are not what the benchm
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,9 +22,11 @@ from typing import Any, cast
 import httpx
 
 from benchmarks.fleet_simulation.broker import FleetBroker, device_password
-from benchmarks.fleet_simulation.control import enroll_fleet, list_devices, online, signing_verifier
+from benchmarks.fleet_simulation.control import enroll_fleet, list_devices, online, signing_key
 from benchmarks.fleet_simulation.fleet import FaultPlan, Fleet, FleetOptions
 from benchmarks.fleet_simulation.ports import ArtifactCache
+from benchmarks.fleet_simulation.shards import ShardedFleet
+from edge_agent.protocol import Verifier
 from tests.support import ADMIN_TOKEN, ControlPlaneProcess, Mosquitto
 
 MODEL = "sim-model"
@@ -33,14 +37,18 @@ class Harness:
     broker: FleetBroker
     control_plane: ControlPlaneProcess
     api: httpx.Client
-    fleet: Fleet
+    fleet: Fleet | ShardedFleet
     versions: list[int]
     setup_s: dict[str, float] = field(default_factory=dict)
     fleet_started_at: float = 0.0  # time.monotonic() when the devices began connecting
 
     @property
     def ids(self) -> set[str]:
-        return set(self.fleet.by_id)
+        return set(self.fleet.device_ids())
+
+    def fleet_pids(self) -> list[int]:
+        """The processes simulating the fleet: the simulator's shards, or this one."""
+        return self.fleet.pids() if isinstance(self.fleet, ShardedFleet) else [os.getpid()]
 
     def all_online(self) -> bool:
         return online(list_devices(self.api), self.ids) == len(self.ids)
@@ -72,8 +80,10 @@ def deployment(
     faults: FaultPlan | None = None,
     control_plane_env: dict[str, str] | None = None,
     root: Path | None = None,
+    processes: int = 1,
 ) -> Iterator[Harness]:
-    """Everything started and the fleet online in the API; stopped (in reverse) on exit."""
+    """Everything started and the fleet online in the API; stopped (in reverse) on exit. `processes` > 1: the
+    fleet is simulated by that many processes (shards.py), else in this one."""
     with contextlib.ExitStack() as stack:
         if root is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-sim-")))
@@ -105,11 +115,18 @@ def deployment(
             count=count,
             broker_host=broker.host,
             broker_port=broker.port,
-            passwords=lambda d: device_password(broker.seed, d),
+            passwords=functools.partial(device_password, broker.seed),
             **(options or {}),
         )
-        cache = ArtifactCache(root / "artifact-cache", ADMIN_TOKEN)
-        fleet = Fleet(fleet_options, signing_verifier(api), cache, faults)
+        fleet: Fleet | ShardedFleet
+        if processes > 1:
+            key = signing_key(api)
+            fleet = ShardedFleet(
+                fleet_options, key, root / "artifact-cache", ADMIN_TOKEN, faults or FaultPlan(), processes
+            )
+        else:
+            cache = ArtifactCache(root / "artifact-cache", ADMIN_TOKEN)
+            fleet = Fleet(fleet_options, Verifier(signing_key(api)), cache, faults)
         harness = Harness(broker, control_plane, api, fleet, built, setup)
         stack.callback(fleet.stop)
         start = harness.fleet_started_at = time.monotonic()

@@ -45,11 +45,14 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass
 class PhaseProbe:
-    """Samples the control plane while a phase runs: RSS every 0.2 s and, when `url` is set, GET `url` 5/s."""
+    """Samples the control plane while a phase runs: RSS every 0.2 s and, when `url` is set, GET `url` 5/s; the
+    CPU-seconds of the processes named in `also` (the simulator itself, the broker) over the same span."""
 
     pid: int
     api: httpx.Client | None = None
     url: str | None = None
+    also: dict[str, int] = field(default_factory=dict)
+    also_cpu_s: dict[str, float] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     cpu_s: float = 0.0
@@ -59,6 +62,7 @@ class PhaseProbe:
 
     def __enter__(self) -> PhaseProbe:
         self._cpu0 = cpu_seconds(self.pid)
+        self.also_cpu_s = {name: -cpu_seconds(pid) for name, pid in self.also.items()}
         self._thread = threading.Thread(target=self._run, name="phase-probe", daemon=True)
         self._thread.start()
         return self
@@ -68,6 +72,7 @@ class PhaseProbe:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.cpu_s = cpu_seconds(self.pid) - self._cpu0
+        self.also_cpu_s = {name: cpu_seconds(pid) + self.also_cpu_s[name] for name, pid in self.also.items()}
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
@@ -88,14 +93,14 @@ class PhaseProbe:
 class HealthAnswer:
     at: float  # time.monotonic() when the request was sent
     latency_ms: float
-    ok: bool  # 200 with a body that parses
+    ok: bool  # 200 (healthy) or 503 (degraded: broker link down) with a body that parses
     mqtt_connected: bool | None  # what the answer said of the control plane's broker link (None: no answer)
 
 
 @dataclass
 class HealthProbe:
     """GET `/healthz` every `every_s` on a thread and a connection of its own, from `__enter__` to `__exit__`:
-    each answer's latency, the requests that failed (an error, a status other than 200, or no answer within
+    each answer's latency, the requests that failed (an error, a status other than 200 or 503, or no answer within
     `timeout_s`), and what each answer said of the control plane's MQTT link."""
 
     base_url: str
@@ -128,8 +133,8 @@ class HealthProbe:
         start = time.monotonic()
         try:
             answer = client.get("/healthz")
-            connected = answer.json().get("mqtt_connected") if answer.status_code == 200 else None
-            ok = answer.status_code == 200
+            ok = answer.status_code in (200, 503)  # 503: an answer that says the broker link is down (degraded)
+            connected = answer.json().get("mqtt_connected") if ok else None
         except (httpx.HTTPError, ValueError):
             connected, ok = None, False
         return HealthAnswer(start, (time.monotonic() - start) * 1000, ok, connected)
@@ -178,7 +183,7 @@ def broker_alone(host: str, port: int, user: str, password: str, messages: int, 
     sub.on_subscribe = lambda *_: subscribed.set()
     sub.on_connect = on_connect
     pub = _client("bench-pub", user, password, None)
-    pub.max_inflight_messages_set(1000)
+    pub.max_inflight_messages_set(0)  # no limit: paho rescans its whole in-flight table on every PUBACK when limited
     for client in (sub, pub):
         client.connect(host, port)
         client.loop_start()

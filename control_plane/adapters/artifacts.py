@@ -79,6 +79,14 @@ class ArtifactStore:
         """A scratch folder under the store (same file system, so results can be renamed into place)."""
         return Path(tempfile.mkdtemp(dir=self.tmp))
 
+    def remove(self, sha256: str) -> bool:
+        """Remove an artifact's file (a deleted model's); False when there was none."""
+        path = self.path_for(sha256)
+        if path is None:
+            return False
+        path.unlink(missing_ok=True)
+        return True
+
     @staticmethod
     def remove_work_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)

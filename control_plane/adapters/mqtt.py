@@ -14,6 +14,7 @@ network loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from control_plane.settings import MqttSettings
 from edge_agent.adapters.mqtt_session import MqttSession, SessionLimits
@@ -32,6 +33,7 @@ class MqttLink:
         on_connected: ConnectedHandler | None = None,
     ) -> None:
         topics = Topics(settings.topic_prefix)
+        self._settings = settings
         self._topics = topics
         self._handler = on_message
         self._routes: dict[str, MessageHandler] = {}
@@ -43,6 +45,17 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._session.connected.is_set()
+
+    @property
+    def broker(self) -> str:
+        """The broker this link talks to, as `host:port` (for health reports)."""
+        return f"{self._settings.host}:{self._settings.port}"
+
+    @property
+    def down_since(self) -> datetime | None:
+        """Since when the link has been down (UTC); None while it is connected."""
+        since = self._session.down_since
+        return None if since is None or self.connected else datetime.fromtimestamp(since, UTC)
 
     @property
     def protocol_in_use(self) -> str:

@@ -18,6 +18,8 @@ from control_plane.api.audit_trail import AuditTrail
 from control_plane.api.auth import AuthenticateBeforeBody, authorize
 from control_plane.api.body_limits import install_body_limits
 from control_plane.api.errors import document_error_detail, install_error_handlers
+from control_plane.api.metrics import install_metrics
+from control_plane.api.metrics import router as metrics_router
 from control_plane.api.permissions import Access, requirement
 from control_plane.api.routes import (
     audit,
@@ -27,6 +29,7 @@ from control_plane.api.routes import (
     devices,
     enrollment,
     identity,
+    labels,
     models,
     playbook_runs,
     rollout_events,
@@ -59,6 +62,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     install_body_limits(app, settings.max_upload_bytes, settings.max_body_bytes)
     app.add_middleware(AuthenticateBeforeBody)
     app.add_middleware(AuditTrail)  # added last: outermost, so it records AuthenticateBeforeBody's refusals too
+    install_metrics(app)  # outermost: request durations include authentication and the audit record
     routers = (
         system,
         identity,
@@ -66,6 +70,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         builds,
         builders,
         devices,
+        labels,
         enrollment,
         broker,
         rollouts,
@@ -76,6 +81,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(metrics_router)
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return app
 

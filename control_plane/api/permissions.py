@@ -33,6 +33,7 @@ PERMISSIONS: dict[tuple[str, str], Requirement] = {
     ("GET", "/v1/whoami"): Access.AUTHENTICATED,
     ("GET", "/v1/targets"): R,
     ("GET", "/v1/artifacts/{sha256}"): Permission.ARTIFACT_READ,
+    ("GET", "/metrics"): Permission.METRICS_READ,  # Prometheus, with a `metrics` token (docs/operations.md)
     # identity
     ("POST", "/v1/tokens"): Permission.TOKEN_ADMIN,
     ("GET", "/v1/tokens"): Permission.TOKEN_ADMIN,
@@ -41,6 +42,8 @@ PERMISSIONS: dict[tuple[str, str], Requirement] = {
     ("GET", "/v1/models"): R,
     ("GET", "/v1/models/{name}"): R,
     ("POST", "/v1/models/{name}/versions"): Permission.REGISTRY_WRITE,
+    ("DELETE", "/v1/models/{name}"): Permission.REGISTRY_WRITE,
+    ("DELETE", "/v1/models/{name}/versions/{version}"): Permission.REGISTRY_WRITE,
     ("GET", "/v1/models/{name}/versions"): R,
     ("GET", "/v1/models/{name}/versions/{version}"): R,
     ("GET", "/v1/models/{name}/versions/{version}/samples"): R,
@@ -62,6 +65,7 @@ PERMISSIONS: dict[tuple[str, str], Requirement] = {
     ("GET", "/v1/devices"): R,
     ("GET", "/v1/devices/{device_id}"): R,
     ("GET", "/v1/devices/{device_id}/events"): R,
+    ("GET", "/v1/label-keys"): R,
     ("PUT", "/v1/devices/{device_id}/enrollment"): Permission.FLEET_WRITE,
     ("DELETE", "/v1/devices/{device_id}"): Permission.FLEET_WRITE,
     ("PUT", "/v1/devices/{device_id}/labels"): Permission.FLEET_WRITE,

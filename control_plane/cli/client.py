@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import ssl
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,14 @@ class ApiClient:
     # -- routes -----------------------------------------------------------------------------------------------
 
     def health(self) -> Any:
-        return self.get("/healthz")
+        """GET /healthz: its answer, also a 503's (a degraded control plane says what is wrong in the body)."""
+        try:
+            response = self._http.get("/healthz")
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _transport_reason(exc)) from exc
+        if response.status_code != 503:
+            _raise_for_status("GET", "/healthz", response)
+        return response.json()
 
     def status(self) -> Any:
         return self.get("/v1/status")
@@ -213,14 +220,30 @@ class ApiClient:
     def version(self, name: str, version: int) -> Any:
         return self.get(f"/v1/models/{name}/versions/{version}")
 
-    def push_version(self, name: str, model: Path, samples: Path | None, metadata: str | None) -> Any:
-        files: dict[str, tuple[str, bytes, str]] = {
-            "model": (model.name, model.read_bytes(), "application/octet-stream")
-        }
-        if samples is not None:
-            files["samples"] = (samples.name, samples.read_bytes(), "application/octet-stream")
-        data = {"metadata": metadata} if metadata is not None else None
-        return self.request("POST", f"/v1/models/{name}/versions", files=files, data=data).json()
+    def push_version(
+        self,
+        name: str,
+        model: Path,
+        samples: Path | None,
+        metadata: str | None,
+        external_data: Sequence[tuple[str, Path]] = (),
+    ) -> Any:
+        """Upload a version; `external_data` (location the model names, file) travel with it, streamed."""
+        with ExitStack() as stack:
+            files: list[tuple[str, tuple[str, Any, str]]] = [
+                ("model", (model.name, stack.enter_context(model.open("rb")), "application/octet-stream"))
+            ]
+            if samples is not None:
+                files.append(("samples", (samples.name, samples.read_bytes(), "application/octet-stream")))
+            for location, path in external_data:
+                stream = stack.enter_context(path.open("rb"))
+                files.append(("external_data", (location, stream, "application/octet-stream")))
+            data = {"metadata": metadata} if metadata is not None else None
+            return self.request("POST", f"/v1/models/{name}/versions", files=files, data=data).json()
+
+    def delete_model(self, name: str, version: int | None) -> Any:
+        path = f"/v1/models/{name}" if version is None else f"/v1/models/{name}/versions/{version}"
+        return self.request("DELETE", path).json()
 
     def samples(self, name: str, version: int) -> bytes:
         return self.request("GET", f"/v1/models/{name}/versions/{version}/samples").content
@@ -284,8 +307,8 @@ class ApiClient:
     def enroll_device(self, device_id: str, body: dict[str, Any]) -> Any:
         return self.request("PUT", f"/v1/devices/{device_id}/enrollment", json=body).json()
 
-    def forget_device(self, device_id: str) -> None:
-        self.request("DELETE", f"/v1/devices/{device_id}")
+    def forget_device(self, device_id: str, force: bool = False) -> None:
+        self.request("DELETE", f"/v1/devices/{device_id}", params={"force": "true"} if force else None)
 
     def set_labels(self, device_id: str, labels: dict[str, str]) -> Any:
         return self.request("PUT", f"/v1/devices/{device_id}/labels", json={"labels": labels}).json()

@@ -1,5 +1,6 @@
-"""What `edgectl rollout watch` shows: a rollout's phase, gate verdicts and per-device progress, kept up to date
-from its event stream (SSE records) and from `GET /v1/rollouts/{id}`.
+"""What `edgectl rollout watch` shows: a rollout's phase, its steps (devices by status, bake countdown, gate values
+against thresholds, verdicts), what it waits for and per-device progress, kept up to date from its event stream
+(SSE records) and from `GET /v1/rollouts/{id}`.
 
 Pure: it folds event and rollout JSON into a `WatchModel` and renders it with rich; it never does I/O, so the
 rendering is tested from recorded data. Unknown keys and kinds are ignored (the stream may grow new kinds).
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from control_plane.cli.views import status_text
+from control_plane.cli.views.rollout_steps import steps_table, waits_table
 
 
 class WatchExit(int, Enum):
@@ -52,6 +54,7 @@ class WatchModel:
     devices: dict[str, DeviceRow] = field(default_factory=dict)
     last_event_id: int = 0
     last_message: str | None = None
+    rollout: dict[str, Any] = field(default_factory=dict)  # the latest full answer: steps, waits, as_of
 
     @property
     def final(self) -> bool:
@@ -97,6 +100,7 @@ def _device_event(model: WatchModel, device_id: str, event: Mapping[str, Any], d
 
 def apply_rollout(model: WatchModel, rollout: Mapping[str, Any]) -> None:
     """Take the full picture from `GET /v1/rollouts/{id}` (it wins over what the events said)."""
+    model.rollout = dict(rollout)
     model.phase = str(rollout.get("phase") or model.phase)
     model.reason = rollout.get("reason") or model.reason
     current = rollout.get("current_step") or rollout.get("step")
@@ -144,7 +148,13 @@ def render(model: WatchModel) -> RenderableType:
         devices.add_column(column)
     for device_id, row in sorted(model.devices.items(), key=lambda item: (item[1].step, item[0])):
         devices.add_row(row.step, device_id, status_text(row.status or "-"), row.reason)
-    return Group(header, devices)
+    parts: list[RenderableType] = [header]
+    if model.rollout.get("steps"):
+        parts.append(steps_table(model.rollout))
+    waits = waits_table(model.rollout)
+    if waits is not None:
+        parts.append(waits)
+    return Group(*parts, devices)
 
 
 def final_line(model: WatchModel) -> str:

@@ -21,6 +21,7 @@ class Role(str, Enum):
     ADMIN = "admin"  # everything, including tokens, builders and the audit log
     BUILDER = "builder"  # a build worker: claims builds and delivers their artifacts, nothing else
     DEVICE = "device"  # an edge device: downloads the artifacts it was sent, nothing else
+    METRICS = "metrics"  # a Prometheus server: scrapes /metrics, nothing else
 
 
 class Permission(str, Enum):
@@ -35,12 +36,14 @@ class Permission(str, Enum):
     BUILDER_ADMIN = "builder:admin"  # register builders, cancel builds of others
     TOKEN_ADMIN = "token:admin"  # noqa: S105 (a permission's name, not a secret) - create, list, revoke tokens
     AUDIT_READ = "audit:read"  # read and verify the audit log
+    METRICS_READ = "metrics:read"  # scrape /metrics (aggregate figures: no device ids, no secrets)
 
 
 _OPERATOR = frozenset(
     {
         Permission.READ,
         Permission.ARTIFACT_READ,
+        Permission.METRICS_READ,
         Permission.REGISTRY_WRITE,
         Permission.FLEET_WRITE,
         Permission.ROLLOUT_WRITE,
@@ -50,13 +53,14 @@ _OPERATOR = frozenset(
 )
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.VIEWER: frozenset({Permission.READ, Permission.ARTIFACT_READ}),
+    Role.VIEWER: frozenset({Permission.READ, Permission.ARTIFACT_READ, Permission.METRICS_READ}),
     Role.OPERATOR: _OPERATOR,
     # An admin does not build: a lease belongs to a builder identity, and an admin token leaking into a build
     # worker would make every build it delivers look vouched for by an administrator.
     Role.ADMIN: _OPERATOR | {Permission.BUILDER_ADMIN, Permission.TOKEN_ADMIN, Permission.AUDIT_READ},
     Role.BUILDER: frozenset({Permission.BUILD_WORK, Permission.ARTIFACT_READ}),
     Role.DEVICE: frozenset({Permission.ARTIFACT_READ}),
+    Role.METRICS: frozenset({Permission.METRICS_READ}),
 }
 
 

@@ -127,3 +127,50 @@ class BuilderRecord:
     info: Mapping[str, Any]
     last_seen: datetime
     subject: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionUsage:
+    """What still uses a model (or one version): unfinished rollouts that install it, fall back to it or would
+    restore it, and devices whose desired or reported state names it."""
+
+    rollouts: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()  # the first few device ids, for the message
+    device_count: int = 0
+    running_builds: tuple[str, ...] = ()  # a builder holds them under a lease
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.rollouts) or self.device_count > 0 or bool(self.running_builds)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting a model (version None) or one version removed."""
+
+    model: str
+    version: int | None
+    versions: int
+    builds: int
+    artifacts: tuple[str, ...]  # the digests no remaining version or build refers to: removed from the store
+    finished_rollouts: int
+
+
+def deletion_refusal(what: str, usage: VersionUsage) -> str | None:
+    """Why `what` (e.g. "model m v2") may not be deleted now, naming what holds it and the way forward; None: it
+    may."""
+    if not usage.in_use:
+        return None
+    held: list[str] = []
+    if usage.rollouts:
+        held.append(f"unfinished rollout(s) {', '.join(usage.rollouts)} use it (finish or abort them first)")
+    if usage.device_count:
+        shown = ", ".join(usage.devices)
+        more = f" and {usage.device_count - len(usage.devices)} more" if usage.device_count > len(usage.devices) else ""
+        held.append(
+            f"{usage.device_count} device(s) run it or are told to ({shown}{more}; roll another version out to them "
+            "first)"
+        )
+    if usage.running_builds:
+        held.append(f"build(s) {', '.join(usage.running_builds)} are running (`edgectl builds cancel ID` first)")
+    return f"cannot delete {what}: " + "; ".join(held)

@@ -2,7 +2,9 @@
 
 Pure. A device is not trusted about itself:
 - a report naming an applied generation above the one issued to the device, or a model build (or version of it)
-  never sent to the device, is refused whole: not stored, and the device gets an event saying why;
+  never sent to the device, is refused whole: not stored, and the device gets an event saying why; a refusal or
+  failed apply of a generation never issued (the agent names the generation a document it refused claimed) is a
+  claim: stored, listed, and matched to no rollout (so a forged document cannot silence the device's reports);
 - labels, channel, GPU class and hardware belong to the control plane (enrollment, operators, facts playbooks);
   a report that claims others is stored for what it says about models, but its claims change nothing: they are
   listed so the caller records them as an event. One exception, trust on first use: a device enrolled by an
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from control_plane.domain.fleet import Device, DeviceFacts
-from edge_agent.protocol import DesiredState, HardwareFacts, ModelTelemetry, ReportedState
+from edge_agent.protocol import ApplyPhase, DesiredState, HardwareFacts, ModelTelemetry, ReportedState
 
 MAX_ISSUED_BUILDS = 512  # builds remembered per device (newest kept); older ones are long replaced
 HARDWARE_KEYS = ("gpu_class", "arch", "compute_capability", "tensorrt_version", "jetpack_version")
@@ -42,7 +44,7 @@ def _generation_refusal(device: Device | DeviceFacts, reported: ReportedState) -
     if reported.applied_generation > issued:
         return f"reports applied generation {reported.applied_generation}, but generation {issued} is the newest issued"
     last = reported.last_apply
-    if last is not None and last.generation > issued:
+    if last is not None and last.generation > issued and last.phase is not ApplyPhase.FAILED:
         return f"reports an apply of generation {last.generation}, but generation {issued} is the newest issued"
     return None
 
@@ -62,6 +64,10 @@ def _build_refusal(issued: Mapping[str, tuple[str, int]], reported: ReportedStat
 
 def _claims(device: Device | DeviceFacts, reported: ReportedState) -> list[str]:
     claims = []
+    last = reported.last_apply
+    if last is not None and last.generation > device.desired_generation:
+        newest = device.desired_generation
+        claims.append(f"a failed apply of generation {last.generation}, never issued (newest: {newest})")
     foreign = {k: v for k, v in reported.labels.items() if device.labels.get(k) != v}
     if foreign:
         shown = ",".join(f"{k}={v}" for k, v in sorted(foreign.items()))

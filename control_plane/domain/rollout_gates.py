@@ -1,5 +1,6 @@
 """A step's gate: once its devices are done, the step bakes while the new version's telemetry is watched; the
-gate passes (next step, or `succeeded`) or fails (`paused`, or an abort that rolls the fleet back).
+gate passes (next step, or `succeeded`) or fails (`paused`, or an abort that rolls the fleet back). `readings`
+tells operators the same values the gate judges, each against its threshold.
 
 Pure: the telemetry arrives in the fleet view and `now` is passed in; no I/O, no clock reads.
 """
@@ -12,6 +13,7 @@ from datetime import datetime, timedelta
 
 from control_plane.domain.rollout_notes import phase_note, with_phase
 from control_plane.domain.rollout_progress import (
+    BAD,
     Action,
     DeviceStatus,
     EventKind,
@@ -132,3 +134,40 @@ def next_step(state: RolloutState, now: datetime) -> Outcome:
         return moved, []
     done = with_phase(moved, RolloutPhase.SUCCEEDED, None, now)
     return done, [phase_note(done)]
+
+
+@dataclass(frozen=True)
+class GateReading:
+    """One value a step's gate judges, against its threshold; `ok` None: not judged yet (too few requests)."""
+
+    name: str  # failed, requests, error_rate, p99_ms, p99_ratio
+    value: float | None
+    threshold: float
+    ok: bool | None
+    bound: str  # "max" (the value must stay at or below) or "min" (must reach)
+
+
+def readings(state: RolloutState, step: str, fleet: FleetView) -> list[GateReading]:
+    """The values of `step`'s gate now: its failed devices against `max_failed` (always), then, when the gate
+    watches telemetry, the new version's requests, error rate and p99 over the step's activated devices (the
+    telemetry sum walks the step's tracks, as the gate's own judgement does)."""
+    gate = state.spec.gate_for(step)
+    total = sum(state.step_counts(step).values())
+    bad, allowed = state.count(BAD, step), gate.max_failed.of(total)
+    out = [GateReading("failed", bad, allowed, bad <= allowed, "max")]
+    if not gate.watches_telemetry:
+        return out
+    activated = [t.device_id for t in state.devices if t.step == step and t.status is DeviceStatus.ACTIVATED]
+    summary = summarise(fleet, activated)
+    enough = summary.requests >= max(gate.min_requests, 1)
+    need = gate.min_requests  # too few fails the gate only once the bake is over (then a verdict says so)
+    out.append(GateReading("requests", summary.requests, need, True if summary.requests >= need else None, "min"))
+    for name, value, limit in (
+        ("error_rate", summary.error_rate, gate.max_error_rate),
+        ("p99_ms", summary.p99_ms, gate.max_p99_ms),
+        ("p99_ratio", summary.p99_ratio, gate.max_p99_ratio),
+    ):
+        if limit is not None:
+            ok = None if not enough or value is None else value <= limit
+            out.append(GateReading(name, value, limit, ok, "max"))
+    return out

@@ -41,6 +41,9 @@ def published_note(track: DeviceTrack, target: Target) -> Note:
     )
 
 
+# The reason of a device the operator forgot while the rollout held it (`edgectl devices forget --force`).
+FORGOTTEN = "forgotten by the operator (devices forget --force)"
+
 NAMED_AT_MOST = 20
 
 

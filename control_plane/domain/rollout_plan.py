@@ -29,7 +29,14 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from control_plane.domain.rollout_gates import gate_failed, judge_bake, next_step
-from control_plane.domain.rollout_notes import named_some, phase_note, published_note, status_note, with_phase
+from control_plane.domain.rollout_notes import (
+    FORGOTTEN,
+    named_some,
+    phase_note,
+    published_note,
+    status_note,
+    with_phase,
+)
 from control_plane.domain.rollout_progress import (
     BAD,
     DONE,
@@ -57,7 +64,7 @@ from control_plane.domain.rollout_progress import (
 from control_plane.domain.rollout_rollback import begin_rollback, finish_rollback
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollout_steps import max_unavailable, split_steps, step_order, window_open
-from edge_agent.protocol import ApplyPhase, ModelHealth, ReportedState
+from edge_agent.protocol import ApplyPhase, EventStep, ModelHealth, ReportedState
 
 
 # -- a new rollout --------------------------------------------------------------------------------------------
@@ -226,8 +233,10 @@ def _late(state: RolloutState, now: datetime) -> list[DeviceTrack]:
 def _device_status(
     state: RolloutState, track: DeviceTrack, view: DeviceView | None, now: datetime, deadline: timedelta
 ) -> DeviceTrack | None:
-    if track.generation is None or track.published_at is None:
+    if track.published_at is None:
         return None
+    if track.generation is None:
+        return _never_sent(state, track, now >= track.published_at + deadline)
     reported = view.reported if view is not None else None
     late = now >= track.published_at + deadline
     silent = "" if view is None or view.online else " (offline)"
@@ -268,10 +277,22 @@ def _restored(reported: ReportedState | None, generation: int, model: str, previ
     return _serving(reported, generation, model, previous.version)
 
 
+def _never_sent(state: RolloutState, track: DeviceTrack, late: bool) -> DeviceTrack | None:
+    """A device published to whose desired state could not be made (it was forgotten meanwhile, or its build
+    vanished): nothing can answer, so it fails at its deadline instead of holding the rollout forever."""
+    if track.status not in IN_FLIGHT or not late:
+        return None
+    status = DeviceStatus.RESTORE_FAILED if track.status is DeviceStatus.RESTORING else DeviceStatus.TIMED_OUT
+    why = f"no desired state could be sent to it within {state.spec.device_deadline_s:g} s (see the server's log)"
+    return replace(track, status=status, reason=why)
+
+
 def _failed_apply(reported: ReportedState | None, generation: int) -> str | None:
+    """Why the device failed (or refused: step `rejected`, e.g. a signature it cannot verify) this generation."""
     last = reported.last_apply if reported is not None else None
     if last is not None and last.generation == generation and last.phase is ApplyPhase.FAILED:
-        return last.reason or "the device reported a failed apply"
+        why = last.reason or "the device reported a failed apply"
+        return f"refused by the device: {why}" if last.step is EventStep.REJECTED else why
     return None
 
 
@@ -342,3 +363,26 @@ def _publish_batch(state: RolloutState, step: str, now: datetime) -> Outcome:
         actions += [Publish(t.device_id, Target.INSTALL), published_note(t, Target.INSTALL)]
         tracks.append(t)
     return with_tracks(state, tracks, updated_at=now), actions
+
+
+# -- a device forgotten while the rollout holds it ------------------------------------------------------------
+
+
+def forget_device(state: RolloutState, device_id: str, now: datetime) -> Outcome:
+    """The operator forgot a device this rollout holds: it stops waiting for it. A device still to be moved or
+    being moved counts as failed (its step's gate judges that), one being restored as not restored; one already
+    done keeps its status but is never published to again (an abort cannot restore a device that is gone)."""
+    track = state.track(device_id)
+    if track is None or state.phase.final:
+        return state, []
+    if track.status is DeviceStatus.RESTORING:
+        status = DeviceStatus.RESTORE_FAILED
+    elif track.status in (DeviceStatus.WAITING, DeviceStatus.PENDING, DeviceStatus.IN_PROGRESS):
+        status = DeviceStatus.FAILED
+    elif track.status is DeviceStatus.ACTIVATED or track.status in BAD:
+        status = DeviceStatus.RESTORE_FAILED if state.phase is RolloutPhase.ROLLING_BACK else track.status
+    else:
+        return state, []
+    gone = replace(track, status=status, reason=FORGOTTEN, updated_at=now)
+    forgotten = with_tracks(state, [gone], updated_at=now)
+    return forgotten, [status_note(gone)]

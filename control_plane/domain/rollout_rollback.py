@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from control_plane.domain.rollout_notes import named_some, phase_note, published_note, with_phase
+from control_plane.domain.rollout_notes import (
+    FORGOTTEN,
+    named_some,
+    phase_note,
+    published_note,
+    status_note,
+    with_phase,
+)
 from control_plane.domain.rollout_progress import (
     MOVED,
     Action,
@@ -35,8 +42,14 @@ def begin_rollback(state: RolloutState, reason: str, now: datetime) -> Outcome:
     moved = [t for t in state.devices if t.status in MOVED]
     tracks = []
     for t in moved:
-        t = replace(t, status=DeviceStatus.RESTORING, generation=None, published_at=now, reason=None, updated_at=now)
-        actions += [Publish(t.device_id, Target.RESTORE), published_note(t, Target.RESTORE)]
+        if t.reason == FORGOTTEN:  # gone from the fleet: nothing to publish to, nothing to wait for
+            t = replace(t, status=DeviceStatus.RESTORE_FAILED, updated_at=now)
+            actions.append(status_note(t))
+        else:
+            t = replace(
+                t, status=DeviceStatus.RESTORING, generation=None, published_at=now, reason=None, updated_at=now
+            )
+            actions += [Publish(t.device_id, Target.RESTORE), published_note(t, Target.RESTORE)]
         tracks.append(t)
     rolling = with_phase(with_tracks(state, tracks), RolloutPhase.ROLLING_BACK, reason, now)
     note = Note(EventKind.ROLLING_BACK, f"restoring {len(moved)} device(s)", data={"devices": len(moved)})

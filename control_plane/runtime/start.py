@@ -7,9 +7,10 @@ exists. It never holds request logic.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from control_plane.adapters.mqtt import MqttLink
 from control_plane.runtime.broker import wire_broker
@@ -17,7 +18,7 @@ from control_plane.runtime.builds import wire_builds
 from control_plane.runtime.fleet import fleet_service, wire_rollouts
 from control_plane.runtime.identity import device_enrollment, operator_identity
 from control_plane.runtime.playbooks import recover_playbook_runs, wire_playbook_runs
-from control_plane.runtime.storage import open_shared, open_storage
+from control_plane.runtime.storage import Storage, open_shared, open_storage
 from control_plane.runtime.training import wire_training
 from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService
@@ -28,6 +29,7 @@ from control_plane.services.enrollment import EnrollmentService
 from control_plane.services.fleet import FleetService
 from control_plane.services.identity import IdentityService
 from control_plane.services.local_builder import InProcessBuilders
+from control_plane.services.metrics import MetricsService, MetricsSources
 from control_plane.services.playbook_runs import PlaybookRunService
 from control_plane.services.registry import RegistryService
 from control_plane.services.rollout_executor import RolloutExecutor
@@ -65,6 +67,7 @@ class Runtime:
     audit: AuditService
     enrollment: EnrollmentService
     device_access: DeviceAccessService
+    metrics: MetricsService
 
     def close(self) -> None:
         """The builders and the rollout executor first, then playbook runs, broker accounts and the broker link,
@@ -116,9 +119,31 @@ def start_runtime(
         audit=AuditService(storage.repos.audit, clock),
         enrollment=enrollment,
         device_access=broker.access,
+        metrics=_metrics(settings, storage, fleet, rollouts.rollouts, broker.link, clock),
     )
     start_workers(runtime)
     return runtime
+
+
+def _metrics(
+    settings: ServerSettings,
+    storage: Storage,
+    fleet: FleetService,
+    rollouts: RolloutService,
+    link: MqttLink,
+    clock: Callable[[], datetime],
+) -> MetricsService:
+    """What `/metrics` reads: grouped counts from the repositories, the rest from the running services."""
+    repos = storage.repos
+    sources = MetricsSources(
+        repos.fleet,
+        repos.rollouts,
+        repos.builds,
+        rollouts.current_gate_readings,
+        fleet.ingest_counters,
+        lambda: link.connected,
+    )
+    return MetricsService(sources, timedelta(seconds=settings.device_offline_after_s), clock, time.monotonic)
 
 
 def start_workers(runtime: Runtime) -> None:

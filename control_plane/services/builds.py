@@ -41,6 +41,8 @@ class BuildRequestSpec:
 class BuildRequestOutcome:
     builds: list[BuildView]
     skipped: list[Skipped]
+    targets: list[str] = field(default_factory=list)  # the GPU classes built for
+    targets_from_fleet: bool = False  # none were asked for: the classes of the enrolled devices
 
 
 class BuildService:
@@ -72,8 +74,9 @@ class BuildService:
         kinds = _kinds(spec.kinds)
         precisions = _precisions(spec.precisions)
         options = self._options(spec.options, spec.calibration)
+        targets = list(spec.targets) or self._fleet_targets()
         try:
-            specs, skipped = plan_builds(self._catalog, list(spec.targets), kinds, precisions)
+            specs, skipped = plan_builds(self._catalog, targets, kinds, precisions)
         except CatalogError as exc:
             raise InvalidInput(f"targets: {exc}") from exc
         if not specs and not skipped:
@@ -85,7 +88,19 @@ class BuildService:
         builds = [self._queue_one(found, s, options) for s in specs]
         if any(b.status is BuildStatus.QUEUED for b in builds):
             self._queue.notify_queued()
-        return BuildRequestOutcome(self._queue.views(builds), skipped)
+        return BuildRequestOutcome(self._queue.views(builds), skipped, targets, not spec.targets)
+
+    def _fleet_targets(self) -> list[str]:
+        """No target asked for: the GPU classes the enrolled devices have (those the catalog knows)."""
+        classes = self._store.fleet_gpu_classes()
+        known = [c for c in classes if self._catalog.get(c) is not None]
+        if not known:
+            unknown = f" (their classes {classes} are not in the catalog)" if classes else ""
+            raise InvalidInput(
+                f"targets: none given, and no enrolled device has a GPU class to build for{unknown}; "
+                "name the classes with --target (`edgectl targets` lists them)"
+            )
+        return known
 
     def _queue_one(self, version: ModelVersion, spec: BuildSpec, options: BuildOptions) -> Build:
         if spec.precision is not Precision.INT8:

@@ -114,9 +114,13 @@ class DeviceAccessService:
             raise NotFound(f"device {device_id!r} is not known")
         return self._revoke(device_id)
 
-    def forget(self, device_id: str) -> None:
-        """Forget the device (refused while an unfinished rollout holds it) and revoke what it holds."""
-        self._fleet.forget(device_id)
+    def forget(self, device_id: str, released: bool = False) -> None:
+        """Forget the device (refused while an unfinished rollout holds it, unless `released`: the rollouts no
+        longer wait for it) and revoke what it holds."""
+        if released:
+            self._fleet.forget_released(device_id)
+        else:
+            self._fleet.forget(device_id)
         self._revoke(device_id)
 
     def _revoke(self, device_id: str) -> Revocation:

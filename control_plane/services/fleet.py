@@ -395,6 +395,18 @@ class FleetService:
             except Exception:
                 log.exception("a listener failed on the reports of %d device(s)", len(changes))
 
+    def label_keys(self, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` label keys the fleet carries, by key, with how many devices carry each (issue 14: a
+        selector's unknown key is named, with the keys that exist)."""
+        check_limit(limit)
+        return self._store.label_keys(limit)
+
+    def forget_released(self, device_id: str) -> None:
+        """Remove a device with its events and telemetry although a rollout holds it: the rollout service has
+        already stopped waiting for it (`devices forget --force`, RolloutService.forget_device)."""
+        self.get_device(device_id)
+        self._store.remove_device(device_id)
+
 
 def _same_device(topic_id: str, *claimed: str) -> None:
     for other in claimed:

@@ -1,4 +1,10 @@
-"""The model registry: validate an upload for real and store it as an immutable, numbered version.
+"""The model registry: validate an upload for real and store it as an immutable, numbered version; delete a version
+or a model nothing uses any more.
+
+A model that keeps its weights in external data files (torch.onnx.export's default) is accepted with those files:
+their names are checked before a byte is read, they are received within what the upload limit leaves after the
+model, and the sandbox folds them into one self-contained model (`model_builds.external_data`), which is what is
+stored; a location is only ever a key into the uploaded files, never a path on this host.
 
 Validation happens before anything is stored: a bad upload is an `InvalidInput` naming the upload's field and
 what is wrong, and leaves no version behind. Every step costs bounded work whatever the input: files are streamed
@@ -9,7 +15,7 @@ and a memory limit (`model_builds.ort_sandbox`). An error text must never name a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +23,23 @@ from typing import Any, BinaryIO
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from control_plane.domain.errors import InvalidInput, NotFound, TooLarge
-from control_plane.domain.registry import LineageSource, Model, ModelVersion, NewVersion, TensorInfo
+from control_plane.domain.errors import Conflict, InvalidInput, NotFound, TooLarge
+from control_plane.domain.registry import (
+    Deletion,
+    LineageSource,
+    Model,
+    ModelVersion,
+    NewVersion,
+    TensorInfo,
+    VersionUsage,
+    deletion_refusal,
+)
 from control_plane.services.ports import Artifacts, Clock, RegistryStore
 from edge_agent.protocol.messages import Name, is_sha256
 from edge_agent.protocol.validation import describe_error
 from edge_agent.protocol.vocabulary import Precision
 from model_builds.digests import file_digest
+from model_builds.external_data import MAX_FILES, location_refusal
 from model_builds.npz import NpzLimits
 from model_builds.onnx_model import (
     Arrays,
@@ -35,7 +51,7 @@ from model_builds.onnx_model import (
     split_samples,
     synthesise_inputs,
 )
-from model_builds.ort_sandbox import EvalLimits, SandboxError, inspect_bounded, run_bounded
+from model_builds.ort_sandbox import EvalLimits, SandboxError, inline_bounded, inspect_bounded, run_bounded
 from model_builds.protocol import Tolerances
 
 _NAME = TypeAdapter(Name)
@@ -148,6 +164,22 @@ class RegistryService:
             raise NotFound(f"no artifact {sha256}")
         return path
 
+    # -- deletion ---------------------------------------------------------------------------------------------
+    def delete(self, name: str, version: int | None) -> Deletion:
+        """Delete a model (version None) or one version with its builds and the artifacts nothing else refers to;
+        Conflict naming what still uses it (unfinished rollouts, devices), and then nothing is deleted."""
+        what = f"model {name!r}" if version is None else f"{name} v{version}"
+        if version is None:
+            self.get_model(name)
+        else:
+            self.get_version(name, version)
+        outcome = self._store.delete_unused(name, version)
+        if isinstance(outcome, VersionUsage):
+            raise Conflict(deletion_refusal(what, outcome) or f"{what} is in use")
+        for sha in outcome.artifacts:
+            self._artifacts.remove(sha)
+        return outcome
+
     # -- calibration sets -------------------------------------------------------------------------------------
     def add_calibration(self, name: str, version: int, stream: BinaryIO) -> CalibrationSet:
         """Store an int8 calibration set (.npz of the model's inputs, `input:NAME` or plain names), checked
@@ -170,14 +202,29 @@ class RegistryService:
 
     # -- registration -----------------------------------------------------------------------------------------
     def register_upload(
-        self, name: str, model: BinaryIO, samples: BinaryIO | None, metadata_text: str | None
+        self,
+        name: str,
+        model: BinaryIO,
+        samples: BinaryIO | None,
+        metadata_text: str | None,
+        external_data: Sequence[tuple[str, BinaryIO]] = (),
     ) -> ModelVersion:
+        """Register an uploaded model; `external_data` are the files its tensors name (location, stream), which
+        are folded into one self-contained model before anything else looks at it."""
         validate_name(name)
         metadata = parse_metadata(metadata_text)
         metadata.lineage.source = LineageSource.UPLOAD
+        locations = _external_locations([location for location, _ in external_data])
         with ExitStack() as cleanup:
             model_path, model_sha, model_size = self._receive(model, ".onnx", "model")
             cleanup.callback(model_path.unlink, missing_ok=True)
+            if external_data:
+                budget = self._max_upload_bytes - model_size
+                files = self._receive_external(zip(locations, (s for _, s in external_data), strict=True), budget)
+                for path in files.values():
+                    cleanup.callback(path.unlink, missing_ok=True)
+                model_path, model_sha, model_size = self._inline(model_path, files)
+                cleanup.callback(model_path.unlink, missing_ok=True)
             samples_path: Path | None = None
             if samples is not None:
                 samples_path, _, _ = self._receive(samples, ".npz", "samples")
@@ -200,9 +247,39 @@ class RegistryService:
         finally:
             copy.unlink(missing_ok=True)
 
-    def _receive(self, stream: BinaryIO, suffix: str, what: str) -> tuple[Path, str, int]:
+    def _receive_external(self, uploads: Iterable[tuple[str, BinaryIO]], budget: int) -> dict[str, Path]:
+        """Each external data file streamed to the store's temp area, all of them together within `budget` (what
+        the upload limit leaves after the model); on a refusal nothing received stays behind."""
+        files: dict[str, Path] = {}
         try:
-            path, sha, size = self._artifacts.receive(stream, self._max_upload_bytes, suffix)
+            for location, stream in uploads:
+                what = f"external data {location!r}"
+                if budget <= 0:
+                    raise TooLarge(f"{what}: the model and its external data exceed the upload limit")
+                path, _, size = self._receive(stream, ".data", what, limit=budget)
+                files[location] = path
+                budget -= size
+        except BaseException:
+            for path in files.values():
+                path.unlink(missing_ok=True)
+            raise
+        return files
+
+    def _inline(self, model_path: Path, files: Mapping[str, Path]) -> tuple[Path, str, int]:
+        """One self-contained model from the model and its external data (in the sandbox: it parses the upload)."""
+        destination = self._artifacts.temp_path(".onnx")
+        limits = self._evaluation
+        try:
+            inline_bounded(model_path, files, destination, timeout_s=limits.timeout_s, memory_bytes=limits.memory_bytes)
+        except SandboxError as exc:
+            destination.unlink(missing_ok=True)
+            raise InvalidInput(f"model: {exc.reason}") from exc
+        sha, size = file_digest(destination)
+        return destination, sha, size
+
+    def _receive(self, stream: BinaryIO, suffix: str, what: str, limit: int | None = None) -> tuple[Path, str, int]:
+        try:
+            path, sha, size = self._artifacts.receive(stream, limit or self._max_upload_bytes, suffix)
         except ValueError as exc:  # ArtifactTooLarge: the partial copy is already gone
             raise TooLarge(f"{what}: {exc}") from exc
         if size == 0:
@@ -287,6 +364,21 @@ class RegistryService:
             return sha
         finally:
             temp.unlink(missing_ok=True)
+
+
+def _external_locations(locations: list[str]) -> list[str]:
+    """The uploaded external data files' names, checked before a byte of them is read: each a relative path next to
+    the model (no '..', no absolute path), no name twice, at most `MAX_FILES`."""
+    if len(locations) > MAX_FILES:
+        raise InvalidInput(f"external_data: at most {MAX_FILES} files, got {len(locations)}")
+    for location in locations:
+        refusal = location_refusal(location)
+        if refusal is not None:
+            raise InvalidInput(f"external_data: the file name {location[:300]!r} {refusal}")
+    twice = sorted({loc for loc in locations if locations.count(loc) > 1})
+    if twice:
+        raise InvalidInput(f"external_data: {twice} uploaded more than once")
+    return locations
 
 
 def _infos(specs: Any) -> tuple[TensorInfo, ...]:

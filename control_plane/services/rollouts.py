@@ -29,7 +29,14 @@ from control_plane.domain.ingest import DeviceChange, as_changes
 from control_plane.domain.paging import Page, check_limit, page_of, parse_time_cursor, time_cursor
 from control_plane.domain.registry import BuildStatus, ModelVersion
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
-from control_plane.domain.rollout_plan import due_devices, new_rollout, next_attention, plan, with_generations
+from control_plane.domain.rollout_gates import GateReading, readings
+from control_plane.domain.rollout_plan import (
+    due_devices,
+    forget_device,
+    new_rollout,
+    plan,
+    with_generations,
+)
 from control_plane.domain.rollout_progress import (
     CommandRefused,
     DeviceStatus,
@@ -47,6 +54,7 @@ from control_plane.domain.rollout_progress import (
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollouts import DesiredUpdate, DevicePlan, PlanError, plan_all_at_once
 from control_plane.domain.selectors import Selector
+from control_plane.domain.step_states import Seen, Wait, in_flight, waits
 from control_plane.domain.telemetry import ModelWindow, baseline_window, new_version_window
 from control_plane.services.desired import AssignmentFactory
 from control_plane.services.ports import (
@@ -59,6 +67,7 @@ from control_plane.services.ports import (
     RolloutStore,
 )
 from control_plane.services.rollout_compose import Composer
+from control_plane.services.rollout_memory import RolloutMemory, Shown
 from edge_agent.protocol import MessageKind, ModelHealth, ReportedState, Signer, Topics, seal
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
 from model_builds.catalog import Catalog
@@ -83,6 +92,9 @@ class RolloutPage:
     state: RolloutState
     devices: list[DeviceTrack]
     next_cursor: str | None
+    as_of: datetime | None = None  # the server's time of the answer (a bake's countdown is measured from it)
+    waits: tuple[Wait, ...] = ()  # the first in-flight devices and why each has not answered yet
+    readings: tuple[GateReading, ...] = ()  # the current step's gate values against their thresholds
 
 
 class RolloutService:
@@ -115,7 +127,8 @@ class RolloutService:
         self._push = push
         self._assignments = AssignmentFactory(artifacts, catalog, base_url)
         self._lock = threading.RLock()  # one decision at a time: generations and states change in order
-        self._memory: _Memory | None = None  # loaded on first use
+        self._memory: RolloutMemory | None = None  # loaded on first use
+        self._shown = Shown()  # what readers see, without waiting for a pass
 
     # -- queries ----------------------------------------------------------------------------------------------
     def rollouts_page(self, limit: int, cursor: str | None = None) -> Page[RolloutState]:
@@ -144,7 +157,9 @@ class RolloutService:
             raise NotFound(f"rollout {rollout_id!r} does not exist")
         tracks = self._store.page_devices(rollout_id, cursor, limit + 1)
         more = len(tracks) > limit
-        return RolloutPage(state, tracks[:limit], tracks[limit - 1].device_id if more else None)
+        now = self._clock()
+        waits, gate = self._live(rollout_id, now)
+        return RolloutPage(state, tracks[:limit], tracks[limit - 1].device_id if more else None, now, waits, gate)
 
     def phase_of(self, rollout_id: str) -> RolloutPhase:
         found = self._store.phase(rollout_id)
@@ -238,6 +253,18 @@ class RolloutService:
         command: Operator | None,
         changes: Mapping[str, DeviceChange] | None,
     ) -> RolloutState:
+        """One decision about a rollout, then shown to readers (`Shown`) whatever it decided."""
+        new = self._decide(state, now, command, changes)
+        self._shown.show(self._remembered(), state.id)
+        return new
+
+    def _decide(
+        self,
+        state: RolloutState,
+        now: datetime,
+        command: Operator | None,
+        changes: Mapping[str, DeviceChange] | None,
+    ) -> RolloutState:
         views = self._views(state, now, changes)
         new, actions = plan(state, views, now, command, None if changes is None else frozenset(changes))
         if new == state and not actions:
@@ -319,9 +346,9 @@ class RolloutService:
             undelivered=_undelivered(device),
         )
 
-    def _remembered(self) -> _Memory:
+    def _remembered(self) -> RolloutMemory:
         if self._memory is None:
-            self._memory = _Memory(self._store.list_rollouts(only_open=True))
+            self._memory = RolloutMemory(self._store.list_rollouts(only_open=True))
         return self._memory
 
     # -- helpers ----------------------------------------------------------------------------------------------
@@ -371,69 +398,54 @@ class RolloutService:
                 "desired state for %s queued: the broker link is down; it goes out on reconnect", update.device_id
             )
 
-
-class _Memory:
-    """The open rollouts, which one holds each device, and the device views read so far: what lets a pass cost
-    what changed. Rebuilt from the database when the service starts; changed only under the service's lock."""
-
-    def __init__(self, open_rollouts: Sequence[RolloutState]) -> None:
-        self.open: dict[str, RolloutState] = {}
-        self.owner: dict[str, str] = {}
-        self.views: dict[str, dict[str, DeviceView]] = {}
-        self._complete: dict[str, str] = {}  # rollout -> the step whose every device has a view
-        for state in open_rollouts:
-            self.remember(state)
-
-    def remember(self, state: RolloutState) -> None:
-        if state.phase.final:
-            if self.open.pop(state.id, None) is not None:
-                for track in state.devices:
-                    if self.owner.get(track.device_id) == state.id:
-                        del self.owner[track.device_id]
-            self.views.pop(state.id, None)
-            self._complete.pop(state.id, None)
-            return
-        if state.id not in self.open:
-            self.owner.update((t.device_id, state.id) for t in state.devices)
-        self.open[state.id] = state
-
-    def holders(self, device_ids: Collection[str]) -> dict[str, set[str]]:
-        """The open rollouts holding any of these devices, with which."""
-        out: dict[str, set[str]] = {}
-        for device_id in device_ids:
-            if (rollout_id := self.owner.get(device_id)) is not None:
-                out.setdefault(rollout_id, set()).add(device_id)
-        return out
-
-    def due(
-        self, changes: Mapping[str, DeviceChange] | None, now: datetime
-    ) -> dict[str, dict[str, DeviceChange] | None]:
-        """The rollouts a pass runs, each with its changed devices (None: all of them). New telemetry alone wakes
-        only a rollout whose gates watch it."""
-        if changes is None:
-            return dict.fromkeys(self.open)
-        out: dict[str, dict[str, DeviceChange] | None] = {}
-        for device_id, change in changes.items():
-            rollout_id = self.owner.get(device_id)
-            if rollout_id is None or (change.telemetry_only and not self.open[rollout_id].spec.watches_telemetry):
-                continue
-            mine = out.setdefault(rollout_id, {})
-            assert mine is not None
-            mine[device_id] = change
-        for rollout_id, state in self.open.items():
-            at = next_attention(state)
-            if rollout_id not in out and at is not None and at <= now:
-                out[rollout_id] = {}
-        return out
-
-    def missing_of_step(self, state: RolloutState) -> set[str]:
-        """The current step's devices without a view yet; walked once per step (then remembered complete)."""
+    # -- what an open rollout waits for, and the forgotten ------------------------------------------------------
+    def _live(self, rollout_id: str, now: datetime) -> tuple[tuple[Wait, ...], tuple[GateReading, ...]]:
+        """An open rollout's waits (its first in-flight devices, with their presence read in one query) and its
+        current step's gate values from the views the executor holds; nothing for a finished rollout."""
+        shown = self._shown.get(rollout_id)  # never waits for a pass (rollout_memory.py)
+        if shown is None:
+            return (), ()
+        state, views = shown
+        tracks = in_flight(state)
+        facts = self._fleet.device_facts([t.device_id for t in tracks]) if tracks else {}
+        seen = {d: Seen(presence(f, now, self._offline_after), f.last_seen) for d, f in facts.items()}
         step = state.current_step
-        if step is None or state.step_started_at is None or self._complete.get(state.id) == step:
-            return set()
-        known = self.views.get(state.id, {})
-        self._complete[state.id] = step
-        return {t.device_id for t in state.devices if t.step == step and t.device_id not in known}
+        started = step is not None and state.step_started_at is not None and state.phase is RolloutPhase.IN_PROGRESS
+        gate = readings(state, str(step), views) if started else []
+        return tuple(waits(state, tracks, seen)), tuple(gate)
+
+    def forget_device(self, device_id: str) -> RolloutState | None:
+        """`devices forget --force`: the open rollout holding the device stops waiting for it (the planner's
+        `forget_device`), stored with its event before the device is removed; the rollout, or None."""
+        with self._lock:
+            memory = self._remembered()
+            rollout_id = memory.owner.get(device_id)
+            state = memory.open.get(rollout_id) if rollout_id is not None else None
+            if state is None:
+                return None
+            now = self._clock()
+            new, notes = forget_device(state, device_id, now)
+            if new is state:
+                return state
+            events = [NewEvent.of(a, now) for a in notes if isinstance(a, Note)]
+            self._store.save(new, [], events, tracks=[t for d in sorted(new.touched) if (t := new.track(d))])
+            new = settled(new)
+            memory.remember(new)
+            memory.views.get(new.id, {}).pop(device_id, None)
+            log.warning("rollout %s: device %s forgotten by the operator; no longer waited for", new.id, device_id)
+            return self._run(new, now, None, {})  # it may move on now (a step done, a rollback finished)
+
+    def current_gate_readings(self) -> list[tuple[RolloutState, str, tuple[GateReading, ...]]]:
+        """Each rollout in progress with a started step: the step and its gate values, from the views the executor
+        holds (no database read; the work grows with the open rollouts' tracks, not the fleet). Added for the gate
+        gauges of `/metrics` (issue 13); the same `readings` `edgectl rollout get` shows."""
+        found: list[tuple[RolloutState, str, tuple[GateReading, ...]]] = []
+        for state, views in self._shown.all():  # never waits for a pass (rollout_memory.py)
+            step = state.current_step
+            if step is None or state.step_started_at is None or state.phase is not RolloutPhase.IN_PROGRESS:
+                continue
+            found.append((state, str(step), tuple(readings(state, str(step), views))))
+        return found
 
 
 def _undelivered(device: DeviceFacts) -> tuple[int, str] | None:

@@ -43,6 +43,8 @@ class HttpFetcher:
         monotonic: Callable[[], float] = time.monotonic,
         token: str | None = None,
         ca_file: Path | None = None,
+        on_bytes: Callable[[int], None] = lambda _size: None,
+        on_retry: Callable[[], None] = lambda: None,
     ) -> None:
         # The device's artifact credential: the control plane serves artifacts only to a known identity.
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
@@ -55,6 +57,9 @@ class HttpFetcher:
         self._artifact_dir = artifact_dir
         self._deadline_s = deadline_s
         self._monotonic = monotonic
+        # What the agent's /metrics counts (edge_agent/core/metrics.py AgentTally): bytes received, retries.
+        self._on_bytes = on_bytes
+        self._on_retry = on_retry
 
     def fetch(self, artifact: ArtifactRef, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +88,7 @@ class HttpFetcher:
                         f"gave up after {attempt} attempt(s) within {self._deadline_s:g} s: {exc}"
                     ) from exc
                 log.warning("download %s: attempt %d failed (%s); retry in %.1fs", artifact.url, attempt, exc, delay)
+                self._on_retry()
                 self._sleep(delay)
 
     def _attempt(self, artifact: ArtifactRef, dest: Path, ends: float | None = None) -> None:
@@ -100,7 +106,7 @@ class HttpFetcher:
                 if mode is None:  # 416: the .part already holds every byte
                     part.replace(dest)
                     return
-                self._write(response, part, mode, artifact.size, self._past(ends))
+                self._write(response, part, mode, artifact.size, self._past(ends), self._on_bytes)
         except httpx.HTTPError as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}") from exc
         if part.stat().st_size < artifact.size:
@@ -129,10 +135,18 @@ class HttpFetcher:
         return lambda: ends is not None and self._monotonic() >= ends
 
     @staticmethod
-    def _write(response: httpx.Response, part: Path, mode: str, limit: int, past_deadline: Callable[[], bool]) -> None:
+    def _write(
+        response: httpx.Response,
+        part: Path,
+        mode: str,
+        limit: int,
+        past_deadline: Callable[[], bool],
+        on_bytes: Callable[[int], None],
+    ) -> None:
         with part.open(mode) as handle:
             for chunk in response.iter_bytes(CHUNK):
                 handle.write(chunk)
+                on_bytes(len(chunk))
                 if handle.tell() > limit:
                     raise FetchError(f"server sent more than the expected {limit} bytes", permanent=True)
                 if past_deadline():

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -178,6 +179,8 @@ class MqttSession:
         self._stopping = threading.Event()
         self.connected = threading.Event()
         """Set while the broker has accepted the session (set and cleared by the session only)."""
+        self.down_since: float | None = time.time()
+        """Wall-clock time since when the session has not been connected (None while it is): for health reports."""
 
     @property
     def version(self) -> MqttVersion:
@@ -364,6 +367,7 @@ class MqttSession:
         current reported state) thus reaches the broker after them: an older report resent later would otherwise
         become the retained one."""
         self.connected.set()
+        self.down_since = None
         log.info("MQTT: connected (protocol %s)", self.version.value)
         if self._on_connected_cb is not None:
             try:
@@ -379,8 +383,15 @@ class MqttSession:
             self._first_attempt = False
             return
         delay = self._reconnects.next()
-        if not self._stopping.is_set():
-            log.info("MQTT: reconnecting in %.2f s (attempt %d)", delay, self._reconnects.attempt)
+        if not self._stopping.is_set():  # one line per attempt; the schedule spaces them up to 30 s apart
+            s = self._settings
+            log.warning(
+                "MQTT: broker %s:%d not connected; reconnecting in %.2f s (attempt %d)",
+                s.host,
+                s.port,
+                delay,
+                self._reconnects.attempt,
+            )
         if self._stopping.wait(delay):
             raise ConnectionAbortedError("the MQTT session is stopping")
 
@@ -394,6 +405,8 @@ class MqttSession:
     ) -> None:
         self.connected.clear()
         self._ready_after = None
+        if self.down_since is None:
+            self.down_since = time.time()
         if not self._stopping.is_set():
             log.warning("MQTT: disconnected (%s); reconnecting with backoff", reason)
 

@@ -12,12 +12,13 @@ composed by `edge_agent.daemon.build_core`.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
 from edge_agent.core.context import AgentIdentity, CoreContext
 from edge_agent.core.deadlines import Deadlines
-from edge_agent.core.events import EventEmitter
+from edge_agent.core.events import MAX_REASON, EventEmitter
 from edge_agent.core.journal import JournalState
 from edge_agent.core.ledger import Ledger
 from edge_agent.core.ports import AgentPorts
@@ -26,7 +27,14 @@ from edge_agent.core.recovery import Recovery
 from edge_agent.core.reporting import reported_state
 from edge_agent.core.serving_table import ServingTable
 from edge_agent.core.transaction import ApplyResult, ApplyTransaction
-from edge_agent.protocol import EventStep, ReportedState, SignatureError, SignedDesiredState
+from edge_agent.protocol import (
+    ApplyOutcome,
+    ApplyPhase,
+    EventStep,
+    ReportedState,
+    SignatureError,
+    SignedDesiredState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,7 @@ class AgentCore:
         self._recovery = Recovery(self._ctx)
         self._transaction = ApplyTransaction(self._ctx)
         self._lock = threading.RLock()
+        self._refused: ApplyOutcome | None = None  # the latest refused document of this device, until an apply
 
     @property
     def state(self) -> JournalState:
@@ -70,13 +79,15 @@ class AgentCore:
             try:
                 desired = self._ctx.ports.verifier.verify_desired(signed)
             except SignatureError as exc:
-                return self._reject(0, f"signature: {exc}")
+                return self._reject(claimed_generation(signed, self.identity.device_id), f"signature: {exc}")
             decision = plan(desired, self.state, self.identity.device_id, self.identity.choose)
             if decision.kind is DecisionKind.REJECT:
-                return self._reject(desired.generation, decision.reason)
+                mine = desired.device_id == self.identity.device_id
+                return self._reject(desired.generation if mine else 0, decision.reason)
             if decision.kind is DecisionKind.NOOP:
                 log.info("desired state ignored: %s", decision.reason)
                 return ApplyResult(DecisionKind.NOOP, desired.generation, ok=True, reason=decision.reason)
+            self._refused = None  # a document that verified: its apply's outcome is what the report says now
             return self._transaction.run(desired, signed, decision)
 
     def report_rejected(self, generation: int, reason: str) -> None:
@@ -86,9 +97,41 @@ class AgentCore:
     def reported(self, from_journal: bool = False) -> ReportedState:
         """What this agent serves. `from_journal`: for a one-shot process (`edge-agent apply`) that did not load
         every model itself, a model the journal holds as active counts as serving (the daemon serves it)."""
-        return reported_state(self.identity, self.state, self.table.current(), from_journal)
+        return reported_state(self.identity, self.state, self.table.current(), from_journal, self._refused)
 
     def _reject(self, generation: int, reason: str) -> ApplyResult:
+        """Refuse a document: an event says why, and, when it names a generation of this device, so does the
+        reported state (`last_apply` failed at step `rejected`) until the next apply: the control plane's rollout
+        counts the refusal as that device's failure at once instead of waiting for its deadline. Nothing of a
+        refused document is stored (the journal is untouched; a restarted agent refuses the retained one again)."""
         log.warning("desired state rejected: %s", reason)
-        self._ctx.events.emit(generation, EventStep.REJECTED, reason=reason)
+        ctx = self._ctx
+        ctx.events.emit(generation, EventStep.REJECTED, reason=reason)
+        if generation > 0:
+            self._refused = ApplyOutcome(
+                generation=generation,
+                phase=ApplyPhase.FAILED,
+                step=EventStep.REJECTED,
+                reason=reason[:MAX_REASON],
+                at=ctx.ports.clock(),
+            )
+            ctx.ports.on_change()
         return ApplyResult(DecisionKind.REJECT, generation, ok=False, reason=reason)
+
+
+MAX_GENERATION = 2**53
+
+
+def claimed_generation(signed: SignedDesiredState, device_id: str) -> int:
+    """The generation a document that did not verify says it is, when it names this device (else 0): only used to
+    tell the control plane which of its documents was refused; nothing in it is trusted or applied."""
+    try:
+        document = json.loads(signed.document)
+    except ValueError:
+        return 0
+    if not isinstance(document, dict) or document.get("device_id") != device_id:
+        return 0
+    generation = document.get("generation")
+    if isinstance(generation, bool) or not isinstance(generation, int) or not 0 < generation <= MAX_GENERATION:
+        return 0
+    return generation

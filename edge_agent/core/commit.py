@@ -1,7 +1,7 @@
 """The decisions of a commit, the second half of an apply transaction. Purely computational.
 
 Which slots become active and which stay as the previous ones (the instant rollback), what the serving table
-holds after the switch, and whether an activation is a move forward or a rollback. No I/O, no clock: the
+holds after the switch, and how an activation is told. No I/O, no clock: the
 transaction (core.transaction) saves, swaps and emits what these return.
 """
 
@@ -50,10 +50,13 @@ def switched(
 
 
 def activation(prepared: Prepared, before: SlotRecord | None) -> tuple[EventStep, str]:
-    """`rolled_back` when the version now active is the one that was active before the replaced one (`before`:
-    the previous record as it was before the commit); else `activated`. With the event's reason."""
+    """Every commit is `activated`: the agent cannot tell an abort's restore from an operator rolling an older
+    version forward again (both are a newer generation naming it), so whether it was a rollback is the rollout's
+    word, never the device's. The reason says when the version came back from its previous slot (`before`: the
+    previous record as it was before the commit) without a download."""
     model = prepared.model
+    provider = f"provider {prepared.loaded.runner.provider}"
     if before is not None and before.version == model.version:
-        source = f"slot {prepared.record.slot}, no download" if prepared.restored else "downloaded again"
-        return EventStep.ROLLED_BACK, f"restored v{model.version} from {source}"
-    return EventStep.ACTIVATED, f"provider {prepared.loaded.runner.provider}"
+        source = f"its previous slot {prepared.record.slot}, no download" if prepared.restored else "a new download"
+        return EventStep.ACTIVATED, f"v{model.version} again, from {source}; {provider}"
+    return EventStep.ACTIVATED, provider

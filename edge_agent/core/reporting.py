@@ -9,23 +9,28 @@ from __future__ import annotations
 from edge_agent.core.context import AgentIdentity
 from edge_agent.core.journal import JournalState, SlotRecord
 from edge_agent.core.serving_table import ServedModel, TableSnapshot
-from edge_agent.protocol import ModelHealth, ModelStatus, ReportedState
+from edge_agent.protocol import ApplyOutcome, ModelHealth, ModelStatus, ReportedState
 
 NO_PROVIDER = "none"
 
 
 def reported_state(
-    identity: AgentIdentity, state: JournalState, snapshot: TableSnapshot, from_journal: bool = False
+    identity: AgentIdentity,
+    state: JournalState,
+    snapshot: TableSnapshot,
+    from_journal: bool = False,
+    refused: ApplyOutcome | None = None,
 ) -> ReportedState:
     """What this agent serves. `from_journal`: for a one-shot process (`edge-agent apply`) that did not load
-    every model itself, a model the journal holds as active counts as serving (the daemon serves it)."""
+    every model itself, a model the journal holds as active counts as serving (the daemon serves it). `refused`:
+    a document refused since the last apply, told as the last apply (failed at step `rejected`)."""
     served = snapshot.models
     models = [model_status(record, served.get(name), state, from_journal) for name, record in state.active.items()]
     return ReportedState(
         device_id=identity.device_id,
         agent_version=identity.agent_version,
         applied_generation=state.applied_generation,
-        last_apply=state.last_apply,
+        last_apply=refused or state.last_apply,
         models=models,
         hardware=identity.hardware,
         labels=dict(identity.labels),

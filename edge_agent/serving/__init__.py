@@ -1,1 +1,1 @@
-"""The inference API (Open Inference Protocol / KServe v2 over HTTP+JSON)."""
+"""The inference API: the Open Inference Protocol (KServe v2) over HTTP, JSON and binary tensors."""

@@ -13,12 +13,19 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from control_plane.adapters.db.convert import build_from_row, utc
-from control_plane.adapters.db.tables import BuilderRegistrationRow, BuilderRow, BuildLogRow, BuildRow, VersionRow
+from control_plane.adapters.db.tables import (
+    BuilderRegistrationRow,
+    BuilderRow,
+    BuildLogRow,
+    BuildRow,
+    DeviceRow,
+    VersionRow,
+)
 from control_plane.domain.build_trust import BuilderRegistration
 from control_plane.domain.errors import NotFound
 from control_plane.domain.registry import Build, BuilderRecord, BuildLogLine, BuildStatus
@@ -157,6 +164,19 @@ class BuildRepository:
         stmt = select(BuilderRegistrationRow).order_by(BuilderRegistrationRow.name, BuilderRegistrationRow.subject)
         with self._sessions() as session:
             return [_registration(r) for r in session.scalars(stmt)]
+
+    def fleet_gpu_classes(self) -> list[str]:
+        """The distinct GPU classes of the enrolled devices (what `edgectl build` builds for by default)."""
+        classes = DeviceRow.gpu_class
+        stmt = select(classes).where(classes.is_not(None)).distinct().order_by(classes)
+        with self._sessions() as session:
+            return [c for c in session.scalars(stmt) if c]
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many builds are in each stored status: one grouped COUNT over `ix_builds_status` (for `/metrics`)."""
+        stmt = select(BuildRow.status, func.count()).group_by(BuildRow.status)
+        with self._sessions() as session:
+            return {str(status): int(count) for status, count in session.execute(stmt)}
 
 
 def _builder_key(subject: str | None, label: str) -> str:

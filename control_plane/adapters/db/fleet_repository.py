@@ -21,7 +21,22 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Select, Table, Update, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    Table,
+    Text,
+    Update,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import (
@@ -263,9 +278,9 @@ class FleetRepository:
     def get_devices(self, device_ids: Collection[str]) -> dict[str, Device]:
         """The known ones of `device_ids` (one SELECT per IN_CHUNK ids)."""
         found: dict[str, Device] = {}
-        with self._sessions() as session:
+        with self._engine.connect() as connection:
             for chunk in _chunks(sorted(device_ids)):
-                for row in session.scalars(select(DeviceRow).where(DeviceRow.id.in_(chunk))):
+                for row in connection.execute(select(*_DEVICE_COLUMNS).where(DeviceRow.id.in_(chunk))):
                     found[row.id] = device_from_row(row)
         return found
 
@@ -283,9 +298,10 @@ class FleetRepository:
         found: dict[str, ReportedState] = {}
         with self._engine.connect() as connection:
             for chunk in _chunks(sorted(device_ids)):
-                for row in connection.execute(select(DeviceRow.id, DeviceRow.reported).where(DeviceRow.id.in_(chunk))):
-                    if row.reported:
-                        found[row.id] = ReportedState.model_validate(row.reported)
+                reported = sql_cast(DeviceRow.reported, Text).label("reported")  # parsed by pydantic in one pass
+                for row in connection.execute(select(DeviceRow.id, reported).where(DeviceRow.id.in_(chunk))):
+                    if row.reported not in (None, "null"):
+                        found[row.id] = ReportedState.model_validate_json(row.reported)
         return found
 
     def apply_writes(self, writes: FleetWrites) -> set[str]:
@@ -318,10 +334,11 @@ class FleetRepository:
     def _held(session: Session, device_ids: Collection[str]) -> dict[str, _Held]:
         """What a batch's writes depend on, of the devices that exist, read in the batch's transaction."""
         held: dict[str, _Held] = {}
-        columns = (DeviceRow.id, DeviceRow.hardware, DeviceRow.gpu_class, DeviceRow.delivery)
+        hardware = sql_cast(DeviceRow.hardware, Text).label("hardware")  # only whether there is any: not decoded
+        columns = (DeviceRow.id, hardware, DeviceRow.gpu_class, DeviceRow.delivery)
         for chunk in _chunks(sorted(device_ids)):
             rows = session.connection().execute(select(*columns).where(DeviceRow.id.in_(chunk)))
-            held.update({r.id: _Held(r.hardware is not None, r.gpu_class, r.delivery) for r in rows})
+            held.update({r.id: _Held(r.hardware not in (None, "null"), r.gpu_class, r.delivery) for r in rows})
         return held
 
     # -- events -----------------------------------------------------------------------------------------------
@@ -362,19 +379,64 @@ class FleetRepository:
         stmt = _selected(selector)
         if after is not None:
             stmt = stmt.where(DeviceRow.id > after)
-        with self._sessions() as session:
-            return [device_from_row(r) for r in session.scalars(stmt.order_by(DeviceRow.id).limit(limit))]
+        with self._engine.connect() as connection:
+            return [device_from_row(r) for r in connection.execute(stmt.order_by(DeviceRow.id).limit(limit))]
 
     def select_devices(self, selector: Selector) -> list[Device]:
         """Every device the selector matches, by id: what a new rollout reads (not the whole fleet)."""
+        with self._engine.connect() as connection:
+            return [device_from_row(r) for r in connection.execute(_selected(selector).order_by(DeviceRow.id))]
+
+    def label_keys(self, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` label keys the fleet's devices carry, by key, each with how many devices carry it (read
+        from `device_labels` by its (key, value, device_id) index; never the devices themselves). Added by the
+        CLI's did-you-mean for selectors (issue 14)."""
+        stmt = (
+            select(DeviceLabelRow.key, func.count(DeviceLabelRow.device_id))
+            .group_by(DeviceLabelRow.key)
+            .order_by(DeviceLabelRow.key)
+            .limit(limit)
+        )
         with self._sessions() as session:
-            return [device_from_row(r) for r in session.scalars(_selected(selector).order_by(DeviceRow.id))]
+            return [(str(key), int(count)) for key, count in session.execute(stmt)]
+
+    def presence_groups(self, seen_since: datetime) -> list[PresenceGroup]:
+        """How many devices share each (GPU class, channel, presence status, ever heard of, heard of at or after
+        `seen_since`): the facts `domain.fleet.presence` decides from, in one grouped COUNT over the small columns
+        (never a device per row). Added for the fleet gauges of `/metrics` (issue 13)."""
+        inner = select(
+            DeviceRow.gpu_class.label("gpu_class"),
+            DeviceRow.channel.label("channel"),
+            DeviceRow.status.label("status"),
+            case((DeviceRow.last_seen.is_(None), 0), else_=1).label("seen"),
+            case((DeviceRow.last_seen >= seen_since, 1), else_=0).label("recent"),
+        ).subquery()
+        # Grouped in an outer query by the inner columns: PostgreSQL would see the CASE's bound parameter twice.
+        columns = (inner.c.gpu_class, inner.c.channel, inner.c.status, inner.c.seen, inner.c.recent)
+        stmt = select(*columns, func.count()).group_by(*columns)
+        with self._sessions() as session:
+            return [
+                PresenceGroup(gpu, str(channel), status, bool(seen), bool(recent), int(count))
+                for gpu, channel, status, seen, recent, count in session.execute(stmt)
+            ]
 
 
-def _selected(selector: Selector) -> Select[DeviceRow]:
-    """The devices a selector matches: one join on `device_labels` per label (its (key, value, device_id) index
-    finds them) and the GPU class by its column (indexed with the id)."""
-    stmt = select(DeviceRow)
+@dataclass(frozen=True)
+class PresenceGroup:
+    """Devices sharing what their presence is decided from (`FleetRepository.presence_groups`)."""
+
+    gpu_class: str | None
+    channel: str
+    status: str | None
+    seen: bool  # heard of at least once
+    recent: bool  # heard of at or after the cut-off asked for
+    devices: int
+
+
+def _selected(selector: Selector) -> Select[Any]:
+    """The devices a selector matches (their `_DEVICE_COLUMNS`): one join on `device_labels` per label (its (key,
+    value, device_id) index finds them) and the GPU class by its column (indexed with the id)."""
+    stmt = select(*_DEVICE_COLUMNS)
     for key, value in sorted(selector.labels.items()):
         label = aliased(DeviceLabelRow)
         stmt = stmt.join(label, and_(label.device_id == DeviceRow.id, label.key == key, label.value == value))
@@ -389,11 +451,18 @@ def _write_labels(session: Session, device_id: str, labels: Mapping[str, str]) -
     session.add_all(DeviceLabelRow(device_id=device_id, key=str(k), value=str(v)) for k, v in labels.items())
 
 
+_DOCUMENTS = ("hardware", "reported", "desired", "telemetry")
+# Every column of a device, its documents as their JSON text: read without ORM objects, each document parsed and
+# validated by pydantic in one pass (convert.device_from_row) rather than decoded to dicts and validated again.
+_DEVICE_COLUMNS = tuple(
+    sql_cast(column, Text).label(column.key) if column.key in _DOCUMENTS else column
+    for column in cast(Table, DeviceRow.__table__).columns
+)
 _FACT_COLUMNS = (
     DeviceRow.id,
     DeviceRow.gpu_class,
     DeviceRow.labels,
-    DeviceRow.hardware,
+    sql_cast(DeviceRow.hardware, Text).label("hardware"),  # as stored: decoded once per distinct text (convert.py)
     DeviceRow.channel,
     DeviceRow.status,
     DeviceRow.last_seen,

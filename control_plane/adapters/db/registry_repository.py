@@ -15,9 +15,10 @@ from control_plane.adapters.db.convert import (
     utc,
     version_from_row,
 )
+from control_plane.adapters.db.registry_deletion import delete_unused
 from control_plane.adapters.db.tables import ModelRow, TrainingJobRow, VersionRow
 from control_plane.domain.errors import Conflict
-from control_plane.domain.registry import Model, ModelVersion, NewVersion
+from control_plane.domain.registry import Deletion, Model, ModelVersion, NewVersion, VersionUsage
 from control_plane.domain.training import TrainingJob, TrainingStatus
 
 
@@ -84,6 +85,12 @@ class RegistryRepository:
     def _version_row(session: Session, name: str, version: int) -> VersionRow | None:
         stmt = select(VersionRow).where(VersionRow.model_name == name, VersionRow.version == version)
         return session.scalars(stmt).first()
+
+    def delete_unused(self, name: str, version: int | None) -> VersionUsage | Deletion:
+        """Delete the model (version None) or one version in one transaction, unless something uses it: then
+        nothing is deleted and what uses it is returned (registry_deletion.py)."""
+        with self._sessions.begin() as session:
+            return delete_unused(session, name, version)
 
     # -- training jobs ----------------------------------------------------------------------------------------
     def save_job(self, job: TrainingJob) -> TrainingJob:

@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_row, utc, utc_or_none
+from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_values, utc, utc_or_none
 from control_plane.adapters.db.tables import DeviceRow, RolloutDeviceRow, RolloutEventRow, RolloutRow
 from control_plane.domain.reports import builds_in, remember_issued
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
@@ -65,8 +65,9 @@ class RolloutRepository:
             elif values:
                 keyed = [{"b_rollout": v["rollout_id"], "b_device": v["device_id"], **v} for v in values]
                 session.connection().execute(_UPDATE_TRACK, keyed)
-            if events:
-                session.add_all(to_row(RolloutEventRow, event, rollout_id=state.id) for event in events)
+            if events:  # a note per device that moved: plain executemany, no ORM object per event
+                rows = [to_values(RolloutEventRow, event, rollout_id=state.id) for event in events]
+                session.connection().execute(insert(_rollout_events), rows)
 
     def get(self, rollout_id: str) -> RolloutState | None:
         with self._sessions() as session:
@@ -142,6 +143,12 @@ class RolloutRepository:
         with self._sessions() as session:
             return [from_row(RolloutEventRecord, r, data=dict(r.data or {})) for r in session.scalars(stmt)]
 
+    def count_by_phase(self) -> dict[str, int]:
+        """How many rollouts are in each phase: one grouped COUNT over `ix_rollouts_phase` (for `/metrics`)."""
+        stmt = select(RolloutRow.phase, func.count()).group_by(RolloutRow.phase)
+        with self._sessions() as session:
+            return {str(phase): int(count) for phase, count in session.execute(stmt)}
+
 
 def _rollouts_stmt(only_open: bool, only_device: str | None) -> Any:
     stmt = select(RolloutRow).order_by(RolloutRow.created_at.desc())
@@ -185,6 +192,7 @@ def _store_desired(session: Session, desired: Sequence[DesiredUpdate]) -> None:
 _CHUNK = 500  # ids per IN (...): well under every database's limit on bound parameters
 _tracks = cast(Table, RolloutDeviceRow.__table__)
 _devices = cast(Table, DeviceRow.__table__)
+_rollout_events = cast(Table, RolloutEventRow.__table__)
 _TRACK_KEY = ("rollout_id", "device_id")
 _UPDATE_TRACK = (
     update(_tracks)

@@ -28,6 +28,8 @@ def create_builds(name: str, version: Version, request: BuildRequest, builds: Bu
     return BuildsCreatedOut(
         builds=[BuildOut.model_validate(b) for b in outcome.builds],
         skipped=[SkippedOut.model_validate(s) for s in outcome.skipped],
+        targets=outcome.targets,
+        targets_from_fleet=outcome.targets_from_fleet,
     )
 
 

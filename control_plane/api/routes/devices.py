@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from control_plane.api.deps import DeviceAccessDep, EnrollmentDep, FleetDep
+from control_plane.api.deps import DeviceAccessDep, EnrollmentDep, FleetDep, RolloutsDep
 from control_plane.api.paging import link_next
 from control_plane.api.schemas.devices import DeviceEventOut, DeviceOut, EnrollmentIn
 from control_plane.domain.paging import DEFAULT_LIMIT, MAX_CURSOR, MAX_LIMIT
@@ -59,9 +59,21 @@ def enroll(device_id: str, body: EnrollmentIn, fleet: FleetDep) -> DeviceOut:
 
 
 @router.delete("/{device_id}", status_code=204)
-def forget(device_id: str, access: DeviceAccessDep, enrollment: EnrollmentDep) -> Response:
+def forget(
+    device_id: str,
+    access: DeviceAccessDep,
+    enrollment: EnrollmentDep,
+    fleet: FleetDep,
+    rollouts: RolloutsDep,
+    force: Annotated[
+        bool, Query(description="Also while an unfinished rollout holds it: the rollout stops waiting for it.")
+    ] = False,
+) -> Response:
     """Forget a device with its events and telemetry, and revoke its broker client and device tokens; 409 while an
-    unfinished rollout holds it."""
-    access.forget(device_id)
+    unfinished rollout holds it, unless `force` (that rollout then counts it as failed, or not restored)."""
+    if force:
+        fleet.get_device(device_id)  # 404 before any rollout changes
+        rollouts.forget_device(device_id)
+    access.forget(device_id, released=force)
     enrollment.forget(device_id)  # its enrolled key: enrolling again takes a new enrollment
     return Response(status_code=204)

@@ -1,4 +1,5 @@
-"""Models and versions: list, show, upload (multipart), and the samples file of a version."""
+"""Models and versions: list, show, upload (multipart, with the model's external data files), delete, and the
+samples file of a version."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from fastapi.responses import FileResponse
 
 from control_plane.api.deps import RegistryDep
 from control_plane.api.params import Version
-from control_plane.api.schemas.models import ModelOut, VersionOut
+from control_plane.api.schemas.models import DeletionOut, ModelOut, VersionOut
+from control_plane.domain.registry import Deletion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -31,9 +33,41 @@ def upload_version(
     model: Annotated[UploadFile, File(description="The ONNX model (.onnx).")],
     samples: Annotated[UploadFile | None, File(description="Sample inputs/outputs (.npz).")] = None,
     metadata: Annotated[str | None, Form(description='JSON: {"lineage": {...}, "metrics": {...}}')] = None,
+    external_data: Annotated[
+        list[UploadFile] | None,
+        File(
+            description="The model's external data files (repeat), each with the file name the model's tensors "
+            "give as their location (e.g. `model.onnx.data`); stored folded into one self-contained model."
+        ),
+    ] = None,
 ) -> VersionOut:
-    version = registry.register_upload(name, model.file, samples.file if samples else None, metadata)
+    extra = [(f.filename or "", f.file) for f in external_data or []]
+    version = registry.register_upload(name, model.file, samples.file if samples else None, metadata, extra)
     return VersionOut.model_validate(version)
+
+
+@router.delete("/{name}")
+def delete_model(name: str, registry: RegistryDep) -> DeletionOut:
+    """Delete a model: every version, its builds and their artifacts; 409 naming the unfinished rollouts and the
+    devices that still use one of its versions."""
+    return _deletion_out(registry.delete(name, None))
+
+
+@router.delete("/{name}/versions/{version}")
+def delete_version(name: str, version: Version, registry: RegistryDep) -> DeletionOut:
+    """Delete one version with its builds and their artifacts; 409 while a rollout or a device uses it."""
+    return _deletion_out(registry.delete(name, version))
+
+
+def _deletion_out(deleted: Deletion) -> DeletionOut:
+    return DeletionOut(
+        model=deleted.model,
+        version=deleted.version,
+        versions=deleted.versions,
+        builds=deleted.builds,
+        artifacts=len(deleted.artifacts),
+        finished_rollouts=deleted.finished_rollouts,
+    )
 
 
 @router.get("/{name}/versions")

@@ -36,7 +36,9 @@ class BuildOptionsIn(BaseModel):
 class BuildRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    targets: list[Name] = Field(min_length=1, max_length=32)
+    targets: list[Name] = Field(
+        default_factory=list, max_length=32, description="GPU classes; empty: the classes of the enrolled devices."
+    )
     kinds: list[str] = Field(default_factory=lambda: ["onnx"], min_length=1, max_length=8)
     precisions: list[str] | None = Field(default=None, min_length=1, max_length=3)
     options: BuildOptionsIn | None = None
@@ -97,6 +99,10 @@ class SkippedOut(Out):
 class BuildsCreatedOut(Out):
     builds: list[BuildOut]
     skipped: list[SkippedOut]
+    targets: list[str] = Field(default_factory=list, description="The GPU classes built for.")
+    targets_from_fleet: bool = Field(
+        default=False, description="True when none were asked for: the classes of the enrolled devices."
+    )
 
 
 class CalibrationOut(Out):

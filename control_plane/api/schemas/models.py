@@ -38,3 +38,14 @@ class VersionOut(Out):
     lineage: dict[str, Any]
     metrics: dict[str, Any]
     tolerances: dict[str, dict[str, float]] = Field(description="Per-precision parity tolerance overrides.")
+
+
+class DeletionOut(Out):
+    """What `DELETE /v1/models/{name}[/versions/{version}]` removed (version null: the whole model)."""
+
+    model: str
+    version: int | None
+    versions: int
+    builds: int
+    artifacts: int
+    finished_rollouts: int

@@ -10,8 +10,13 @@ from model_builds.catalog import TargetSpec
 
 
 class HealthOut(Out):
+    """`ok`, or `degraded` (answered with 503) while the broker link is down: which broker, since when, and why."""
+
     status: str
     mqtt_connected: bool
+    broker: str | None = None
+    since: datetime | None = None
+    reason: str | None = None
 
 
 class IngestOut(Out):

@@ -63,7 +63,7 @@ def whoami(ctx: typer.Context) -> None:
 def create(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="What the token is for, e.g. ci-deployer or builder-orin-01.")],
-    role: Annotated[Role, typer.Option("--role", "-r", help="viewer, operator, admin, builder or device.")],
+    role: Annotated[Role, typer.Option("--role", "-r", help="viewer, operator, admin, builder, device or metrics.")],
     expires_in: Annotated[str, typer.Option("--expires-in", help="Lifetime: 90d, 12h, 30m, 45s, or never.")] = "90d",
     device: Annotated[str | None, typer.Option("--device", help="The device a `device` token belongs to.")] = None,
 ) -> None:

@@ -41,8 +41,13 @@ def build(
     name: Annotated[str, typer.Argument(help="Model name.")],
     version: Annotated[int, typer.Argument(help="Version number.")],
     target: Annotated[
-        list[str], typer.Option("--target", "-t", help="GPU class to build for (repeat; see `edgectl targets`).")
-    ],
+        list[str] | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="GPU class to build for (repeat; see `edgectl targets`). Default: the enrolled devices' classes.",
+        ),
+    ] = None,
     kind: Annotated[
         list[str] | None,
         typer.Option("--kind", "-k", help="onnx (default), onnx-fp16, onnx-int8-qdq, tensorrt-plan (repeat)."),
@@ -56,15 +61,20 @@ def build(
     wait: Annotated[bool, typer.Option("--wait", help="Follow the builds until each has finished.")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds --wait waits at most.")] = 1800.0,
 ) -> None:
-    """Queue builds of a model version for GPU classes (and kinds/precisions); --wait follows them."""
+    """Queue builds of a model version for GPU classes (and kinds/precisions); --wait follows them.
+
+    Without --target it builds for the GPU classes the enrolled devices have, and says which."""
     state = state_of(ctx)
     with state.client() as api:
         calibration_sha = None
         if calibration is not None:
             calibration_sha = str(api.upload_calibration(name, version, calibration)["sha256"])
         created = api.create_builds(
-            name, version, list(dict.fromkeys(target)), list(kind or []), list(precision or []), calibration_sha
+            name, version, list(dict.fromkeys(target or [])), list(kind or []), list(precision or []), calibration_sha
         )
+        if created.get("targets_from_fleet"):
+            chosen = ", ".join(created.get("targets") or [])
+            state.output.note(f"no --target given: building for the GPU classes of the enrolled devices: {chosen}")
         for skipped in created.get("skipped") or []:
             state.output.note(
                 f"skipped {skipped['target']} {skipped['kind']} {skipped['precision']}: {skipped['reason']}"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Annotated, Any
 
 import typer
 
 from control_plane.cli import views
-from control_plane.cli.client import CHUNK_SIZE
+from control_plane.cli.client import CHUNK_SIZE, ApiClient, CliError
 from control_plane.cli.parsing import parse_selectors
 from control_plane.cli.state import state_of
+from control_plane.cli.suggestions import unknown_label_keys
 from edge_agent.protocol.vocabulary import Channel
+
+MAX_LABEL_KEYS = 1000  # one bounded answer of GET /v1/label-keys
 
 devices_app = typer.Typer(help="Enrolled edge devices.", no_args_is_help=True)
 
@@ -38,12 +42,36 @@ def list_devices(
         raise typer.BadParameter(str(exc), param_hint="--selector") from exc
     state = state_of(ctx)
     with state.client() as api:
-        state.output.emit_pages(api.device_pages(chosen.as_text(), chunk_size, limit), views.devices_view)
+        pages = api.device_pages(chosen.as_text(), chunk_size, limit)
+        first = next(pages, [])
+        if not first and chosen.labels:
+            _check_label_keys(api, list(chosen.labels))
+        state.output.emit_pages(chain([first], pages), views.devices_view)
+
+
+def _check_label_keys(api: ApiClient, keys: list[str]) -> None:
+    """An empty answer to a selector whose key no device carries is a typo until shown otherwise: say so."""
+    known = [str(k.get("key")) for k in api.get("/v1/label-keys", limit=MAX_LABEL_KEYS)]
+    problem = unknown_label_keys(keys, known)
+    if problem is not None:
+        raise CliError(problem + " (`edgectl devices label-keys` lists them)")
+
+
+@devices_app.command("label-keys")
+def label_keys(
+    ctx: typer.Context,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Show at most N keys.")] = MAX_LABEL_KEYS,
+) -> None:
+    """List the label keys devices carry (what a --selector can name), each with how many devices carry it."""
+    state = state_of(ctx)
+    with state.client() as api:
+        state.output.emit(api.get("/v1/label-keys", limit=limit), views.label_keys_view)
 
 
 @devices_app.command("show")
 def show(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="Device id.")]) -> None:
-    """Show one device: presence, hardware facts, labels and its reported state."""
+    """Show one device: presence, hardware facts, labels, its reported state and its latest telemetry (requests,
+    errors, p50/p99 per model version, as its agent reports them)."""
     state = state_of(ctx)
     with state.client() as api:
         state.output.emit(api.device(device_id), views.device_view)
@@ -55,7 +83,7 @@ def events(
     device_id: Annotated[str, typer.Argument(help="Device id.")],
     limit: Annotated[int, typer.Option(min=1, max=1000, help="How many events, newest first.")] = 50,
 ) -> None:
-    """Show a device's apply events (downloading, verified, activated, rolled_back, ...), newest first."""
+    """Show a device's apply events (received, downloading, verified, activated, rejected, ...), newest first."""
     state = state_of(ctx)
     with state.client() as api:
         state.output.emit(api.device_events(device_id, limit), views.events_view)
@@ -95,12 +123,24 @@ def enroll(
 
 
 @devices_app.command("forget")
-def forget(ctx: typer.Context, device_id: Annotated[str, typer.Argument(help="Device id.")]) -> None:
-    """Forget a device with its events and telemetry (refused while it is in an unfinished rollout)."""
+def forget(
+    ctx: typer.Context,
+    device_id: Annotated[str, typer.Argument(help="Device id.")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Also while an unfinished rollout holds it: that rollout stops waiting for it and counts it as "
+            "failed (or, during an abort, not restored).",
+        ),
+    ] = False,
+) -> None:
+    """Forget a device with its events and telemetry, and revoke its credentials (refused while it is in an
+    unfinished rollout, unless --force)."""
     state = state_of(ctx)
     with state.client() as api:
-        api.forget_device(device_id)
-    state.output.note(f"forgot device {device_id}")
+        api.forget_device(device_id, force=force)
+    state.output.note(f"forgot device {device_id}" + (" (no rollout waits for it any more)" if force else ""))
 
 
 @devices_app.command("credentials")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,10 +17,28 @@ def status(
         typer.Option("--ingest", help="Also what the ingest queue did (GET /v1/status)."),
     ] = False,
 ) -> None:
-    """Show whether the control plane answers and whether it is connected to the MQTT broker (GET /healthz)."""
+    """Show whether the control plane answers and whether it is connected to the MQTT broker (GET /healthz).
+
+    Exit 0 when healthy; 1 when the control plane answers but is degraded (it cannot reach its broker: devices
+    get nothing and report nothing), with the broker and since when; 2 when it cannot be reached at all."""
     state = state_of(ctx)
     with state.client() as api:
-        state.output.emit(api.status() if ingest else api.health(), views.health_view)
+        health = api.status() if ingest else api.health()
+    state.output.emit(health, views.health_view)
+    if isinstance(health, dict) and health.get("status") != "ok":
+        state.output.note(f"degraded: {_degraded_reason(health)}")
+        raise typer.Exit(DEGRADED_EXIT)
+
+
+DEGRADED_EXIT = 1  # the CLI's "it answered, and the answer is a failure" (docs: README "Exit codes")
+
+
+def _degraded_reason(health: dict[str, Any]) -> str:
+    if health.get("mqtt_connected") is False:
+        since = f" since {health['since']}" if health.get("since") else ""
+        broker = f" ({health['broker']})" if health.get("broker") else ""
+        return f"broker unreachable{since}{broker}"
+    return str(health.get("reason") or health.get("status"))
 
 
 def keys(ctx: typer.Context) -> None:

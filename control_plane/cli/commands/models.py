@@ -1,10 +1,11 @@
-"""`edgectl models ...`: the model registry (list, show, push a version, versions, reference samples)."""
+"""`edgectl models ...`: the model registry (list, show, push a version with its external data, versions, delete,
+reference samples)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -75,15 +76,66 @@ def push(
     ] = None,
     metadata: Annotated[Path | None, typer.Option(help='JSON file: {"lineage": {...}, "metrics": {...}}.')] = None,
 ) -> None:
-    """Upload an ONNX file as the next version of NAME (the server validates it and computes references)."""
+    """Upload an ONNX file as the next version of NAME (the server validates it and computes references).
+
+    A model exported with its weights in external data files (torch.onnx.export's default: `model.onnx` plus
+    `model.onnx.data`) is sent with the files it names, found next to it; the server stores it as one file."""
     _existing(model, "model")
     _existing(samples, "samples")
     _existing(metadata, "metadata")
     text = _metadata_text(metadata)
+    external = _external_data(model)
+    state = state_of(ctx)
+    for location, _ in external:
+        state.output.note(f"sending external data {location} with {model.name}")
+    with state.client() as api:
+        created = api.push_version(name, model, samples, text, external)
+    state.output.emit(created, views.version_view)
+
+
+def _external_data(model: Path) -> list[tuple[str, Path]]:
+    """The external data files `model` names (relative to its folder), refused before anything is sent when a
+    location leaves that folder or a file is missing. A file that is not ONNX at all is sent as it is: the server's
+    validation says what is wrong with it."""
+    # Imported here: onnx is needed only by a push, not by every other `edgectl` command.
+    from model_builds.external_data import referenced_locations
+    from model_builds.onnx_model import InvalidModel
+
+    try:
+        locations = referenced_locations(model)
+    except InvalidModel as exc:
+        raise CliError(f"{model}: {exc}") from exc
+    found: list[tuple[str, Path]] = []
+    for location in locations or []:
+        path = model.parent / location
+        if not path.is_file():
+            raise CliError(
+                f"{model} keeps tensors in the external data file {location!r}, but {path} does not exist; "
+                "put it next to the model (as the exporter wrote it) and push again"
+            )
+        found.append((location, path))
+    return found
+
+
+@models_app.command("delete")
+def delete(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    version: Annotated[int | None, typer.Option("--version", "-v", help="Delete only this version.")] = None,
+) -> None:
+    """Delete a model version, or the whole model, with its builds and their artifacts.
+
+    Refused (exit 1, naming what holds it) while an unfinished rollout uses it or a device's desired or reported
+    state names it: finish or abort the rollout, or move the devices to another version first."""
     state = state_of(ctx)
     with state.client() as api:
-        created = api.push_version(name, model, samples, text)
-    state.output.emit(created, views.version_view)
+        deleted = api.delete_model(name, version)
+    state.output.emit(deleted, _deleted_line)
+
+
+def _deleted_line(d: dict[str, Any]) -> str:
+    what = f"{d['model']} v{d['version']}" if d.get("version") is not None else f"model {d['model']}"
+    return f"deleted {what}: {d['versions']} version(s), {d['builds']} build(s), {d['artifacts']} artifact(s) removed"
 
 
 @models_app.command("samples")

@@ -121,8 +121,9 @@ def watch(
     timeout: Annotated[float, typer.Option(help="Give up (exit 3) after this many seconds.")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the events as JSON lines instead.")] = False,
 ) -> None:
-    """Follow a rollout live: steps, gate verdicts and every device's progress; exit 1 if it is aborted or
-    rolled back, 3 on timeout."""
+    """Follow a rollout live: its steps (devices by status, bake time left, gate values against their thresholds,
+    verdicts), the devices it waits for and why, and every device's progress, refreshed on each server event;
+    exit 1 if it is aborted or rolled back, 3 on timeout."""
     state = state_of(ctx)
     json_lines = as_json or state.output.as_json
     model = WatchModel(rollout_id)

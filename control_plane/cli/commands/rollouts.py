@@ -206,7 +206,7 @@ def list_rollouts(
         int | None, typer.Option(min=1, help="Show at most this many, newest first (default: all, read in pages).")
     ] = None,
 ) -> None:
-    """List rollouts, newest first, with their phase and per-status device counts."""
+    """List rollouts, newest first, with their phase and per-status device counts (restored ones included)."""
     state = state_of(ctx)
     with state.client() as api:
         state.output.emit(api.rollouts(limit), views.rollouts_view)
@@ -225,7 +225,8 @@ def show(
     ] = None,
     limit: Annotated[int | None, typer.Option(min=1, max=1000, help="Devices per page (default 100).")] = None,
 ) -> None:
-    """Show a rollout: its counts per status and a page of its devices, by device id."""
+    """Show a rollout: its steps (devices by status, bake time left, gate values against their thresholds,
+    verdicts), the devices it waits for and why, and a page of its devices, by device id."""
     state = state_of(ctx)
     if wait:
         _watch(state, rollout_id, timeout)

@@ -1,7 +1,10 @@
-"""The `edgectl demo` command: run the steps, print the summary, and always stop every child it started.
+"""The `edgectl demo` command: run the steps, print the summary, and stop every child it started, unless
+`--keep` asks to leave a successful run's stack running (then it prints what to try and how to stop it:
+`edgectl demo stop`).
 
 Ctrl-C (SIGINT) and SIGTERM interrupt the run; the children are stopped in a `finally` with further interrupts
-held off, so cleanup cannot itself be cut short. Exit codes: 0 success, 1 a step failed, 130 interrupted.
+held off, so cleanup cannot itself be cut short; a failed or interrupted run is stopped even with `--keep`.
+Exit codes: 0 success, 1 a step failed, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from rich.panel import Panel
 
 from control_plane.cli.client import CliError
 from control_plane.cli.demo import fleet
+from control_plane.cli.demo.keep import KeptStack, next_steps, stop_kept
 from control_plane.cli.demo.processes import Interrupted, Supervisor
 from control_plane.cli.demo.progress import Reporter
 from control_plane.cli.demo.steps import STEPS, DemoFailure, DemoRun
@@ -28,6 +32,12 @@ from control_plane.cli.demo.summary import summary_table
 DEFAULT_CODE_DIR = Path(__file__).resolve().parent / "model"
 DEFAULT_SPEC = DEFAULT_CODE_DIR / "training.yaml"
 EXIT_INTERRUPTED = 130
+SUMMARY_WIDTH = 80  # what the demo prints into a file or a pipe reads like an 80-column terminal
+
+demo_app = typer.Typer(
+    help="Run the whole product on this machine (broker, control plane, 3 edge agents); `demo stop` ends a --keep run.",
+    invoke_without_command=True,
+)
 
 
 def _child_env() -> dict[str, str]:
@@ -38,7 +48,9 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+@demo_app.callback()
 def demo(
+    ctx: typer.Context,
     workdir: Annotated[
         Path, typer.Option(help="Where logs, data and configs go; wiped at the start of each run.")
     ] = Path(".demo"),
@@ -46,41 +58,65 @@ def demo(
     code_dir: Annotated[
         Path, typer.Option(help="Training code root the control plane runs entrypoints from (the spec's is relative).")
     ] = DEFAULT_CODE_DIR,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Leave the stack running after a successful run; `demo stop` ends it.")
+    ] = False,
 ) -> None:
     """Run the whole product on this machine: broker, control plane, 3 edge agents; train, build, roll out, serve.
 
-    Everything runs on 127.0.0.1 and is stopped at the end (or on Ctrl-C). Logs: WORKDIR/logs/*.log;
-    the PIDs of the processes started: WORKDIR/pids.json.
+    Everything runs on 127.0.0.1 and is stopped at the end (or on Ctrl-C), unless --keep: then it keeps running
+    and the next commands to try are printed. Logs: WORKDIR/logs/*.log; the PIDs of the processes started:
+    WORKDIR/pids.json.
     """
-    # wide enough for the summary table when the output is a file or a pipe (rich's default there is 80)
-    console = Console() if sys.stdout.isatty() else Console(width=140)
+    if ctx.invoked_subcommand is not None:
+        return
+    console = Console() if sys.stdout.isatty() else Console(width=SUMMARY_WIDTH)
     started = time.monotonic()
     workdir = fleet.prepare_workdir(workdir)
     supervisor = Supervisor(workdir=workdir, env=_child_env())
     supervisor.gate.install()
     code = 0
+    kept: KeptStack | None = None
     try:
-        code = _run(console, workdir, supervisor, spec, code_dir)
+        code, kept = _run(console, workdir, supervisor, spec, code_dir)
     except Interrupted as exc:
         console.print(f"[yellow]interrupted ({exc}); stopping everything the demo started[/]")
         code = EXIT_INTERRUPTED
     finally:
         supervisor.gate.ignore()
-        supervisor.stop_all()
+        if not (keep and code == 0):
+            supervisor.stop_all()
         supervisor.gate.restore()
     if code == 0:
         console.print(f"demo finished in {time.monotonic() - started:.1f}s; logs in {workdir / 'logs'}")
+    if keep and kept is not None and code == 0:
+        for line in next_steps(kept):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _run(console: Console, workdir: Path, supervisor: Supervisor, spec: Path, code_dir: Path) -> int:
+@demo_app.command("stop")
+def stop(
+    workdir: Annotated[Path, typer.Option(help="The workdir of the `edgectl demo --keep` run.")] = Path(".demo"),
+) -> None:
+    """Stop what `edgectl demo --keep` left running (the PIDs in WORKDIR/pids.json that are still the demo's)."""
+    stopped, skipped = stop_kept(workdir)
+    if stopped:
+        print(f"stopped {', '.join(stopped)}")
+    if skipped:
+        print(f"not running (or not the demo's any more): {', '.join(skipped)}")
+
+
+def _run(
+    console: Console, workdir: Path, supervisor: Supervisor, spec: Path, code_dir: Path
+) -> tuple[int, KeptStack | None]:
     console.print(f"edgectl demo: workdir {workdir}")
     run_or_failure = _run_steps(console, workdir, supervisor, spec, code_dir)
     if isinstance(run_or_failure, DemoFailure):
         _report_failure(console, supervisor, run_or_failure)
-        return 1
+        return 1, None
     console.print(summary_table(run_or_failure.devices, run_or_failure.model, run_or_failure.checks))
-    return 0
+    return 0, run_or_failure.kept_stack()
 
 
 def _run_steps(

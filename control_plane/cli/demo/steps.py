@@ -18,7 +18,8 @@ from control_plane.cli import views
 from control_plane.cli.client import ApiClient, CliError, ServerUnreachable
 from control_plane.cli.commands.training import job_progress
 from control_plane.cli.demo import fleet
-from control_plane.cli.demo.inference import DeviceCheck, Samples, check_device, load_samples
+from control_plane.cli.demo.inference import DeviceCheck, Samples, check_device, infer_request, load_samples
+from control_plane.cli.demo.keep import KeptStack
 from control_plane.cli.demo.processes import ChildDied, Supervisor
 from control_plane.cli.demo.progress import DemoStep, Reporter
 from control_plane.cli.parsing import load_training_spec
@@ -60,9 +61,25 @@ class DemoRun:
     rollout: dict[str, Any] = field(default_factory=dict)
     devices: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, DeviceCheck] = field(default_factory=dict)
+    token_file: Path | None = None
+    infer_body: dict[str, Any] | None = None  # one reference input, as a KServe v2 request
 
     def __post_init__(self) -> None:
         self.api = ApiClient(f"http://{fleet.LOOPBACK}:{self.ports.api}", timeout=15.0)
+
+    def kept_stack(self) -> KeptStack:
+        """What `--keep` prints the next commands for: this run's URLs, token file and one device's endpoint."""
+        urls = sorted(str((d.get("reported") or {}).get("serving_url") or "") for d in self.devices)
+        return KeptStack(
+            workdir=self.workdir,
+            api_url=self.api.base_url,
+            token_file=self.token_file or self.workdir / "admin-token",
+            model=self.model,
+            version=self.version,
+            serving_url=next((u for u in urls if u), None),
+            infer_body=self.infer_body,
+            edgectl=_edgectl_command(),
+        )
 
     def wait(
         self, fetch: Callable[[], T], done: Callable[[T], bool], what: str, describe: Callable[[T], str] | None = None
@@ -138,6 +155,7 @@ def start_control_plane(run: DemoRun) -> None:
     )
     run.public_key = str(run.api.signing_key()["public_key"])
     token_file = Path(settings["data_dir"]) / "admin-token"  # the control plane's first start wrote it
+    run.token_file = token_file
     run.api.close()
     run.api = ApiClient(run.api.base_url, timeout=15.0, token=token_file.read_text().strip())
     run.reporter.done(
@@ -289,6 +307,7 @@ def verify(run: DemoRun) -> None:
     samples = load_samples(run.api.samples(run.model, run.version))
     if not samples.outputs:
         raise DemoFailure(DemoStep.VERIFY, "the version's samples.npz holds no reference outputs")
+    run.infer_body = infer_request({name: array[:1] for name, array in samples.inputs.items()})
     run.devices = run.api.devices()
     for device in sorted(run.devices, key=lambda d: str(d["id"])):
         run.reporter.update(f"asking {device['id']} for answers and measuring latency")
@@ -307,6 +326,15 @@ def _check(run: DemoRun, device: dict[str, Any], samples: Samples) -> DeviceChec
         return check_device(str(url), run.model, samples)
     except Exception as exc:  # any transport or decoding error is this device's failure, reported as such
         return DeviceCheck(False, float("nan"), f"{type(exc).__name__}: {exc}")
+
+
+def _edgectl_command() -> str:
+    """`edgectl` when this shell finds the one running now; else its path (the virtualenv is not active)."""
+    beside = Path(sys.executable).parent / "edgectl"
+    found = shutil.which("edgectl")
+    if not beside.exists() or (found is not None and Path(found).resolve() == beside.resolve()):
+        return "edgectl"
+    return str(beside)
 
 
 STEPS: tuple[Callable[[DemoRun], None], ...] = (

@@ -17,10 +17,18 @@ def _model_status(device: dict[str, Any], model: str) -> dict[str, Any]:
     return next((m for m in models if m.get("name") == model), {})
 
 
+MAX_CELL = 16  # longer cells fold, so the table fits an 80-column terminal with the demo's 3 devices
+MAX_ANSWER = 11  # "not checked"; a wrong answer's reason folds onto more lines
+PROVIDER_SUFFIX = "ExecutionProvider"  # onnxruntime's names: CPUExecutionProvider -> CPU
+
+
 def summary_table(devices: list[dict[str, Any]], model: str, checks: dict[str, DeviceCheck]) -> Table:
+    """Per device: labels, GPU class, what it serves (`v1 CPU`: the version, on onnxruntime's CPU provider),
+    p50 latency, answers. Fits 80 columns (tests/unit/cli/test_demo_keep.py)."""
     table = Table(title=f"edge fleet serving {model}", title_justify="left", header_style="bold")
-    for column in ("device", "labels", "gpu class", "version", "provider", "p50 latency ms", "answers"):
-        table.add_column(column)
+    for column in ("device", "labels", "gpu class", "serving", "p50 ms"):
+        table.add_column(column, max_width=MAX_CELL, overflow="fold")
+    table.add_column("answers", max_width=MAX_ANSWER, overflow="fold")
     for device in sorted(devices, key=lambda d: str(d.get("id"))):
         status = _model_status(device, model)
         check = checks.get(str(device.get("id")))
@@ -28,12 +36,17 @@ def summary_table(devices: list[dict[str, Any]], model: str, checks: dict[str, D
             cell(device.get("id")),
             cell(device.get("labels")),
             cell(device.get("gpu_class")),
-            cell(status.get("version")),
-            cell(status.get("provider")),
+            _serving(status),
             _latency(check),
             _answers(check),
         )
     return table
+
+
+def _serving(status: dict[str, Any]) -> str:
+    if not status:
+        return "-"
+    return f"v{cell(status.get('version'))} {cell(status.get('provider')).removesuffix(PROVIDER_SUFFIX)}"
 
 
 def _latency(check: DeviceCheck | None) -> str:

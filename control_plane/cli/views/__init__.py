@@ -43,6 +43,7 @@ from control_plane.cli.views.fleet import (
     device_view,
     devices_view,
     events_view,
+    label_keys_view,
     rollout_view,
     rollouts_view,
 )
@@ -56,10 +57,12 @@ from control_plane.cli.views.registry import (
     version_view,
     versions_view,
 )
+from control_plane.cli.views.wide import WIDE_VIEWS, builds_wide_view, devices_wide_view, rollouts_wide_view
 
 __all__ = [
     "FINISHED_BUILD",
     "STATUS_STYLES",
+    "WIDE_VIEWS",
     "audit_verify_view",
     "audit_view",
     "broker_credential_view",
@@ -70,10 +73,12 @@ __all__ = [
     "builders_view",
     "builds_created_view",
     "builds_view",
+    "builds_wide_view",
     "cell",
     "counts_text",
     "device_view",
     "devices_view",
+    "devices_wide_view",
     "doctor_view",
     "enrollment_token_created_view",
     "enrollment_token_view",
@@ -83,6 +88,7 @@ __all__ = [
     "events_view",
     "health_view",
     "key_view",
+    "label_keys_view",
     "latency_summary",
     "model_view",
     "models_view",
@@ -94,6 +100,7 @@ __all__ = [
     "revocation_view",
     "rollout_view",
     "rollouts_view",
+    "rollouts_wide_view",
     "short",
     "status_text",
     "table",

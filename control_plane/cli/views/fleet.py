@@ -1,5 +1,5 @@
-"""Views of the fleet and its rollouts: devices (what each serves, why it fell back), their events, rollouts and
-their per-device progress.
+"""Views of the fleet and its rollouts: devices (what each serves, why it fell back, their latest telemetry), their
+events, rollouts (steps, gates and waits: rollout_steps.py) and their per-device progress.
 
 Pure functions from JSON data (docs/api.md) to renderables: no I/O, no client calls.
 """
@@ -12,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from control_plane.cli.views.cells import cell, record, status_text, table
+from control_plane.cli.views.rollout_steps import steps_table, waits_table
 
 
 def _serving(device: dict[str, Any]) -> str:
@@ -63,7 +64,35 @@ def device_view(data: Any) -> RenderableType:
     reported = data.get("reported")
     if reported:
         parts.append(record("reported", {k: v for k, v in reported.items() if k not in ("hardware", "models")}))
+    parts.append(telemetry_view(data.get("telemetry") or []))
     return Group(*parts)
+
+
+TELEMETRY_SHOWN = 10
+
+
+def telemetry_view(windows: list[Any]) -> RenderableType:
+    """The device's latest telemetry windows (what its agent reports per model version), newest first."""
+    if not windows:
+        return Text("telemetry: none reported yet", style="dim")
+    rows: list[list[RenderableType]] = [
+        [
+            cell(w.get("at")),
+            f"{w.get('model')} v{w.get('version')}",
+            cell(w.get("window_s")),
+            cell(w.get("requests")),
+            cell(w.get("errors")),
+            _ms(w.get("p50_ms")),
+            _ms(w.get("p99_ms")),
+        ]
+        for w in windows[:TELEMETRY_SHOWN]
+    ]
+    columns = ["at", "model", "window s", "requests", "errors", "p50 ms", "p99 ms"]
+    return table("telemetry (newest first)", columns, rows)
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) else "-"
 
 
 def events_view(data: Any) -> RenderableType:
@@ -99,8 +128,10 @@ def rollouts_view(data: Any) -> RenderableType:
 
 
 def counts_text(counts: dict[str, Any]) -> str:
+    """The usual four always, then any other status some device has (timed out, restoring, restored, ...)."""
     order = ("activated", "in_progress", "pending", "failed")
-    return " ".join(f"{k}={counts.get(k, 0)}" for k in order)
+    rest = [f"{k}={n}" for k, n in counts.items() if n and k not in order and k != "waiting"]
+    return " ".join([*(f"{k}={counts.get(k, 0)}" for k in order), *rest])
 
 
 def rollout_view(data: Any) -> RenderableType:
@@ -121,10 +152,22 @@ def rollout_view(data: Any) -> RenderableType:
         for d in data.get("devices") or []
     ]
     devices = table("devices", ["device", "target", "status", "generation", "reason", "updated"], rows)
+    parts: list[RenderableType] = [head]
+    if data.get("reason"):
+        parts.append(Text(f"reason: {data['reason']}"))
+    parts.append(steps_table(data))
+    waits = waits_table(data)
+    if waits is not None:
+        parts.append(waits)
+    parts.append(devices)
     total = sum((data.get("counts") or {}).values())
     cursor = data.get("next_cursor")
-    if not cursor:
-        return Group(head, devices)
-    command = f"edgectl rollout show {data.get('id')} --cursor {cursor}"
-    more = Text(f"showing {len(rows)} of {total} devices; the next page: {command}", style="dim")
-    return Group(head, devices, more)
+    if cursor:
+        command = f"edgectl rollout show {data.get('id')} --cursor {cursor}"
+        parts.append(Text(f"showing {len(rows)} of {total} devices; the next page: {command}", style="dim"))
+    return Group(*parts)
+
+
+def label_keys_view(data: Any) -> RenderableType:
+    rows: list[list[RenderableType]] = [[cell(k.get("key")), cell(k.get("devices"))] for k in data]
+    return table("label keys", ["key", "devices"], rows)

@@ -30,8 +30,10 @@ def targets_view(data: Any) -> RenderableType:
     for t in data:
         caps = t.get("compute_capabilities")
         runtime = t.get("runtime") or t.get("providers")
-        rows.append([cell(t.get("name")), cell(t.get("arch")), cell(caps), cell(t.get("precisions")), cell(runtime)])
-    return table("GPU classes", ["name", "arch", "compute capabilities", "precisions", "runtime"], rows)
+        kinds, precisions = cell(t.get("kinds")), cell(t.get("precisions"))
+        rows.append([cell(t.get("name")), cell(t.get("arch")), cell(caps), kinds, precisions, cell(runtime)])
+    columns = ["name", "arch", "compute capabilities", "kinds", "precisions", "runtime"]
+    return table("GPU classes (edgectl build NAME VERSION -t CLASS -k KIND)", columns, rows)
 
 
 def models_view(data: Any) -> RenderableType:

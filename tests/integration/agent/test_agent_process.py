@@ -133,7 +133,15 @@ def test_hot_swap_under_load_fails_no_request(tmp_path, mosquitto, signer):
                         return
                     _request(client, port, outcomes, failures)
 
-        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        readiness: list[int] = []
+
+        def ask_ready() -> None:
+            with httpx.Client(timeout=10) as client:
+                while not done.is_set():
+                    for path in ("/v2/health/ready", "/v2/models/lin/ready"):
+                        readiness.append(client.get(f"http://127.0.0.1:{port}{path}").status_code)
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)] + [threading.Thread(target=ask_ready)]
         for thread in threads:
             thread.start()
         wait_for(lambda: len(outcomes) > 50, what="load running")
@@ -142,11 +150,16 @@ def test_hot_swap_under_load_fails_no_request(tmp_path, mosquitto, signer):
         done.set()
         for thread in threads:
             thread.join(30)
+        # The previous version keeps answering, by version, after the swap.
+        previous = httpx.get(f"http://127.0.0.1:{port}/v2/models/lin/versions/1/ready", timeout=10)
+        metadata = httpx.get(f"http://127.0.0.1:{port}/v2/models/lin", timeout=10).json()
     finally:
         agent.kill()
         control.close()
     assert failures == []
     assert {"1", "2"} <= set(outcomes)
+    assert readiness and set(readiness) == {200}, "the model was reported not ready during the swap"
+    assert previous.status_code == 200 and metadata["versions"] == ["2", "1"]
 
 
 def _request(client: httpx.Client, port: int, outcomes: list[str], failures: list[str]) -> None:

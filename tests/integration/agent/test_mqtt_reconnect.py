@@ -25,7 +25,7 @@ from tests.support import Mosquitto, password_for, wait_for
 pytestmark = pytest.mark.integration
 
 DEVICES = (("dev-11", MqttProtocol.V311), ("dev-12", MqttProtocol.V5))
-WAIT_LOGGED = re.compile(r"MQTT: reconnecting in ([0-9.]+) s \(attempt 1\)")
+WAIT_LOGGED = re.compile(r"MQTT: broker \S+ not connected; reconnecting in ([0-9.]+) s \(attempt 1\)")
 
 
 class Device:

@@ -148,6 +148,10 @@ def test_builders_lists_the_in_process_worker(server: Server) -> None:
 
 
 def test_devices_list_with_no_fleet(server: Server) -> None:
+    """A selector no device matches (its key exists) is an empty list; an unknown key: test_operator_habits.py."""
+    with server.client() as api:
+        answer = api.put("/v1/devices/cli-somewhere/enrollment", json={"channel": "mqtt", "labels": {"site": "x"}})
+        assert answer.status_code == 200, answer.text
     result = edgectl(server, "devices", "list", "--selector", "site=nowhere")
     assert result.returncode == 0, result.stderr
     assert "devices" in result.stdout

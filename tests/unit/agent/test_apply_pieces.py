@@ -244,18 +244,21 @@ def prepared(version: int, restored: bool) -> Prepared:
         pytest.param(
             prepared(1, True),
             record("a", 1),
-            (EventStep.ROLLED_BACK, f"restored v1 from slot {record('a', 1).slot}, no download"),
-            id="restored-from-slot",
+            (
+                EventStep.ACTIVATED,
+                f"v1 again, from its previous slot {record('a', 1).slot}, no download; provider CUDAExecutionProvider",
+            ),
+            id="previous-version-from-slot",
         ),
         pytest.param(
             prepared(1, False),
             record("a", 1),
-            (EventStep.ROLLED_BACK, "restored v1 from downloaded again"),
-            id="rolled-back-after-download",
+            (EventStep.ACTIVATED, "v1 again, from a new download; provider CUDAExecutionProvider"),
+            id="previous-version-downloaded-again",
         ),
     ],
 )
-def test_an_activation_of_the_version_before_is_a_rollback(
+def test_an_activation_is_never_called_a_rollback_by_the_device(
     ready: Prepared, before: SlotRecord | None, expected: tuple[EventStep, str]
 ) -> None:
     assert activation(ready, before) == expected

@@ -103,10 +103,10 @@ def test_restoring_the_previous_version_neither_downloads_nor_reloads(tmp_path, 
         EventStep.VERIFIED,
         EventStep.LOADED,
         EventStep.SELF_TEST_PASSED,
-        EventStep.ROLLED_BACK,
+        EventStep.ACTIVATED,
     ]
     assert "no download" in events[1].reason and "not reloaded" in events[2].reason
-    assert events[-1].version == 1 and "restored v1 from slot" in events[-1].reason
+    assert events[-1].version == 1 and "v1 again, from its previous slot" in events[-1].reason
     assert (core.state.active["lin"].version, core.state.previous["lin"].version) == (1, 2)
     assert core.reported().models[0].previous_version == 2
 
@@ -126,7 +126,7 @@ def test_after_a_restart_the_previous_version_is_restored_from_its_slot(tmp_path
     assert fetcher.calls == [] and len(runners.loads) == 2  # v2 at recovery, v1 from its slot
     assert runners.loads[-1].parent.name.startswith("v1-") and runners.loads[-1].name == MODEL_FILE
     assert served(core) == (1, 2)
-    assert steps(events)[-1] is EventStep.ROLLED_BACK
+    assert steps(events)[-1] is EventStep.ACTIVATED and "previous slot" in str(events[-1].reason)
 
 
 def test_a_slot_whose_file_changed_on_disk_is_downloaded_again(tmp_path, make_core, signer, events):
@@ -143,7 +143,8 @@ def test_a_slot_whose_file_changed_on_disk_is_downloaded_again(tmp_path, make_co
     assert core.handle(signed(signer, 3, [v1])).ok
 
     assert len(fetcher.calls) == fetches + 2  # model and self-test fetched again
-    assert served(core)[0] == 1 and steps(events)[-1] is EventStep.ROLLED_BACK
+    assert served(core)[0] == 1 and steps(events)[-1] is EventStep.ACTIVATED
+    assert "a new download" in str(events[-1].reason)
 
 
 def test_moving_forward_to_a_new_version_is_activated_not_rolled_back(tmp_path, make_core, signer, events):

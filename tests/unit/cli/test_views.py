@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console, RenderableType
 
 from control_plane.cli import views
-from control_plane.cli.output import Output
+from control_plane.cli.output import Output, OutputFormat
 
 DEVICE = {
     "id": "dev-1",
@@ -118,7 +118,7 @@ def test_list_views_tolerate_sparse_items(view: Callable[[Any], RenderableType])
 
 
 def test_json_output_is_the_data_itself(capsys: pytest.CaptureFixture[str]) -> None:
-    Output(as_json=True).emit([DEVICE], views.devices_view)
+    Output(format=OutputFormat.JSON).emit([DEVICE], views.devices_view)
     assert json.loads(capsys.readouterr().out) == [DEVICE]
 
 

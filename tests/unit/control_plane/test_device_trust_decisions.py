@@ -34,6 +34,7 @@ from edge_agent.protocol import (
     ArtifactChoice,
     ArtifactRef,
     DesiredState,
+    EventStep,
     HardwareFacts,
     ModelAssignment,
     ModelHealth,
@@ -159,9 +160,21 @@ def report(
         pytest.param(report(models=(("m", 9, "b2"),)), "it was sent as m v2", id="version-relabelled"),
         pytest.param(report(models=(("other", 2, "b2"),)), "it was sent as m v2", id="model-relabelled"),
         pytest.param(
-            report(last_apply=ApplyOutcome(generation=5, phase=ApplyPhase.FAILED, at=NOW)),
+            report(last_apply=ApplyOutcome(generation=5, phase=ApplyPhase.SUCCEEDED, at=NOW)),
             "apply of generation 5",
-            id="failure-of-a-generation-never-issued",
+            id="apply-of-a-generation-never-issued",
+        ),
+        pytest.param(
+            report(last_apply=ApplyOutcome(generation=5, phase=ApplyPhase.IN_PROGRESS, at=NOW)),
+            "apply of generation 5",
+            id="apply-in-progress-of-a-generation-never-issued",
+        ),
+        # The agent names the generation a forged document claimed when it refuses it: stored, only a claim, so a
+        # forged document cannot make the control plane refuse the device's reports.
+        pytest.param(
+            report(last_apply=ApplyOutcome(generation=5, phase=ApplyPhase.FAILED, step=EventStep.REJECTED, at=NOW)),
+            None,
+            id="refusal-of-a-generation-never-issued-is-a-claim",
         ),
     ],
 )
@@ -170,6 +183,13 @@ def test_a_report_is_refused_when_it_names_what_was_never_issued(reported: Repor
     assert (verdict.refusal is None) == (refusal is None)
     if refusal is not None:
         assert refusal in str(verdict.refusal)
+
+
+def test_a_refusal_of_a_generation_never_issued_is_listed_as_a_claim() -> None:
+    forged = ApplyOutcome(generation=9, phase=ApplyPhase.FAILED, step=EventStep.REJECTED, reason="signature", at=NOW)
+    verdict = check_report(DEVICE, report(last_apply=forged))
+    assert verdict.refusal is None
+    assert verdict.claims == ("a failed apply of generation 9, never issued (newest: 3)",)
 
 
 def test_claims_change_nothing_and_are_listed() -> None:

@@ -88,9 +88,12 @@ def test_the_openapi_document_declares_the_bearer_scheme_on_each_operation() -> 
 @pytest.mark.parametrize(
     ("role", "held"),
     [
-        pytest.param(Role.VIEWER, {Permission.READ, Permission.ARTIFACT_READ}, id="viewer-reads-only"),
+        pytest.param(
+            Role.VIEWER, {Permission.READ, Permission.ARTIFACT_READ, Permission.METRICS_READ}, id="viewer-reads-only"
+        ),
         pytest.param(Role.BUILDER, {Permission.BUILD_WORK, Permission.ARTIFACT_READ}, id="builder-builds-only"),
         pytest.param(Role.DEVICE, {Permission.ARTIFACT_READ}, id="device-downloads-only"),
+        pytest.param(Role.METRICS, {Permission.METRICS_READ}, id="prometheus-scrapes-only"),
     ],
 )
 def test_machine_and_read_only_roles_hold_nothing_more(role: Role, held: set[Permission]) -> None:

@@ -4,6 +4,7 @@ rollout holds 200 devices or 2,000. Real repositories on SQLite; the counting wr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -203,3 +204,33 @@ def test_a_reconnect_republishes_every_mqtt_desired_state_a_page_at_a_time(tmp_p
     assert sorted(publisher.topics) == sorted(topics.desired(d) for d in with_desired)
     assert fleet.listed == 0
     assert fleet.pages == 3  # 1,202 MQTT devices, 500 a page
+
+
+def test_reading_a_rollout_never_waits_for_a_pass(tmp_path: Path) -> None:
+    """While a pass holds the service (at 10,000 devices an abort's pass takes seconds), `GET /v1/rollouts/{id}`
+    still answers with what the last decision showed: its waits and the step, not a wait for the lock."""
+    service, _, _ = service_over(tmp_path, 50)
+    rollout_id = service.rollouts_page(10).items[0].id
+    holding, release = threading.Event(), threading.Event()
+
+    def long_pass() -> None:
+        with service._lock:  # what the executor's pass holds from its first read to its last publish
+            holding.set()
+            release.wait(30)
+
+    answers: list[Any] = []
+    passing = threading.Thread(target=long_pass)
+    passing.start()
+    try:
+        assert holding.wait(10)
+        reader = threading.Thread(target=lambda: answers.append(service.rollout_page(rollout_id, limit=5)))
+        reader.start()
+        reader.join(10)  # a bound, not a wait for logic: the answer comes at once or the reader is stuck
+        assert answers, "reading the rollout waited for the pass"
+        page = answers[0]
+        assert page.waits, "the devices still installing are shown as waited for"
+        assert page.state.id == rollout_id and all(w.device_id.startswith("d0") for w in page.waits)
+        assert service.current_gate_readings() is not None  # the /metrics scrape does not wait either
+    finally:
+        release.set()
+        passing.join(10)

@@ -69,7 +69,7 @@ X3 = np.zeros((3, 4), dtype=np.float32)
         pytest.param("m", b"", None, None, "model: the uploaded file is empty", id="empty"),
         pytest.param("m", b"\x00garbage\xff" * 10, None, None, "not an ONNX model", id="not-onnx"),
         pytest.param("m", b"x" * 10_001, None, None, "larger than the 10000-byte limit", id="too-large"),
-        pytest.param("m", external_data_model(), None, None, "uses external data", id="external-data"),
+        pytest.param("m", external_data_model(), None, None, "'weights.bin', which was not", id="external-data"),
         pytest.param("m", invalid_graph_model(), None, None, "not a valid ONNX model", id="checker-fails"),
         pytest.param("../etc", linear_model(), None, None, "model name '../etc' must be", id="bad-name"),
         pytest.param("m", linear_model(), None, "{not json", "metadata is not valid", id="metadata-not-json"),
