@@ -302,7 +302,7 @@ class MqttSession:
 
     def _new_client(self, with_will: bool) -> mqtt.Client:
         s = self._settings
-        client = mqtt.Client(
+        client = _TurnTakingClient(
             CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=_PAHO_PROTOCOL[self.version]
         )
         if s.username is not None:
@@ -423,3 +423,29 @@ def _quietly_close(client: mqtt.Client) -> None:
         client.loop(timeout=0.1)
     except (OSError, ValueError):
         log.debug("MQTT: the probe connection was already closed")
+
+
+READS_PER_TURN = 64  # packets read per turn of the network loop before what is queued to send is written
+
+
+class _TurnTakingClient(mqtt.Client):
+    """paho's client, reading at most `READS_PER_TURN` packets per turn of its network loop.
+
+    paho's own `loop_read` reads as many packets as it has messages in flight (in and out) before its loop writes
+    again. For the control plane that is up to `mqtt.max_inflight_messages` plus every queued desired state: while
+    10,000 devices' reports poured in, its own 10,000 desired states left over 10.5 s (docs/benchmarks.md), each
+    turn reading thousands of reports first. Reading in turns of 64 lets what is queued go out between them;
+    nothing is read less (the loop comes straight back while the socket has data)."""
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        if self._sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        for _ in range(READS_PER_TURN):
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
