@@ -7,6 +7,7 @@ signals a process that pids.json names but that is not the demo's (a stale PID, 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -142,9 +143,10 @@ def test_demo_stop_refuses_a_pids_file_it_did_not_write(tmp_path: Path, content:
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on this host")
 def test_the_install_step_says_what_it_does_before_each_step(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    done = subprocess.run(
-        ["make", "-n", "-B", f"VENV={venv}", f"{venv}/.installed"], capture_output=True, text=True, cwd=ROOT, timeout=60
-    )
+    # Run as its own make, not as a sub-make of `make test` (which would print "Entering directory" lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    argv = ["make", "--no-print-directory", "-n", "-B", f"VENV={venv}", f"{venv}/.installed"]
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if not line.startswith("#")]
     steps = [n for n, line in enumerate(lines) if "pip install" in line or "-m venv" in line]
