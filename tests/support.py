@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -431,3 +432,26 @@ def enroll_device(
     assert answer.status_code == 200, answer.text
     enrolled: dict[str, Any] = answer.json()
     return enrolled
+
+
+class Echo:
+    """A TCP service on loopback answering every line with `NAME: line` (a service behind a tunnel, in tests)."""
+
+    def __init__(self, name: str) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.name = name
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            for line in conn.makefile("rb"):
+                conn.sendall(self.name.encode() + b": " + line)

@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from tests.support import (
     ADMIN_TOKEN,
     EDGECTL,
     ControlPlaneProcess,
+    Echo,
     Mosquitto,
     enroll_agent,
     enrollment_token,
@@ -43,29 +43,6 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
-
-
-class Echo:
-    """A TCP service answering every line with NAME: line."""
-
-    def __init__(self, name: str) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.name = name
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            for line in conn.makefile("rb"):
-                conn.sendall(self.name.encode() + b": " + line)
 
 
 @dataclass

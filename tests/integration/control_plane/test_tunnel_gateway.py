@@ -27,7 +27,7 @@ from control_plane.domain.tunnels import Admission, service_socket
 from control_plane.services.tunnels import TunnelAccessService, TunnelPolicy
 from edge_agent.adapters.tunnel import TunnelLink, TunnelOptions
 from edge_agent.protocol import Signer
-from tests.support import wait_for
+from tests.support import Echo, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -46,29 +46,6 @@ class Records:
 
     def revoke(self, device_id: str) -> None:
         self.rows[device_id] = Admission(device_id, self.rows[device_id].public_key, revoked=True)
-
-
-class Echo:
-    """A TCP service on the device: answers every line with NAME: line."""
-
-    def __init__(self, name: str) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
-        self.name = name
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            for line in conn.makefile("rb"):
-                conn.sendall(self.name.encode() + b": " + line)
 
 
 @dataclass
