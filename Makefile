@@ -3,7 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench clean kserve-client
+
+# KServe's Python client, for the Open Inference Protocol conformance tests only, in a virtualenv of its own:
+# kserve 0.21 requires protobuf<7, which would downgrade the protobuf 7 this project's onnx needs. The test runs it
+# as a subprocess (tests/integration/agent/oip/kserve_client.py); without it that test is skipped, saying so.
+KSERVE_VENV ?= .venv-kserve
+KSERVE_REQUIREMENTS := tests/integration/agent/oip/kserve-requirements.txt
+KSERVE_STAMP := $(KSERVE_VENV)/.installed
+export KSERVE_PYTHON := $(abspath $(KSERVE_VENV))/bin/python
 
 # Each install step says what it does before it starts (the first run takes minutes; pip itself is quiet).
 $(STAMP): pyproject.toml
@@ -19,6 +27,15 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "==> $(VENV) is ready: $(VENV)/bin/edgectl, $(VENV)/bin/edge-agent (or: source $(VENV)/bin/activate)"
 
+$(KSERVE_STAMP): $(KSERVE_REQUIREMENTS)
+	@test -x $(KSERVE_VENV)/bin/python || echo "==> creating the virtualenv $(KSERVE_VENV) for KServe's client (tests only)"
+	@test -x $(KSERVE_VENV)/bin/python || python3 -m venv $(KSERVE_VENV)
+	@echo "==> installing KServe's client ($(KSERVE_REQUIREMENTS)) into $(KSERVE_VENV)"
+	@$(KSERVE_VENV)/bin/python -m pip install -q -r $(KSERVE_REQUIREMENTS)
+	@touch $(KSERVE_STAMP)
+
+kserve-client: $(KSERVE_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/edgectl demo
 
@@ -32,14 +49,14 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
-integration: $(STAMP)
+integration: $(STAMP) $(KSERVE_STAMP)
 	$(PY) -m pytest tests/integration -q
 
-test: lint
+test: lint $(KSERVE_STAMP)
 	$(PY) -m pytest -q -rs
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo
+	rm -rf $(VENV) $(KSERVE_VENV) .mypy_cache .ruff_cache .pytest_cache .demo

@@ -35,18 +35,20 @@ def next_slots(old: JournalState, decision: Decision, installed: Sequence[SlotRe
 
 
 def switched(
-    current: Mapping[str, ServedModel], desired: DesiredState, new: Mapping[str, LoadedModel], expected: frozenset[str]
+    current: TableSnapshot, desired: DesiredState, new: Mapping[str, LoadedModel], expected: frozenset[str]
 ) -> TableSnapshot:
     """The serving table after the switch: a new runner becomes active with the replaced one as its previous;
-    a kept model is served as it was; a model the desired state no longer names is dropped."""
+    a kept model is served as it was (a previous version still being restored stays so); a model the desired state
+    no longer names is dropped."""
     models: dict[str, ServedModel] = {}
     for model in desired.models:
-        served = current.get(model.name)
+        served = current.models.get(model.name)
         if model.name in new:
             models[model.name] = ServedModel(new[model.name], served.active if served else None)
         elif served is not None:
             models[model.name] = served
-    return TableSnapshot(models, expected)
+    restoring = {name: v for name, v in current.restoring.items() if name in models and name not in new}
+    return TableSnapshot(models, expected, restoring)
 
 
 def activation(prepared: Prepared, before: SlotRecord | None) -> tuple[EventStep, str]:

@@ -1,7 +1,8 @@
 """What is being served right now: an immutable snapshot behind one reference, swapped atomically.
 
 A request takes the snapshot once and finishes on the runner it found, so a switch never fails an in-flight
-request; the previous version stays loaded (and addressable by version) until the next successful switch.
+request; the previous version stays loaded (and addressable by version) until the next successful switch. After a
+restart the active versions are served first; the previous ones are `restoring` until they are loaded again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class TableSnapshot:
     models: Mapping[str, ServedModel] = field(default_factory=dict)
     # Names the journal says are active: ready only when every one of them is loaded.
     expected: frozenset[str] = frozenset()
+    # Model name -> its previous version, on disk and being loaded again after a restart (not addressable yet).
+    restoring: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:

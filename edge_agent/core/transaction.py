@@ -98,7 +98,7 @@ class ApplyTransaction:
             last_apply=outcome,
         )
         new = {p.model.name: p.loaded for p in prepared}
-        ctx.table.swap(switched(ctx.table.current().models, desired, new, frozenset(slots.active)))
+        ctx.table.swap(switched(ctx.table.current(), desired, new, frozenset(slots.active)))
         for p in prepared:
             step, reason = activation(p, old.previous.get(p.model.name))
             ctx.events.emit(generation, step, p.model, reason=reason)

@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from edge_agent.core.serving_table import ServingTable
 from edge_agent.core.telemetry import RequestWindow
 from edge_agent.protocol.validation import describe_error
-from edge_agent.serving.codec import ServingLimits
 from edge_agent.serving.errors import ProtocolError
+from edge_agent.serving.limits import ServingLimits
 from edge_agent.serving.routes import build_router
 
 
@@ -43,7 +43,7 @@ def _error(message: str, status: int, headers: Mapping[str, str] | None = None) 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ProtocolError)
     async def _protocol(_request: Request, exc: ProtocolError) -> JSONResponse:
-        return _error(exc.message, exc.status)
+        return _error(exc.message, exc.status, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge_agent.core.tensors import V2_DTYPES, v2_datatype
 from edge_agent.protocol.validation import describe_error
 from edge_agent.serving.errors import ProtocolError
+from edge_agent.serving.limits import ServingLimits
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_EXTENSION = "binary_tensor_data"
@@ -31,22 +32,6 @@ MAX_DIMS = 16
 # Which numpy kinds JSON data may arrive as for each datatype family (inferred by np.asarray): no strings, no
 # objects (integers past 64 bits), no floats into an integer tensor, only true/false into BOOL.
 _JSON_KINDS = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}
-
-
-@dataclass(frozen=True)
-class ServingLimits:
-    """Bounds on what one request may make the agent hold in memory.
-
-    A JSON body costs about ten times its size while parsed (one Python object per number), so its limit is
-    lower than the binary body's; large tensors belong in the binary extension.
-    """
-
-    max_elements: int = 16_000_000
-    max_json_bytes: int = 32 * 1024 * 1024
-    max_body_bytes: int = 128 * 1024 * 1024
-
-    def body_limit(self, binary: bool) -> int:
-        return self.max_body_bytes if binary else self.max_json_bytes
 
 
 class InputWire(BaseModel):
@@ -107,7 +92,7 @@ def parse_header_length(raw: str | None) -> int | None:
     if raw is None:
         return None
     text = raw.strip()
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:  # '²' is a digit to isdigit, not to int()
         raise ProtocolError(f"{HEADER_LENGTH} must be a byte count (digits only), got {raw[:40]!r}")
     return int(text)
 

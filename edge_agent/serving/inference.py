@@ -22,11 +22,11 @@ from edge_agent.serving.codec import (
     HEADER_LENGTH,
     DecodedRequest,
     OutputTensor,
-    ServingLimits,
     decode_request,
     encode_response,
 )
 from edge_agent.serving.errors import ProtocolError
+from edge_agent.serving.limits import ServingLimits
 
 VERSION_HEADER = "X-Model-Version"
 

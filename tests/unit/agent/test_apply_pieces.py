@@ -224,7 +224,7 @@ def test_the_switch_serves_the_new_runner_with_the_replaced_one_as_previous(
     new: dict[str, LoadedModel],
     expected: dict[str, tuple[int, int | None]],
 ) -> None:
-    snapshot = switched(current, wanted, new, frozenset(m.name for m in wanted.models))
+    snapshot = switched(TableSnapshot(current), wanted, new, frozenset(m.name for m in wanted.models))
     assert table_versions(snapshot) == expected and snapshot.ready
 
 

@@ -14,7 +14,7 @@ from edge_agent.core.serving_table import LoadedModel, ServedModel, ServingTable
 from edge_agent.core.telemetry import RequestWindow
 from edge_agent.protocol import RuntimeOptions
 from edge_agent.serving.app import create_app
-from edge_agent.serving.codec import ServingLimits
+from edge_agent.serving.limits import ServingLimits
 from tests.unit.agent.builders import SAMPLE, expected_output, weights, write_model
 
 
@@ -144,6 +144,7 @@ def test_server_metadata_advertises_the_binary_extension(client):
         pytest.param("GET", "/v2/models/lin/versions/9", 404, "has no version '9'; it serves 2, 1", id="metadata-v9"),
         pytest.param("GET", "/v2/models/lin/versions/9/ready", 404, "no version '9'", id="ready-v9"),
         pytest.param("GET", "/v2/models/lin/versions/abc/ready", 404, "no version 'abc'", id="version-not-a-number"),
+        pytest.param("GET", "/v2/models/lin/versions/%C2%B2/ready", 404, "no version '\u00b2'", id="superscript-two"),
         pytest.param("POST", "/v2/models/lin/versions/9/infer", 404, "no version '9'", id="infer-v9"),
         pytest.param("GET", "/v2/models/lim/ready", 404, "unknown model 'lim'; did you mean lin?", id="typo"),
         pytest.param("GET", "/v2/models/resnet", 404, "unknown model 'resnet'; this agent serves: lin", id="unknown"),

@@ -12,12 +12,12 @@ import pytest
 from edge_agent.serving.codec import (
     DecodedRequest,
     OutputTensor,
-    ServingLimits,
     decode_request,
     encode_response,
     parse_header_length,
 )
 from edge_agent.serving.errors import ProtocolError
+from edge_agent.serving.limits import ServingLimits
 
 LIMITS = ServingLimits(max_elements=1000, max_json_bytes=64 * 1024, max_body_bytes=1024 * 1024)
 X = np.arange(12, dtype=np.float32).reshape(3, 4)
@@ -217,7 +217,9 @@ def test_header_length_parses(raw, expected):
     assert parse_header_length(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["-1", "1e3", "0x10", "", "9" * 40])
+@pytest.mark.parametrize(
+    "raw", ["-1", "1e3", "0x10", "", "9" * 40, "\u00b2", "\u0661\u0662"]
+)  # superscript 2, Arabic 12
 def test_header_length_that_is_not_a_byte_count_is_400(raw):
     with pytest.raises(ProtocolError, match="must be a byte count") as refused:
         parse_header_length(raw)
