@@ -1,11 +1,11 @@
 """One simulated device: the agent's own `AgentCore` over simulated ports, on one real MQTT connection.
 
 It speaks exactly as `edge_agent.daemon.Daemon` does: the retained QoS 1 "offline" presence as its last will, a
-retained "online" presence and its reported state on every connect, QoS 1 events on each step, the retained
-reported state on each change, QoS 0 telemetry; every message sealed in the protocol's envelope. A desired state
-is opened with `open_envelope` and handed to the core, which verifies its signature and generation, decides and
-applies it: the simulator never decides anything the agent would. Like the daemon's ApplyWorker, a device applies
-the newest document it holds, one at a time (`Fleet` schedules it on a pool).
+retained "online" presence and its reported state on every connect, its step events (QoS 1) and its retained
+reported state through the agent's own outbox (edge_agent.outbox: batched), QoS 0 telemetry; every message sealed in
+the protocol's envelope. A desired state is opened with `open_envelope` and handed to the core, which verifies its
+signature and generation, decides and applies it: the simulator never decides anything the agent would. Like the
+daemon's ApplyWorker, a device applies the newest document it holds, one at a time (`Fleet` schedules it on a pool).
 
 Must never reimplement an agent decision (signature, generation, reconcile, the apply steps, reporting).
 """
@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
@@ -40,8 +40,10 @@ from edge_agent.core.agent import AgentCore
 from edge_agent.core.context import AgentIdentity
 from edge_agent.core.deadlines import Deadlines
 from edge_agent.core.ports import AgentPorts
+from edge_agent.outbox import Outbox, Schedule
 from edge_agent.protocol import (
     DeviceEvent,
+    EventBatch,
     HardwareFacts,
     MessageKind,
     ModelTelemetry,
@@ -82,10 +84,12 @@ class DeviceHooks:
         connected: Callable[[SimDevice, bool], None],
         schedule: Callable[[SimDevice], None],
         faults_of: Callable[[SimDevice], DeviceFaults],
+        later: Schedule,
     ) -> None:
         self.connected = connected
         self.schedule = schedule
         self.faults_of = faults_of
+        self.later = later  # the outboxes' deadlines (edge_agent.outbox.Later), shared by the fleet
 
 
 class SimDevice:
@@ -107,6 +111,7 @@ class SimDevice:
         self._mux = mux
         self._hooks = hooks
         self.store = MemoryStore(device_id, cache)
+        self.outbox = Outbox(self._publish_events, self.publish_reported, hooks.later)
         ports = AgentPorts(
             verifier=verifier,
             fetcher=SimulatedFetcher(self.store, cache, self.faults),
@@ -114,8 +119,8 @@ class SimDevice:
             journal=MemoryJournal(),
             store=self.store,
             clock=utcnow,
-            on_event=self._publish_event,
-            on_change=self.publish_reported,
+            on_event=self.outbox.event,
+            on_change=self.outbox.changed,
         )
         identity = AgentIdentity(device_id, SIM_HARDWARE, __version__, labels, serving_url=None, channel=Channel.MQTT)
         self.core = AgentCore(identity, ports, deadlines)
@@ -216,7 +221,7 @@ class SimDevice:
         self.connects += 1
         self.connected = True
         self._publish(self.topics.status(self.device_id), self._presence(PresenceStatus.ONLINE), "status", True)
-        self.publish_reported()
+        self.outbox.flush(report=True)
         self._hooks.connected(self, True)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
@@ -252,8 +257,9 @@ class SimDevice:
     def _sealed(self, kind: MessageKind, body: BaseModel) -> bytes:
         return seal(kind, self.device_id, body, utcnow())
 
-    def _publish_event(self, event: DeviceEvent) -> None:
-        self._publish(self.topics.events(self.device_id), self._sealed(MessageKind.EVENT, event), "events")
+    def _publish_events(self, events: Sequence[DeviceEvent]) -> None:
+        payload = self._sealed(MessageKind.EVENTS, EventBatch(events=list(events)))
+        self._publish(self.topics.events(self.device_id), payload, "events")
 
     def publish_reported(self) -> None:
         """The retained reported state, remembered as the last one sent (in the order the broker gets them)."""

@@ -32,6 +32,7 @@ from benchmarks.fleet_simulation.device import DeviceHooks, SimDevice
 from benchmarks.fleet_simulation.mux import MqttMux, raise_fd_limit
 from benchmarks.fleet_simulation.ports import ArtifactCache, DeviceFaults
 from edge_agent.core.deadlines import Deadlines
+from edge_agent.outbox import Later
 from edge_agent.protocol import ModelTelemetry, Topics, Verifier
 
 
@@ -97,7 +98,8 @@ class Fleet:
         self.faults = faults or FaultPlan()
         self.mux = MqttMux()
         topics = Topics(options.topic_prefix)
-        hooks = DeviceHooks(self._connected, self._schedule, self._faults_of)
+        self.later = Later()
+        hooks = DeviceHooks(self._connected, self._schedule, self._faults_of, self.later)
         deadlines = options.deadlines
         self.devices = [
             SimDevice(d, options.passwords(d), options.labels, topics, verifier, cache, self.mux, hooks, deadlines)
@@ -137,6 +139,7 @@ class Fleet:
             time.sleep(0.05)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._waiting_pool.shutdown(wait=False, cancel_futures=True)
+        self.later.close()
         self.mux.stop()
 
     def connected_count(self) -> int:

@@ -53,6 +53,7 @@ from edge_agent.protocol import (
     Telemetry,
     Topics,
     open_envelope,
+    open_events,
 )
 from edge_agent.protocol.topics import validate_device_id
 from edge_agent.protocol.vocabulary import Channel
@@ -65,7 +66,7 @@ DeviceListener = Callable[[Mapping[str, DeviceChange]], None]
 # Largest payload per kind of message, checked before parsing (a report carries up to 32 models and the hardware).
 MAX_MESSAGE_BYTES: Mapping[str, int] = {
     "reported": 128 * 1024,
-    "events": 8 * 1024,
+    "events": 64 * 1024,  # a batch of up to 16 events, each reason at most 2,000 characters
     "telemetry": 32 * 1024,
     "status": 2048,
 }
@@ -269,10 +270,11 @@ class FleetService:
             self._check_report(device, reported, now, writes)
             return
         if message.leaf is Leaf.EVENTS:
-            envelope, event = open_envelope(payload, MessageKind.EVENT, DeviceEvent)
+            envelope, events = open_events(payload)
             _same_device(device_id, envelope.device_id)
             if device is not None:
-                writes.event(_event_record(device_id, event), now)
+                for event in events:
+                    writes.event(_event_record(device_id, event), now)
         elif message.leaf is Leaf.STATUS:
             envelope, status = open_envelope(payload, MessageKind.STATUS, Presence)
             _same_device(device_id, envelope.device_id)

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -42,6 +42,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from edge_agent.core.backoff import next_delay
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import _OutPacket  # paho declares its queue's items only for type checkers
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +438,33 @@ class _TurnTakingClient(mqtt.Client):
     again. For the control plane that is up to `mqtt.max_inflight_messages` plus every queued desired state: while
     10,000 devices' reports poured in, its own 10,000 desired states left over 10.5 s (docs/benchmarks.md), each
     turn reading thousands of reports first. Reading in turns of 64 lets what is queued go out between them;
-    nothing is read less (the loop comes straight back while the socket has data)."""
+    nothing is read less (the loop comes straight back while the socket has data).
+
+    A packet the network thread queues itself (the PUBACK of a message it just read) is not followed by paho's
+    wake-up byte to its own select: that was one system call per message received, and the loop writes whatever
+    is queued on its next turn anyway (it selects for writing while anything waits)."""
+
+    def _packet_queue(
+        self,
+        command: int,
+        packet: bytes | bytearray,
+        mid: int,
+        qos: int,
+        info: mqtt.MQTTMessageInfo | None = None,
+    ) -> MQTTErrorCode:
+        if self._thread is None or threading.current_thread() is not self._thread:
+            return super()._packet_queue(command, packet, mid, qos, info)
+        queued: _OutPacket = {
+            "command": command,
+            "mid": mid,
+            "qos": qos,
+            "pos": 0,
+            "to_process": len(packet),
+            "packet": packet,
+            "info": info,
+        }
+        self._out_packet.append(queued)
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         if self._sock is None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edge_agent.protocol.messages import DeviceEvent, EventBatch
 from edge_agent.protocol.validation import describe_error
 
 PROTOCOL_VERSION = 1
@@ -22,7 +23,8 @@ MAX_PAYLOAD_BYTES = 1_048_576
 class MessageKind(str, Enum):
     DESIRED = "desired"
     REPORTED = "reported"
-    EVENT = "event"
+    EVENT = "event"  # one DeviceEvent (agents before decision 0016 send only these)
+    EVENTS = "events"  # an EventBatch
     TELEMETRY = "telemetry"
     STATUS = "status"
 
@@ -60,6 +62,12 @@ def seal(kind: MessageKind, device_id: str, body: BaseModel, now: datetime) -> b
 
 def open_envelope(payload: bytes, kind: MessageKind, body_type: type[BodyT]) -> tuple[Envelope, BodyT]:
     """Parse a wire payload of the expected kind; raise ProtocolError with the reason on anything else."""
+    envelope = read_envelope(payload)
+    return envelope, open_body(envelope, kind, body_type)
+
+
+def read_envelope(payload: bytes) -> Envelope:
+    """The envelope of a wire payload, its body not yet validated (`open_body`); ProtocolError on anything else."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES}-byte limit")
     try:
@@ -70,13 +78,26 @@ def open_envelope(payload: bytes, kind: MessageKind, body_type: type[BodyT]) -> 
         raise ProtocolError(
             f"protocol version {envelope.protocol_version} is newer than this side's {PROTOCOL_VERSION}"
         )
+    return envelope
+
+
+def open_body(envelope: Envelope, kind: MessageKind, body_type: type[BodyT]) -> BodyT:
+    """The envelope's body as `body_type`, if the envelope is of `kind`; ProtocolError with the reason if not."""
     if envelope.kind is not kind:
         raise ProtocolError(f"expected a {kind.value!r} message, got {envelope.kind.value!r}")
     try:
-        body = body_type.model_validate(envelope.body)
+        return body_type.model_validate(envelope.body)
     except ValidationError as exc:
         raise ProtocolError(f"invalid {kind.value} body: {_first_error(exc)}") from exc
-    return envelope, body
+
+
+def open_events(payload: bytes) -> tuple[Envelope, list[DeviceEvent]]:
+    """The step events of a message on the events topic: a batch (`EVENTS`), or one event (`EVENT`, as agents
+    before docs/decisions/0016 send them); ProtocolError on anything else."""
+    envelope = read_envelope(payload)
+    if envelope.kind is MessageKind.EVENT:
+        return envelope, [open_body(envelope, MessageKind.EVENT, DeviceEvent)]
+    return envelope, list(open_body(envelope, MessageKind.EVENTS, EventBatch).events)
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -18,7 +18,7 @@ import uvicorn
 from paho.mqtt.enums import CallbackAPIVersion
 from starlette.responses import FileResponse, PlainTextResponse
 
-from edge_agent.protocol import MessageKind, SignedDesiredState, Topics, seal
+from edge_agent.protocol import MessageKind, SignedDesiredState, Topics, open_events, seal
 from tests.support import CONTROL_PLANE_USER, Mosquitto, free_port, password_for, python_env, wait_for
 
 
@@ -181,8 +181,14 @@ class ControlPlaneClient:
         reported = self.bodies("reported")
         return reported[-1] if reported else None
 
+    def event_bodies(self) -> list[dict[str, Any]]:
+        """Every step event the device sent, in order, however many each message carried."""
+        topic = f"{self.topics.prefix}/devices/{self.device_id}/events"
+        sent = [open_events(p)[1] for t, p, _ in list(self.messages) if t == topic and p]
+        return [event.model_dump(mode="json") for events in sent for event in events]
+
     def events(self) -> list[str]:
-        return [e["step"] for e in self.bodies("events")]
+        return [e["step"] for e in self.event_bodies()]
 
 
 def signed_now() -> Any:

@@ -103,7 +103,7 @@ def test_a_plan_this_device_cannot_run_falls_back_and_says_why(tmp_path, mosquit
             control.publish_desired(signed(signer, 1, [assignment.model_copy(update={"artifact": plan})], device))
             wait_for(lambda: applied(control, 1), timeout=30, what=f"generation 1 reported\n{agent.output()}")
         assert server.served("lin-v1-plan.onnx") == []  # a refused plan is never downloaded
-        [fallback] = [e for e in control.bodies("events") if e["step"] == "artifact_fallback"]
+        [fallback] = [e for e in control.event_bodies() if e["step"] == "artifact_fallback"]
         assert fallback["model"] == "lin" and "tensorrt-plan b1-plan built for dgpu-ampere" in fallback["reason"]
         [model] = control.latest_reported()["models"]
         assert (model["build_id"], model["provider"]) == ("b1", "CPUExecutionProvider")

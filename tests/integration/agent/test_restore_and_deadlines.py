@@ -61,7 +61,7 @@ def test_rollback_under_load_uses_the_kept_slot_and_fails_no_request(tmp_path, m
         done.set()
         for thread in threads:
             thread.join(30)
-        rollback = [e for e in control.bodies("events") if e["generation"] == 3]
+        rollback = [e for e in control.event_bodies() if e["generation"] == 3]
         assert [e["step"] for e in rollback] == ["received", "verified", "loaded", "self_test_passed", "activated"]
         assert "rolled_back" not in control.events()  # the device never calls an activation a rollback
         assert "not reloaded" in rollback[2]["reason"] and rollback[-1]["version"] == 1
@@ -91,7 +91,7 @@ def test_a_download_past_its_deadline_fails_the_apply_and_v1_keeps_serving(tmp_p
             v2 = build_version(tmp_path / "slow", 2, padding=3_000_000, base_url=server.url)
             control.publish_desired(signed(signer, 2, [v2], device))
             wait_for(lambda: "error" in control.events(), timeout=30, what=f"deadline error\n{agent.output()}")
-        [error] = [e for e in control.bodies("events") if e["step"] == "error"]
+        [error] = [e for e in control.event_bodies() if e["step"] == "error"]
         assert error["reason"] == "deadline exceeded in download after 1 s" and error["version"] == 2
         wait_for(lambda: (control.latest_reported() or {}).get("last_apply", {}).get("phase") == "failed")
         reported = control.latest_reported()

@@ -31,6 +31,7 @@ from control_plane.services.fleet import FleetService, MessageLimits
 from control_plane.services.ingest import IngestLimits, IngestQueue
 from edge_agent.protocol import (
     DeviceEvent,
+    EventBatch,
     EventStep,
     HardwareFacts,
     MessageKind,
@@ -41,6 +42,7 @@ from edge_agent.protocol import (
     Topics,
     seal,
 )
+from edge_agent.protocol.messages import MAX_EVENTS_PER_MESSAGE
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 HW = HardwareFacts(gpu_class="cpu-x86_64", arch="x86_64")
@@ -264,6 +266,39 @@ def test_one_batch_stores_the_latest_report_every_event_and_wakes_once(world: Wo
         {"dev-1"},
         {"dev-1"},
     ]  # two batches of at most 4; dev-2 only reported status
+
+
+def batch_of(device_id: str, reasons: Sequence[str], sealed_as: str | None = None) -> bytes:
+    events = [DeviceEvent(generation=0, step=EventStep.ERROR, reason=r, at=T0) for r in reasons]
+    return seal(MessageKind.EVENTS, sealed_as or device_id, EventBatch.model_construct(events=events), T0)
+
+
+def test_an_event_batch_stores_every_event_in_order_beside_single_events(world: World) -> None:
+    world.store.enroll("dev-1", "mqtt", {}, None, HW, None, T0)
+    world.fleet.handle_message("edge/devices/dev-1/events", sealed_event("dev-1", 0))  # an agent before 0016
+    world.fleet.handle_message("edge/devices/dev-1/events", batch_of("dev-1", ["b1", "b2", "b3"]))
+    world.fleet.drain()
+    assert [e.reason for e in world.store.list_events("dev-1", 10)] == ["b3", "b2", "b1", "e0"]
+
+
+@pytest.mark.parametrize(
+    ("reasons", "sealed_as"),
+    [
+        ([], None),  # an empty batch
+        ([f"x{n}" for n in range(MAX_EVENTS_PER_MESSAGE + 1)], None),  # over the batch limit
+        (["forged"], "dev-2"),  # another device's batch on this device's topic
+    ],
+)
+def test_a_malformed_event_batch_stores_none_of_its_events(
+    world: World, reasons: list[str], sealed_as: str | None
+) -> None:
+    for device_id in ("dev-1", "dev-2"):
+        world.store.enroll(device_id, "mqtt", {}, None, HW, None, T0)
+    world.fleet.handle_message("edge/devices/dev-1/events", batch_of("dev-1", reasons, sealed_as))
+    world.fleet.handle_message("edge/devices/dev-1/events", sealed_event("dev-1", 1))
+    world.fleet.drain()
+    assert [e.reason for e in world.store.list_events("dev-1", 50)] == ["e1"]
+    assert world.store.list_events("dev-2", 50) == []
 
 
 def test_a_refused_report_in_a_batch_is_recorded_and_the_next_one_still_counts(world: World) -> None:
