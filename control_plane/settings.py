@@ -259,6 +259,51 @@ class TunnelSettings(BaseModel):
     keepalive_interval_s: float = Field(
         default=15.0, gt=0, le=3600, description="SSH keepalive interval towards each device."
     )
+    connect_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="How long the control plane waits to reach a device's service through its tunnel (proxy and "
+        "`edgectl tunnel open`); past it: 504.",
+    )
+    read_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How long the HTTP proxy waits for the next bytes of a device's answer; past it before the "
+        "answer started: 504.",
+    )
+    session_idle_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=7 * 24 * 3600,
+        description="A tunnel session (a proxied request, an `edgectl tunnel open` connection) that carried no byte "
+        "for this long is closed (`idle timeout`).",
+    )
+    session_max_s: float = Field(
+        default=8 * 3600.0,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="A tunnel session open this long is closed whatever it carries (`absolute timeout`).",
+    )
+    public_host: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$",
+        description="Address devices reach the tunnel gateway at. Set: `edge-agent enroll` gets it with public_port "
+        "and the gateway's host key (the public half of host_key_file) and pins that key, so agents need no "
+        "hand-copied tunnel.host_key. Unset: enrollment says nothing of the gateway.",
+    )
+    public_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port devices reach the gateway at. Default: tunnel.port."
+    )
+
+    @model_validator(mode="after")
+    def _announced_port(self) -> TunnelSettings:
+        if self.public_host is not None and self.public_port is None and self.port == 0:
+            raise ValueError("tunnel.public_host needs tunnel.public_port when tunnel.port is 0 (any free port)")
+        return self
 
     @field_validator("services")
     @classmethod

@@ -206,6 +206,9 @@ def enroll(
         typer.echo(f"error: enrolled, but {config} is not a usable agent config yet: {exc}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from exc
     typer.echo(f"enrolled as {identity.device_id}; identity written to {config}")
+    if identity.tunnel is not None:
+        gateway = identity.tunnel
+        typer.echo(f"tunnel gateway {gateway.host}:{gateway.port} and its host key pinned (tunnel.gateway)")
 
 
 @app.command()

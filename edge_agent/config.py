@@ -23,8 +23,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from edge_agent.core.deadlines import Deadlines
 from edge_agent.protocol.signing import valid_public_key
 from edge_agent.protocol.topics import validate_device_id
+from edge_agent.protocol.tunnel import TunnelEndpoint
 from edge_agent.protocol.validation import describe_error
 from edge_agent.protocol.vocabulary import MqttProtocol
+from edge_agent.serving.limits import ServingLimits
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/agent.yaml")
 _SERVICE_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
@@ -57,7 +59,12 @@ class MqttSettings(BaseModel):
     )
 
 
+_KIB, _GIB = 1024, 1024 * 1024 * 1024
+
+
 class ServingSettings(BaseModel):
+    """The inference API and the bounds on what its clients may make the agent hold (docs/security.md)."""
+
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field(default="127.0.0.1", description="Address the inference API listens on.")
@@ -65,9 +72,69 @@ class ServingSettings(BaseModel):
     advertise_url: str | None = Field(
         default=None, description="URL reported to the control plane; default http://{host}:{port}."
     )
+    max_body_bytes: int = Field(
+        default=ServingLimits.max_body_bytes,
+        ge=_KIB,
+        le=4 * _GIB,
+        description="Largest request body with binary tensors (Inference-Header-Content-Length), 1 KiB-4 GiB; "
+        "over it: 413 before a byte is read.",
+    )
+    max_json_bytes: int = Field(
+        default=ServingLimits.max_json_bytes,
+        ge=_KIB,
+        le=_GIB,
+        description="Largest JSON body, or JSON header of a binary one, 1 KiB-1 GiB and at most max_body_bytes; "
+        "parsed JSON takes about ten times its size in memory.",
+    )
+    max_elements: int = Field(
+        default=ServingLimits.max_elements,
+        ge=1,
+        le=1_000_000_000,
+        description="Most elements one input tensor may have (the product of its shape), checked before any "
+        "array is made; over it: 400.",
+    )
+    large_request_bytes: int = Field(
+        default=ServingLimits.large_request_bytes,
+        ge=_KIB,
+        le=4 * _GIB,
+        description="A body over this size (or chunked, of unknown size) is large: it needs one of "
+        "max_large_requests places to be read. At most max_body_bytes.",
+    )
+    max_large_requests: int = Field(
+        default=ServingLimits.max_large_requests,
+        ge=1,
+        le=1024,
+        description="Large bodies read at once, 1-1024; one more is answered 503 with Retry-After before its body "
+        "is read. Together they hold at most max_large_requests x max_body_bytes.",
+    )
+    body_timeout_s: float = Field(
+        default=ServingLimits.body_timeout_s,
+        ge=1,
+        le=3600,
+        description="Seconds a request body may take to arrive, 1-3600; later: 408, and its memory is freed.",
+    )
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> ServingSettings:
+        for name in ("max_json_bytes", "large_request_bytes"):
+            if getattr(self, name) > self.max_body_bytes:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be at most max_body_bytes ({self.max_body_bytes})"
+                )
+        return self
 
     def url(self) -> str:
         return self.advertise_url or f"http://{self.host}:{self.port}"
+
+    def limits(self) -> ServingLimits:
+        return ServingLimits(
+            max_elements=self.max_elements,
+            max_json_bytes=self.max_json_bytes,
+            max_body_bytes=self.max_body_bytes,
+            large_request_bytes=self.large_request_bytes,
+            max_large_requests=self.max_large_requests,
+            body_timeout_s=self.body_timeout_s,
+        )
 
 
 class DownloadSettings(BaseModel):
@@ -100,15 +167,28 @@ class TunnelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(
-        default=False, description="Keep a tunnel to the gateway (needs host_key and device_key_file)."
+        default=False,
+        description="Keep a tunnel to the gateway (needs device_key_file, and the gateway's host key: from "
+        "enrollment (tunnel.gateway) or tunnel.host_key).",
     )
-    host: str = Field(default="127.0.0.1", max_length=255, description="Tunnel gateway host name or address.")
-    port: int = Field(default=2222, ge=1, le=65535, description="Tunnel gateway SSH port.")
+    host: str = Field(
+        default="127.0.0.1",
+        max_length=255,
+        description="Tunnel gateway host name or address. Default: tunnel.gateway's, else 127.0.0.1.",
+    )
+    port: int = Field(
+        default=2222, ge=1, le=65535, description="Tunnel gateway SSH port. Default: tunnel.gateway's, else 2222."
+    )
     host_key: str | None = Field(
         default=None,
         max_length=512,
         description="The gateway's public host key, pinned ('ssh-ed25519 AAAA...': `edgectl tunnel-gateway "
-        "--print-host-key`); any other key is refused.",
+        "--print-host-key`); any other key is refused. Default: tunnel.gateway's (from enrollment).",
+    )
+    gateway: TunnelEndpoint | None = Field(
+        default=None,
+        description="Written by `edge-agent enroll`: the gateway {host, port, host_key} the control plane "
+        "announced. tunnel.host, tunnel.port and tunnel.host_key, when set, win over it.",
     )
     expose_inference: bool = Field(
         default=True, description="Expose this agent's inference API (serving.host:port) as service `kserve`."
@@ -128,6 +208,24 @@ class TunnelSettings(BaseModel):
     keepalive_interval_s: float = Field(
         default=15.0, gt=0, le=3600, description="SSH keepalive interval; 3 missed answers drop the link."
     )
+    connect_timeout_s: float = Field(
+        default=30.0, gt=0, le=600, description="Give up one attempt to connect and log in to the gateway after this."
+    )
+    health_interval_s: float = Field(
+        default=60.0,
+        ge=1,
+        le=86400,
+        description="How often the link's round trip is measured, and the least time between two reported states "
+        "that only change its counters (bytes, reconnects, round trip); connecting or dropping is reported at once.",
+    )
+
+    def endpoint(self) -> tuple[str, int, str | None]:
+        """(host, port, host key) of the gateway: what is set here, else what enrollment wrote (tunnel.gateway)."""
+        given, enrolled = self.model_fields_set, self.gateway
+        host = self.host if "host" in given or enrolled is None else enrolled.host
+        port = self.port if "port" in given or enrolled is None else enrolled.port
+        host_key = self.host_key if self.host_key is not None or enrolled is None else enrolled.host_key
+        return host, port, host_key
 
     @field_validator("services", "cloud_services")
     @classmethod
@@ -226,9 +324,10 @@ class AgentConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _tunnel_needs_keys(self) -> AgentConfig:
-        if self.tunnel.enabled and (self.tunnel.host_key is None or self.device_key_file is None):
+        if self.tunnel.enabled and (self.tunnel.endpoint()[2] is None or self.device_key_file is None):
             raise ValueError(
-                "tunnel.enabled needs tunnel.host_key (`edgectl tunnel-gateway --print-host-key`) and "
+                "tunnel.enabled needs the gateway's host key (written by `edge-agent enroll` when the control plane "
+                "sets tunnel.public_host, or tunnel.host_key from `edgectl tunnel-gateway --print-host-key`) and "
                 "device_key_file (written by `edge-agent enroll`)"
             )
         return self

@@ -13,7 +13,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,8 +39,10 @@ from edge_agent.core.metrics import AgentTally
 from edge_agent.core.ports import AgentPorts, ChangeSink, EventSink, drop_event, ignore_change
 from edge_agent.core.store import Store
 from edge_agent.core.telemetry import RequestWindow
+from edge_agent.outbox import Later, Outbox
 from edge_agent.protocol import (
     DeviceEvent,
+    EventBatch,
     MessageKind,
     Presence,
     PresenceStatus,
@@ -55,6 +57,7 @@ from edge_agent.protocol import (
 from edge_agent.protocol.vocabulary import Channel
 from edge_agent.serving.app import create_app
 from edge_agent.serving.metrics import metrics_router
+from edge_agent.tunnel_reporting import TunnelReporter
 
 log = logging.getLogger(__name__)
 REFRESH_INTERVAL_S = 5.0
@@ -145,10 +148,12 @@ class ApplyWorker:
         self._thread.join(timeout=30)
 
     def _loop(self) -> None:
+        first = True  # the first pass runs at once: it loads again the previous versions a restart left on disk
         while True:
             with self._wake:
-                if self._latest is None and not self._stopping:
+                if self._latest is None and not self._stopping and not first:
                     self._wake.wait(timeout=REFRESH_INTERVAL_S)
+                first = False
                 if self._stopping:
                     return
                 signed, self._latest = self._latest, None
@@ -189,8 +194,10 @@ class Daemon:
         self.window = RequestWindow(config.telemetry_interval_s)
         self.tally = AgentTally()  # events and downloads, for /metrics (requests are counted by the window)
         detected = detect(config)
-        on_event = self.tally.counting(self._publish_event)
-        self.core = build_core(config, detected, Channel.MQTT, on_event, self._publish_reported, tally=self.tally)
+        self.later = Later()
+        self.outbox = Outbox(self._publish_events, self._publish_reported, self.later)
+        on_event = self.tally.counting(self.outbox.event)
+        self.core = build_core(config, detected, Channel.MQTT, on_event, self.outbox.changed, tally=self.tally)
         self.builder = self._builder(config, detected)
         self.worker = ApplyWorker(self.core, config.data_dir)
         self.link = MqttLink(
@@ -203,7 +210,11 @@ class Daemon:
         )
         self._stop = threading.Event()
         self._metrics = HostMetrics()
+        self.tunnel_report: TunnelReporter | None = None
         self.tunnel = self._tunnel(config)
+        if self.tunnel is not None:  # its health rides in the reported state; a change worth telling asks for one
+            interval = config.tunnel.health_interval_s
+            self.tunnel_report = TunnelReporter(self.tunnel.health, self.outbox.changed, interval)
 
     def run(self) -> None:
         resume = self.core.recover()  # last-known-good models are loaded before anything else
@@ -218,9 +229,10 @@ class Daemon:
         threading.Thread(target=self._telemetry_loop, name="telemetry", daemon=True).start()
         if self.builder is not None:
             self.builder.start()
-        if self.tunnel is not None:
+        if self.tunnel is not None and self.tunnel_report is not None:
+            self.tunnel_report.start()
             self.tunnel.start()
-        app = create_app(self.core.table, self.window, time.monotonic)
+        app = create_app(self.core.table, self.window, time.monotonic, self.config.serving.limits())
         app.include_router(metrics_router(self.core.table, self.window, self.tally))
         server = _Server(
             uvicorn.Config(
@@ -239,17 +251,24 @@ class Daemon:
             if self.builder is not None:
                 self.builder.stop()
             self.worker.stop()
-            if self.tunnel is not None:
+            self.outbox.flush()
+            self.later.close()
+            if self.tunnel is not None and self.tunnel_report is not None:
+                self.tunnel_report.stop()
                 self.tunnel.stop()
             self.link.stop(farewell=self._presence(PresenceStatus.OFFLINE))
 
-    @staticmethod
-    def _tunnel(config: AgentConfig) -> TunnelLink | None:
+    def _tunnel(self, config: AgentConfig) -> TunnelLink | None:
         """The one outbound tunnel (tunnel.enabled; the config validated its host key and key file)."""
         if not config.tunnel.enabled or config.device_key_file is None:
             return None
         serving = (config.serving.host, config.serving.port)
-        return TunnelLink(tunnel_options(config.device_id, config.tunnel, config.device_key_file, serving))
+        options = tunnel_options(config.device_id, config.tunnel, config.device_key_file, serving)
+        return TunnelLink(options, on_change=self._tunnel_changed)
+
+    def _tunnel_changed(self) -> None:
+        if self.tunnel_report is not None:
+            self.tunnel_report.changed()
 
     @staticmethod
     def _builder(config: AgentConfig, detected: Detected) -> BuilderThread | None:
@@ -274,7 +293,7 @@ class Daemon:
     def _on_connected(self) -> None:
         online = self._presence(PresenceStatus.ONLINE)
         self.link.publish(online.topic, online.payload, qos=1, retain=True)
-        self._publish_reported()
+        self.outbox.flush(report=True)
 
     def _on_desired(self, payload: bytes) -> None:
         if not payload:
@@ -290,12 +309,15 @@ class Daemon:
     def _publish(self, topic: str, kind: MessageKind, body: BaseModel, qos: int = 1, retain: bool = False) -> None:
         self.link.publish(topic, seal(kind, self.device_id, body, utcnow()), qos=qos, retain=retain)
 
-    def _publish_event(self, event: DeviceEvent) -> None:
-        log.info("event %s gen=%d model=%s %s", event.step.value, event.generation, event.model, event.reason or "")
-        self._publish(self.topics.events(self.device_id), MessageKind.EVENT, event)
+    def _publish_events(self, events: Sequence[DeviceEvent]) -> None:
+        for e in events:
+            log.info("event %s gen=%d model=%s %s", e.step.value, e.generation, e.model, e.reason or "")
+        self._publish(self.topics.events(self.device_id), MessageKind.EVENTS, EventBatch(events=list(events)))
 
     def _publish_reported(self) -> None:
         reported = self.core.reported()
+        if self.tunnel_report is not None:
+            reported = self.tunnel_report.attach(reported)
         self._publish(self.topics.reported(self.device_id), MessageKind.REPORTED, reported, retain=True)
 
     def _telemetry_loop(self) -> None:

@@ -4,8 +4,9 @@ The private key is made here, written with mode 0600 and never sent: requests ca
 with the private one. While an operator has not decided, the device asks again with jittered, capped backoff (the
 same key, so it is the same request); a denial ends the command with a clear message and it does not ask again.
 A rotation (`--rotate`) signs with the current key too and is sent with the device's own token.
-The identity (device id, broker credentials, the key to pin, the artifact credential) is merged into agent.yaml,
-written atomically with mode 0600. Nothing here logs a secret.
+The identity (device id, broker credentials, the key to pin, the artifact credential, and the tunnel gateway with
+its host key when the control plane announces one) is merged into agent.yaml, written atomically with mode 0600.
+Nothing here logs a secret.
 """
 
 from __future__ import annotations
@@ -174,7 +175,22 @@ def write_identity(options: EnrollOptions, existing: dict[str, Any], identity: D
     )
     if options.ca_file is not None:
         config["control_plane_ca_file"] = str(options.ca_file.resolve())
+    config["tunnel"] = _with_gateway(config.get("tunnel"), identity)
+    if not config["tunnel"]:
+        del config["tunnel"]
     write_private(options.config_path, yaml.safe_dump(config, sort_keys=False).encode())
+
+
+def _with_gateway(tunnel: Any, identity: DeviceIdentity) -> dict[str, Any]:
+    """The agent's `tunnel` settings with the gateway the control plane announced as `tunnel.gateway` (validated
+    by the wire model), or without one when it announces none. Settings of the operator's own are kept: an explicit
+    tunnel.host, tunnel.port or tunnel.host_key wins over the announced gateway when the agent reads them."""
+    settings = dict(tunnel) if isinstance(tunnel, dict) else {}
+    if identity.tunnel is None:
+        settings.pop("gateway", None)
+    else:
+        settings["gateway"] = identity.tunnel.model_dump(mode="json")
+    return settings
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -129,7 +129,10 @@ def _zombie(pid: int) -> bool:
 class NetnsHosts:
     """`count` SSH hosts, each in its own network namespace; a context manager. See the module docstring."""
 
-    def __init__(self, count: int, workdir: Path, prefix: str = "edge") -> None:
+    def __init__(self, count: int, workdir: Path, prefix: str = "edge", *, loopback_only: bool = False) -> None:
+        """`loopback_only`: each sshd listens on its namespace's own 127.0.0.1 only, which nothing outside the
+        namespace can reach (a device whose SSH no address leads to: the tunnel tests)."""
+        self.loopback_only = loopback_only
         if not 1 <= count <= MAX_HOSTS:
             raise ValueError(f"count must be within 1..{MAX_HOSTS}")
         reason = unavailable_reason()
@@ -197,7 +200,7 @@ class NetnsHosts:
 
     def _start_sshd(self, host: NetnsHost) -> None:
         host.sshd_config.write_text(
-            f"ListenAddress {host.address}\n"
+            f"ListenAddress {'127.0.0.1' if self.loopback_only else host.address}\n"
             "Port 22\n"
             f"HostKey {self.host_key}\n"
             f"PidFile {self.workdir / (host.name + '.sshd.pid')}\n"
@@ -230,11 +233,17 @@ class NetnsHosts:
             if process.poll() is not None:
                 log = (self.workdir / f"{host.name}.sshd.log").read_text(errors="replace")
                 raise RuntimeError(f"sshd for {host.name} exited with {process.returncode}: {log[-2000:]}")
-            if self.ssh(host, "true", timeout=5).returncode == 0:
+            if self._ssh_answers(host):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"sshd for {host.name} on {host.address} did not accept within {timeout}s")
             time.sleep(0.05)
+
+    def _ssh_answers(self, host: NetnsHost) -> bool:
+        if not self.loopback_only:
+            return self.ssh(host, "true", timeout=5).returncode == 0
+        argv = [*self.ssh_argv(host)[:-1], "root@127.0.0.1", "true"]  # from inside: its own loopback
+        return self.exec(host, argv, timeout=10).returncode == 0
 
     # -- use -------------------------------------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ Who may connect, and whether an open tunnel stays, is the `TunnelAccess` port's 
 tunnels.py): asked at each connection and, for every open tunnel, on a short timer, so a revocation closes a
 tunnel within one recheck interval and no file is ever rewritten. This module never decides policy itself and
 never logs key material beyond a fingerprint.
+
+Nothing is left without its other end: a device's sockets go with its connection (closed, dropped, killed, or
+replaced by its newer one), with the gateway when it stops, and a socket file a killed gateway left behind is
+removed at the next start when nothing answers on it. A connection to a device's service whose local service is
+down is refused by the agent and closed here at once. A direct connection to `RTT_PROBE` (the agent measuring
+its round trip) is refused without a word.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import asyncio
 import base64
 import logging
 import os
+import socket
 import stat
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +35,8 @@ from typing import Protocol, cast
 import asyncssh
 from asyncssh.listener import create_unix_forward_listener
 from asyncssh.session import SSHTCPSessionFactory
+
+from edge_agent.protocol.tunnel import RTT_PROBE
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,8 @@ class _Tunnel:
     public_key: str
     conn: asyncssh.SSHServerConnection
     sockets: list[Path] = field(default_factory=list)
+    channels: set[asyncssh.SSHTCPChannel[bytes]] = field(default_factory=set)  # open to the device's services
+    closed: bool = False
 
 
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
@@ -83,7 +94,10 @@ def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
         return asyncssh.read_private_key(path)
     key = asyncssh.generate_private_key(ED25519)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # the gateway and the server (announcing it at enrollment) started together
+        return asyncssh.read_private_key(path)
     with os.fdopen(fd, "wb") as out:
         out.write(key.export_private_key())
     log.info("created the tunnel gateway's host key %s", path)
@@ -94,6 +108,25 @@ def public_host_key(key: asyncssh.SSHKey) -> str:
     """The line an agent pins (`tunnel.host_key` in agent.yaml): `ssh-ed25519 AAAA...`."""
     algorithm, body = key.export_public_key("openssh").decode().split()[:2]
     return f"{algorithm} {body}"
+
+
+def reap_stale_sockets(run_dir: Path) -> list[Path]:
+    """Remove the service sockets in `run_dir` nothing listens on any more (left by a gateway that was killed);
+    the ones removed. A socket something still answers on is left alone."""
+    removed = []
+    for path in sorted(run_dir.glob("*.sock")):
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(1.0)  # a live listener with a full backlog must not hold the start
+            try:
+                probe.connect(str(path))
+            except ConnectionRefusedError:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            except OSError:
+                continue
+            else:
+                log.warning("%s is served by another process; is a second gateway using this run_dir?", path)
+    return removed
 
 
 def raw_ed25519(key: asyncssh.SSHKey) -> str | None:
@@ -119,10 +152,18 @@ class TunnelGateway:
     def open_tunnels(self) -> dict[str, str]:
         return {device: tunnel.public_key for device, tunnel in self._tunnels.items()}
 
+    def open_channels(self, device_id: str) -> int:
+        """Connections to `device_id`'s services open now (for tests and status)."""
+        tunnel = self._tunnels.get(device_id)
+        return 0 if tunnel is None else len(tunnel.channels)
+
     async def start(self) -> int:
         """Listen; the port bound (useful with port 0)."""
         self._options.run_dir.mkdir(parents=True, exist_ok=True)
         self._options.run_dir.chmod(0o700)
+        stale = reap_stale_sockets(self._options.run_dir)
+        if stale:
+            log.info("removed %d service socket(s) left by a gateway that did not stop cleanly", len(stale))
         self._server = await asyncssh.listen(
             self._options.host,
             self._options.port,
@@ -145,6 +186,7 @@ class TunnelGateway:
             self._recheck.cancel()
         for tunnel in list(self._tunnels.values()):
             tunnel.conn.close()
+            self.closed(tunnel)
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -172,6 +214,10 @@ class TunnelGateway:
         log.info("tunnel of %s is open", tunnel.device_id)
 
     def closed(self, tunnel: _Tunnel) -> None:
+        """A connection is gone: its sockets go with it, unless its device's newer connection owns them now."""
+        if tunnel.closed:
+            return
+        tunnel.closed = True
         if self._tunnels.get(tunnel.device_id) is tunnel:
             del self._tunnels[tunnel.device_id]
             for path in tunnel.sockets:
@@ -188,16 +234,27 @@ class TunnelGateway:
         async def to_device(
             session_factory: SSHTCPSessionFactory[bytes],
         ) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
-            return await conn.create_connection(session_factory, service, 0)
+            chan, session = await conn.create_connection(session_factory, service, 0)
+            tunnel.channels.add(chan)
+            asyncio.get_running_loop().create_task(_forget(tunnel.channels, chan))
+            return chan, session
 
         path.unlink(missing_ok=True)  # left by this device's previous connection (only it may own the name)
+        tunnel.sockets.append(path)  # before the wait: a connection that drops meanwhile takes the file with it
         listener = await create_unix_forward_listener(conn, asyncio.get_running_loop(), to_device, str(path))
+        if tunnel.closed:  # it dropped while the listener was made: asyncssh will not close this one
+            listener.close()
+            current = self._tunnels.get(tunnel.device_id)
+            if current is None or path not in current.sockets:
+                path.unlink(missing_ok=True)
+            return False
         path.chmod(0o600)
-        tunnel.sockets.append(path)
         log.info("tunnel of %s: %s exposed at %s", tunnel.device_id, service, path)
         return listener
 
     def reach(self, tunnel: _Tunnel, service: str, port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]] | bool:
+        if service == RTT_PROBE:
+            return False  # the agent timing the answer: no cloud service, nothing to log
         address = self._access.cloud_address(service, port)
         if address is None:
             log.warning(
@@ -224,6 +281,11 @@ class TunnelGateway:
 
     def open_keys(self) -> dict[str, str]:
         return {device: tunnel.public_key for device, tunnel in self._tunnels.items()}
+
+
+async def _forget(channels: set[asyncssh.SSHTCPChannel[bytes]], chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+    await chan.wait_closed()
+    channels.discard(chan)
 
 
 class _DeviceServer(asyncssh.SSHServer):

@@ -36,6 +36,7 @@ from control_plane.api.routes import (
     rollouts,
     system,
     training,
+    tunnels,
 )
 from control_plane.runtime import start_runtime
 from control_plane.settings import ServerSettings
@@ -78,6 +79,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         training,
         playbook_runs,
         audit,
+        tunnels,
     )
     for module in routers:
         app.include_router(module.router)

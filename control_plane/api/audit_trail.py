@@ -6,9 +6,11 @@ the last added the outermost) so that it also sees the 401s and 403s that middle
 - Request id: the client's `X-Request-ID` when it matches `[A-Za-z0-9._-]{1,64}`, else a new uuid4 (hex). It is
   returned as `X-Request-ID` on every answer and kept in `scope["state"]["request_id"]`.
 - What is recorded (control_plane/domain/audit.py, `is_audited`): any method but GET/HEAD/OPTIONS whatever the
-  outcome, and any 401/403. Who: the principal `authorize` or `AuthenticateBeforeBody` left in
-  `scope["state"]["principal"]` (else "anonymous"); the route template the router left in `scope["route"]`; the
-  path; the status; for a status >= 400 the `detail` of the JSON error body (at most its first 2 KiB are looked at).
+  outcome, and any 401/403; not a request the tunnel proxy relayed to a device, whose session's audit record
+  (written when it opened) stands for it (`AUDITED_AS_SESSION`). Who: the principal `authorize` or
+  `AuthenticateBeforeBody` left in `scope["state"]["principal"]` (else "anonymous"); the route template the router
+  left in `scope["route"]`; the path; the status; for a status >= 400 the `detail` of the JSON error body (at most
+  its first 2 KiB are looked at).
 - When: as the answer's last body chunk passes, before it is forwarded: a caller who saw the answer complete can
   read the record. The write runs in a worker thread and never fails the request (services/audit.py).
 
@@ -35,6 +37,9 @@ from edge_agent.protocol.validation import REQUEST_PARTS, describe_error
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# Set on a request the tunnel proxy relayed as a session: the session's own audit record (who, which device and
+# service, what) stands for it, so the device's answer to it is not recorded a second time.
+AUDITED_AS_SESSION = "audited_as_tunnel_session"
 MAX_ERROR_BODY = 2048  # bytes of an error answer kept to find its `detail`
 
 
@@ -90,7 +95,7 @@ class AuditTrail:
             return
         answer.recorded = True
         status = answer.status if answer.status is not None else 500
-        if not is_audited(scope["method"], status):
+        if not is_audited(scope["method"], status) or scope.get("state", {}).get(AUDITED_AS_SESSION):
             return
         try:
             entry = _entry(scope, request_id, status, bytes(answer.body))

@@ -2,7 +2,8 @@
 
 - `authorize`, the app-wide dependency, looks the matched route up in control_plane/api/permissions.py,
   authenticates the caller and checks that its role holds the permission; the principal lands on
-  `request.state.principal` (`PrincipalDep` in deps.py) for routes that record who acted.
+  `request.state.principal` (`PrincipalDep` in deps.py) for routes that record who acted. It runs for WebSocket
+  routes too (their entry's method is `WEBSOCKET`), before the socket is accepted.
 - `AuthenticateBeforeBody`, an ASGI middleware, authenticates every request that carries a body (any method but
   GET/HEAD/OPTIONS) before anything reads that body, and refuses it when the caller's role lacks the permission of
   the route it matches: FastAPI parses JSON and spools multipart uploads before dependencies run, and nobody should
@@ -19,14 +20,14 @@ import functools
 import logging
 import re
 
-from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.api.errors import error_response
-from control_plane.api.permissions import PERMISSIONS, Access, Requirement, requirement
+from control_plane.api.permissions import PERMISSIONS, WEBSOCKET, Access, Requirement, requirement
 from control_plane.domain.errors import Forbidden, ServiceError
 from control_plane.domain.identity import Principal, Role
 from edge_agent.protocol.enrollment import ENROLL_PATH, MAX_ENROLL_BODY_BYTES
@@ -36,12 +37,13 @@ log = logging.getLogger(__name__)
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def authorize(request: Request) -> None:
+async def authorize(request: HTTPConnection) -> None:
     route = request.scope.get("route")
     path = getattr(route, "path", None)
-    needed = requirement(request.method, path) if path is not None else None
+    method = WEBSOCKET if request.scope["type"] == "websocket" else request.scope["method"]
+    needed = requirement(method, path) if path is not None else None
     if needed is None:
-        log.error("refused %s %s: no permission declared in control_plane/api/permissions.py", request.method, path)
+        log.error("refused %s %s: no permission declared in control_plane/api/permissions.py", method, path)
         raise Forbidden("this operation declares no permission, so nobody may call it")
     if needed is Access.ANONYMOUS:
         return
@@ -68,7 +70,7 @@ def permit(principal: Principal, needed: Requirement) -> None:
     raise Forbidden(f"{principal.name} ({principal.role.value}) lacks the permission {needed.value!r} this needs")
 
 
-def principal_of(request: Request) -> Principal:
+def principal_of(request: HTTPConnection) -> Principal:
     principal = getattr(request.state, "principal", None)
     if not isinstance(principal, Principal):
         raise RuntimeError("no principal: the route is anonymous or authorize did not run")
@@ -167,4 +169,10 @@ def _refused_before_body(principal: Principal, method: str, path: str) -> Forbid
 @functools.cache
 def _template_pattern(template: str) -> re.Pattern[str]:
     parts = re.split(r"(\{[^}]+\})", template)
-    return re.compile("".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts))
+    return re.compile("".join(_part_pattern(part) for part in parts))
+
+
+def _part_pattern(part: str) -> str:
+    if not part.startswith("{"):
+        return re.escape(part)
+    return ".*" if part.endswith(":path}") else "[^/]+"  # Starlette's `path` convertor spans segments

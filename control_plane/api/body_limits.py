@@ -4,7 +4,8 @@ Without this an upload is spooled whole (to memory, then to a temp file) before 
 limit checked by the route costs the attacker nothing. Starlette's `RequestBodyLimitMiddleware` does the counting
 (and refuses a declared Content-Length past the limit before reading a byte); this module only chooses the limit
 by kind of body and words the refusal. File uploads (multipart) may carry two files of `max_upload_bytes` (a model
-and its samples) plus form overhead; every other body gets `max_body_bytes`. The per-file limit is the registry's
+and its samples) plus form overhead, and so may a body the tunnel proxy streams to a device; every other body gets
+`max_body_bytes`. The per-file limit is the registry's
 (`RegistryService._receive`), also 413.
 
 It must never buffer a body itself, and never answer anything but 413 for a body past its limit.
@@ -39,13 +40,21 @@ class BodyLimits:
             await self._app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        limit = self._limits[headers.get("content-type", "").lower().startswith("multipart/")]
+        streamed = headers.get("content-type", "").lower().startswith("multipart/") or _proxied(scope["path"])
+        limit = self._limits[streamed]
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             # Refused before a byte of the body is read (Starlette would, too, but with a bare text/plain answer).
             await _refusal(limit)(scope, receive, send)
             return
         await self._limited[limit](scope, receive, send)
+
+
+def _proxied(path: str) -> bool:
+    """A body on its way to a device's service (`/v1/devices/{id}/services/{name}/...`): streamed through, never
+    held, so bounded like a file upload rather than like a JSON command."""
+    parts = path.split("/", 6)
+    return len(parts) == 7 and parts[1:3] == ["v1", "devices"] and parts[4] == "services"
 
 
 def _refusal(limit: object) -> JSONResponse:

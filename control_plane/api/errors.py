@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketState
 
 from control_plane.domain.errors import (
+    BadGateway,
     Conflict,
     Forbidden,
+    GatewayTimeout,
     InvalidInput,
     NotFound,
     ServiceError,
@@ -26,6 +31,8 @@ STATUS_OF: dict[type[ServiceError], int] = {
     Unavailable: 503,
     Unauthenticated: 401,
     Forbidden: 403,
+    BadGateway: 502,
+    GatewayTimeout: 504,
 }
 
 
@@ -36,9 +43,29 @@ def _status(exc: ServiceError) -> int:
     return 400
 
 
-async def _handle(_request: Request, exc: Exception) -> JSONResponse:
+async def _handle(connection: HTTPConnection, exc: Exception) -> JSONResponse | None:
     assert isinstance(exc, ServiceError)
+    if isinstance(connection, WebSocket):
+        await _refuse_websocket(connection, exc)
+        return None
     return error_response(exc)
+
+
+async def _refuse_websocket(websocket: WebSocket, exc: ServiceError) -> None:
+    """A WebSocket refused before it was accepted gets the same HTTP answer as any request, as a denial response
+    (the ASGI extension uvicorn implements): the client reads the status and the reason, not a bare 403. Where the
+    server lacks the extension, or the socket was accepted already, it is closed with the reason (1008)."""
+    if websocket.application_state is WebSocketState.CONNECTING and "websocket.http.response" in websocket.scope.get(
+        "extensions", {}
+    ):
+        await websocket.send_denial_response(error_response(exc))
+    elif websocket.application_state is not WebSocketState.DISCONNECTED:
+        await websocket.close(code=1008, reason=close_reason(str(exc)))
+
+
+def close_reason(text: str) -> str:
+    """`text` cut to what a WebSocket close frame carries (123 bytes of UTF-8)."""
+    return text.encode()[:123].decode(errors="ignore")
 
 
 def error_response(exc: ServiceError) -> JSONResponse:
@@ -48,7 +75,8 @@ def error_response(exc: ServiceError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ServiceError, _handle)
+    # One handler for both kinds of route: Starlette hands it the WebSocket of a WebSocket route.
+    app.add_exception_handler(ServiceError, cast(Callable[[Request, Exception], Awaitable[Response]], _handle))
 
 
 def document_error_detail(openapi: dict[str, Any]) -> None:

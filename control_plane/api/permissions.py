@@ -5,7 +5,8 @@ is refused (fail closed), and tests/unit/control_plane/test_permissions.py fails
 an entry. Only health and the signing public key are anonymous: an agent must be able to pin the key, and a load
 balancer to probe health, before either holds a credential. `AUTHENTICATED` is for "who am I": any valid identity.
 `ENROLLMENT` is for `POST /v1/enroll` alone: an enrollment token, or a device's own token (to rotate its key),
-authenticated by `EnrollmentService.authenticate` before the (small) body is read.
+authenticated by `EnrollmentService.authenticate` before the (small) body is read. A WebSocket route's "method" in
+the table is `WEBSOCKET`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Access(str, Enum):
 Requirement = Permission | Access
 
 R = Permission.READ
+WEBSOCKET = "WEBSOCKET"  # the table's "method" of a WebSocket route
+SERVICE_PROXY = "/v1/devices/{device_id}/services/{service}/{path:path}"
+PROXIED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 PERMISSIONS: dict[tuple[str, str], Requirement] = {
     # system
@@ -100,9 +104,20 @@ PERMISSIONS: dict[tuple[str, str], Requirement] = {
     ("GET", "/v1/playbook-runs/{run_id}/events"): R,
     # audit
     ("GET", "/v1/audit"): Permission.AUDIT_READ,
+    # tunnels (docs/tunnels.md): a device's service, by HTTP or as a raw TCP stream, and the sessions they open
+    **{(method, SERVICE_PROXY): Permission.TUNNEL_USE for method in PROXIED_METHODS},
+    (WEBSOCKET, "/v1/devices/{device_id}/tunnel/{service}"): Permission.TUNNEL_USE,
+    ("GET", "/v1/tunnel-sessions"): Permission.TUNNEL_USE,
+    ("GET", "/v1/tunnel-sessions/{session_id}"): Permission.TUNNEL_USE,
+    ("POST", "/v1/tunnel-sessions/{session_id}/close"): Permission.TUNNEL_USE,
 }
 
 
 def requirement(method: str, path: str) -> Requirement | None:
-    """The table's entry for an operation, or None when it has none (callers refuse it)."""
-    return PERMISSIONS.get((method.upper(), path))
+    """The table's entry for an operation, or None when it has none (callers refuse it). `path` is the route's
+    template; the OpenAPI document's form of it (`{path}` for Starlette's `{path:path}`) is found too."""
+    key = (method.upper(), path)
+    return PERMISSIONS.get(key) or _BY_OPENAPI_PATH.get(key)
+
+
+_BY_OPENAPI_PATH = {(method, path.replace(":path}", "}")): needed for (method, path), needed in PERMISSIONS.items()}

@@ -382,6 +382,16 @@ class ApiClient:
     def audit(self, after: int = 0, limit: int = 100) -> Any:
         return self.get("/v1/audit", after=after, limit=limit)
 
+    def tunnel_session_pages(self, include_closed: bool = False, at_most: int | None = None) -> Iterator[list[Any]]:
+        """Tunnel sessions, newest first, page by page: the open ones, or every one recorded."""
+        return self.pages("/v1/tunnel-sessions", at_most, all="true" if include_closed else None)
+
+    def tunnel_session(self, session_id: str) -> Any:
+        return self.get(f"/v1/tunnel-sessions/{session_id}")
+
+    def close_tunnel_session(self, session_id: str) -> Any:
+        return self.post(f"/v1/tunnel-sessions/{session_id}/close", {})
+
 
 def _raise_for_status(method: str, path: str, response: httpx.Response) -> None:
     if not response.is_error:

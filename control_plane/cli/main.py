@@ -34,6 +34,7 @@ from control_plane.cli.commands import (
     server,
     training,
     tunnel,
+    tunnel_sessions,
 )
 from control_plane.cli.demo.command import demo_app
 from control_plane.cli.output import OUTPUT_HELP, Output, OutputFormat, add_output_option
@@ -41,7 +42,17 @@ from control_plane.cli.state import CliState
 
 # Commands that print no result of their own, so `-o` would mean nothing there.
 NO_RESULT = frozenset(
-    {"server", "login", "logout", "build-worker", "completion", "demo", "devices forget", "tunnel-gateway"}
+    {
+        "server",
+        "login",
+        "logout",
+        "build-worker",
+        "completion",
+        "demo",
+        "devices forget",
+        "tunnel-gateway",
+        "tunnel open",
+    }
 )
 
 
@@ -129,6 +140,7 @@ playbooks.register(app)
 audit.register(app)
 completion.register(app)
 tunnel.register(app)
+tunnel_sessions.register(app)
 app.add_typer(demo_app, name="demo")
 
 

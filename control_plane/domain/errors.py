@@ -31,6 +31,14 @@ class Unavailable(ServiceError):
     """A dependency (broker, toolchain) is temporarily unusable; retrying later may work."""
 
 
+class BadGateway(ServiceError):
+    """A device's service could not be reached through its tunnel, or answered nothing (502); the text says why."""
+
+
+class GatewayTimeout(ServiceError):
+    """A device's service did not answer through its tunnel in time (504)."""
+
+
 class Unauthenticated(ServiceError):
     """No credential, or one that is unknown, expired or revoked: the caller is nobody (401)."""
 

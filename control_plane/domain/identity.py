@@ -17,7 +17,7 @@ from typing import Any
 
 class Role(str, Enum):
     VIEWER = "viewer"  # reads everything an operator sees; changes nothing
-    OPERATOR = "operator"  # uploads, builds, rollouts, devices, playbook runs, training
+    OPERATOR = "operator"  # uploads, builds, rollouts, devices, playbook runs, training, tunnels to devices
     ADMIN = "admin"  # everything, including tokens, builders and the audit log
     BUILDER = "builder"  # a build worker: claims builds and delivers their artifacts, nothing else
     DEVICE = "device"  # an edge device: downloads the artifacts it was sent, nothing else
@@ -37,6 +37,7 @@ class Permission(str, Enum):
     TOKEN_ADMIN = "token:admin"  # noqa: S105 (a permission's name, not a secret) - create, list, revoke tokens
     AUDIT_READ = "audit:read"  # read and verify the audit log
     METRICS_READ = "metrics:read"  # scrape /metrics (aggregate figures: no device ids, no secrets)
+    TUNNEL_USE = "tunnel:use"  # reach devices' services through their tunnels; list and close tunnel sessions
 
 
 _OPERATOR = frozenset(
@@ -49,6 +50,7 @@ _OPERATOR = frozenset(
         Permission.ROLLOUT_WRITE,
         Permission.TRAINING_WRITE,
         Permission.PLAYBOOK_WRITE,
+        Permission.TUNNEL_USE,
     }
 )
 

@@ -6,6 +6,7 @@ the queue in `control_plane.services.playbook_runs`. Nothing here touches a file
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +64,9 @@ class HostStatus(str, Enum):
 RESULT_FACT = "edge_result"
 
 
+TUNNEL = "tunnel"  # an enrolled connection: ssh through the device's tunnel to its exposed `ssh` service
+
+
 @dataclass(frozen=True)
 class AnsibleConnection:
     """How Ansible reaches an enrolled device (its inventory variables)."""
@@ -70,20 +74,29 @@ class AnsibleConnection:
     host: str | None = None  # ansible_host; None: the device id is the host name
     port: int | None = None  # ansible_port
     user: str | None = None  # ansible_user
-    connection: str = "ssh"  # ansible_connection: ssh | local
+    connection: str = "ssh"  # ansible_connection: ssh | local | tunnel (ssh through the device's tunnel)
     python: str | None = None  # ansible_python_interpreter
 
-    def inventory_vars(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ansible_connection": self.connection}
-        for key, value in (
-            ("ansible_host", self.host),
-            ("ansible_port", self.port),
-            ("ansible_user", self.user),
-            ("ansible_python_interpreter", self.python),
-        ):
-            if value is not None:
-                out[key] = value
-        return out
+    def inventory_vars(self, proxy_command: str | None = None) -> dict[str, Any]:
+        """The inventory variables. A `tunnel` connection is ssh whose transport is `proxy_command` (the device's
+        address and port play no part: the tunnel leads to its `ssh` service); without one it cannot be reached."""
+        if self.connection == TUNNEL:
+            if proxy_command is None:
+                raise ValueError("a tunnel connection needs the command that reaches the device's ssh service")
+            return self._common({"ansible_connection": "ssh", "ansible_ssh_common_args": proxy_args(proxy_command)})
+        return self._common(
+            {"ansible_connection": self.connection, "ansible_host": self.host, "ansible_port": self.port}
+        )
+
+    def _common(self, out: dict[str, Any]) -> dict[str, Any]:
+        out |= {"ansible_user": self.user, "ansible_python_interpreter": self.python}
+        return {key: value for key, value in out.items() if value is not None}
+
+
+def proxy_args(command: str) -> str:
+    """ssh arguments that make `command` (already quoted for a shell) the transport: what ansible's
+    `ansible_ssh_common_args` carries; ansible splits them like a shell, so the option is one quoted word."""
+    return "-o " + shlex.quote(f"ProxyCommand={command}")
 
 
 @dataclass(frozen=True)

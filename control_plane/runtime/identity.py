@@ -53,8 +53,14 @@ def device_enrollment(
 
 
 def identity_policy(settings: ServerSettings, signer: Signer) -> IdentityPolicy:
-    """What an approved device is told: the key desired states are signed with and where its broker is
-    (`enrollment.broker_*` when devices reach it by another address than the control plane does)."""
+    """What an approved device is told: the key desired states are signed with, where its broker is
+    (`enrollment.broker_*` when devices reach it by another address than the control plane does), and where the
+    tunnel gateway is with its host key (`tunnel.public_host`; the key is created now if the gateway has not yet)."""
+    tunnel = None
+    if settings.tunnel.public_host is not None:
+        from control_plane.runtime.tunnels import announced_gateway  # late: asyncssh only when a gateway is announced
+
+        tunnel = announced_gateway(settings)
     return IdentityPolicy(
         control_plane_public_key=signer.public_key_b64,
         mqtt_host=settings.enrollment.broker_host or settings.mqtt.host,
@@ -62,4 +68,5 @@ def identity_policy(settings: ServerSettings, signer: Signer) -> IdentityPolicy:
         topic_prefix=settings.mqtt.topic_prefix,
         retry_after_s=settings.enrollment.retry_after_s,
         broker_ca_pem=settings.mqtt.tls_ca_file.read_text() if settings.mqtt.tls_ca_file else None,
+        tunnel=tunnel,
     )

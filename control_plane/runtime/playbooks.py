@@ -7,10 +7,13 @@ Values handed to a playbook are data (playbooks/api_vars.yml declares them); not
 from __future__ import annotations
 
 import logging
+import shlex
+import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from control_plane.adapters.playbook_runner import PlaybookRunner
+from control_plane.domain.tunnels import service_socket
 from control_plane.runtime.storage import Storage
 from control_plane.services.ansible_push import AnsiblePush
 from control_plane.services.fleet import FleetService
@@ -41,7 +44,16 @@ def wire_playbook_runs(
         declared_vars=runner.declared_vars(),  # playbooks/api_vars.yml: what a request may set
         run_tokens=identity,  # provision enrolls and decommission forgets with a token of the run's own
         run_token_lifetime=timedelta(seconds=settings.ansible.timeout_s + 300),
+        tunnel_proxy=lambda device_id: tunnel_proxy_command(settings, device_id),
     )
+
+
+def tunnel_proxy_command(settings: ServerSettings, device_id: str) -> str:
+    """The ProxyCommand of a device enrolled with `connection: tunnel`: a pipe to the tunnel gateway's socket for
+    its `ssh` service (this host: the gateway shares the data dir). The run's ssh runs it as this user, who alone
+    may open the socket (0600 in a 0700 directory)."""
+    socket = service_socket(settings.tunnel_run_dir, device_id, "ssh")
+    return shlex.join([sys.executable, "-m", "control_plane.adapters.socket_pipe", str(socket)])
 
 
 def recover_playbook_runs(playbook_runs: PlaybookRunService, push: AnsiblePush) -> None:

@@ -20,6 +20,7 @@ from control_plane.runtime.identity import device_enrollment, operator_identity
 from control_plane.runtime.playbooks import recover_playbook_runs, wire_playbook_runs
 from control_plane.runtime.storage import Storage, open_shared, open_storage
 from control_plane.runtime.training import wire_training
+from control_plane.runtime.tunnels import tunnel_sessions
 from control_plane.services.audit import AuditService
 from control_plane.services.build_queue import BuildQueueService
 from control_plane.services.builder_registry import BuilderRegistryService
@@ -35,6 +36,7 @@ from control_plane.services.registry import RegistryService
 from control_plane.services.rollout_executor import RolloutExecutor
 from control_plane.services.rollouts import RolloutService
 from control_plane.services.training import TrainingService
+from control_plane.services.tunnel_sessions import ServiceUpstream, TunnelSessionService
 from control_plane.settings import ServerSettings
 from edge_agent.protocol import Signer
 from model_builds.capabilities import detect_builder
@@ -68,10 +70,13 @@ class Runtime:
     enrollment: EnrollmentService
     device_access: DeviceAccessService
     metrics: MetricsService
+    tunnel_sessions: TunnelSessionService
+    service_upstream: ServiceUpstream
 
     def close(self) -> None:
         """The builders and the rollout executor first, then playbook runs, broker accounts and the broker link,
-        then the fleet's ingest writer (it stores what the link handed over), then training; the database last."""
+        then the fleet's ingest writer (it stores what the link handed over), then training and the tunnel sessions
+        still open; the database last."""
         self.builders.stop()
         self.executor.stop()
         self.playbook_runs.shutdown()
@@ -79,6 +84,7 @@ class Runtime:
         self.link.stop()
         self.fleet.stop()  # applies what the link handed over, then its ingest writer ends
         self.training.shutdown()
+        self.tunnel_sessions.shutdown()
         self.dispose_database()
 
 
@@ -100,6 +106,8 @@ def start_runtime(
     rollouts = wire_rollouts(settings, storage, shared, fleet, broker, playbook_runs, clock)
     recover_playbook_runs(playbook_runs, rollouts.push)
     training = wire_training(settings, storage, builds.registry, clock)  # fails jobs a restart interrupted
+    audit = AuditService(storage.repos.audit, clock)
+    sessions, upstream = tunnel_sessions(settings, storage, audit, clock)
     runtime = Runtime(
         settings=settings,
         signer=storage.signer,
@@ -116,10 +124,12 @@ def start_runtime(
         playbook_runs=playbook_runs,
         identity=identity,
         builder_registry=builds.builder_registry,
-        audit=AuditService(storage.repos.audit, clock),
+        audit=audit,
         enrollment=enrollment,
         device_access=broker.access,
         metrics=_metrics(settings, storage, fleet, rollouts.rollouts, broker.link, clock),
+        tunnel_sessions=sessions,
+        service_upstream=upstream,
     )
     start_workers(runtime)
     return runtime
@@ -154,3 +164,4 @@ def start_workers(runtime: Runtime) -> None:
     runtime.link.start()
     runtime.builders.start()
     runtime.executor.start()
+    runtime.tunnel_sessions.start()  # closes what a previous run left open, then applies the timeouts

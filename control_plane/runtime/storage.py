@@ -21,6 +21,8 @@ from control_plane.adapters.db.identity_repository import TokenRepository
 from control_plane.adapters.db.playbook_run_repository import PlaybookRunRepository
 from control_plane.adapters.db.registry_repository import RegistryRepository
 from control_plane.adapters.db.rollout_repository import RolloutRepository
+from control_plane.adapters.db.tunnel_repository import TunnelAdmissionRepository
+from control_plane.adapters.db.tunnel_session_repository import TunnelSessionRepository
 from control_plane.adapters.signing_key import load_or_create_signer
 from control_plane.settings import ServerSettings
 from edge_agent.protocol import Signer, Topics
@@ -42,6 +44,8 @@ class Repositories:
     enrollment: EnrollmentRepository
     playbook_runs: PlaybookRunRepository
     audit: AuditRepository
+    tunnel_sessions: TunnelSessionRepository
+    tunnel_admissions: TunnelAdmissionRepository
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ def open_storage(settings: ServerSettings) -> Storage:
         enrollment=EnrollmentRepository(engine),
         playbook_runs=PlaybookRunRepository(engine),
         audit=AuditRepository(engine),
+        tunnel_sessions=TunnelSessionRepository(engine),
+        tunnel_admissions=TunnelAdmissionRepository(engine),
     )
     return Storage(signer, repos, engine.dispose)
 

@@ -47,6 +47,7 @@ from edge_agent.protocol.enrollment import (
     EnrollRequest,
 )
 from edge_agent.protocol.topics import validate_device_id
+from edge_agent.protocol.tunnel import TunnelEndpoint
 from edge_agent.protocol.vocabulary import Channel
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class IdentityPolicy:
     topic_prefix: str = "edge"
     retry_after_s: float = RETRY_AFTER_S
     broker_ca_pem: str | None = None  # what the control plane verifies the broker with: the device needs the same
+    tunnel: TunnelEndpoint | None = None  # the tunnel gateway and its host key, for agents that accept it
 
 
 class EnrollmentService:
@@ -175,7 +177,8 @@ class EnrollmentService:
         return Principal(subject=ENROLLMENT_SUBJECT + token.id, name=f"enrollment token {token.name}", role=Role.DEVICE)
 
     # -- a device asks ----------------------------------------------------------------------------------------
-    def enroll(self, caller: Principal, request: EnrollRequest) -> EnrollAnswer:
+    def enroll(self, caller: Principal, request: EnrollRequest, with_tunnel: bool = False) -> EnrollAnswer:
+        """`with_tunnel`: the agent accepts the tunnel gateway in its identity (an older agent would refuse it)."""
         now = self._clock()
         try:
             Verifier(request.public_key).verify(request.signed_bytes(), request.signature)
@@ -210,7 +213,7 @@ class EnrollmentService:
             by = caller.subject if decision.rotation else f"enrollment token {token.name if token else '?'}"
             record = self._approve(record, request.public_key, request.hardware, token, by, now, decision.rotation)
         assert record is not None
-        identity = self._issue(record, now)
+        identity = self._issue(record, now, with_tunnel)
         return EnrollAnswer(
             status=EnrollmentStatus.APPROVED, device_id=device_id, message=decision.reason, identity=identity
         )
@@ -335,7 +338,7 @@ class EnrollmentService:
         log.info("%s: key %s approved (%s)", record.device_id, key_fingerprint(key), by)
         return saved
 
-    def _issue(self, record: DeviceEnrollment, now: datetime) -> DeviceIdentity:
+    def _issue(self, record: DeviceEnrollment, now: datetime, with_tunnel: bool = False) -> DeviceIdentity:
         """Mint the credentials of an approved key; the previous artifact credential stops working."""
         password = secrets.token_urlsafe(24)
         if self._broker is not None:
@@ -366,6 +369,7 @@ class EnrollmentService:
             control_plane_public_key=p.control_plane_public_key,
             control_plane_token=secret,
             broker_ca_pem=p.broker_ca_pem,
+            tunnel=p.tunnel if with_tunnel else None,
         )
 
     def _retire_credentials(self, record: DeviceEnrollment) -> None:

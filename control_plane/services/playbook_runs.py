@@ -36,6 +36,7 @@ from control_plane.domain.playbook_vars import (
     secret_values,
 )
 from control_plane.domain.playbooks import (
+    TUNNEL,
     HostResult,
     HostStatus,
     PlaybookJob,
@@ -81,6 +82,8 @@ class RunTokens(Protocol):
     def revoke(self, token_id: str) -> ApiToken: ...
 
 
+TunnelProxy = Callable[[str], str]  # device id -> the shell command that reaches its ssh service (a ProxyCommand)
+
 # The token variable the edge_agent role sends to the control plane (playbooks/roles/edge_agent/vars/main.yml).
 RUN_TOKEN_VAR = "edge_control_plane_token"  # noqa: S105 (a variable's name)
 
@@ -97,6 +100,7 @@ class PlaybookRunService:
         declared_vars: Declarations | None = None,
         run_tokens: RunTokens | None = None,
         run_token_lifetime: timedelta = timedelta(hours=1),
+        tunnel_proxy: TunnelProxy | None = None,
     ) -> None:
         """`declared_vars`: the extra vars each playbook takes from a request (playbooks/api_vars.yml); a playbook
         not in it takes none."""
@@ -108,6 +112,7 @@ class PlaybookRunService:
         self._declared: Declarations = declared_vars or {}
         self._run_tokens = run_tokens
         self._run_token_lifetime = run_token_lifetime
+        self._tunnel_proxy = tunnel_proxy
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="playbook-run")
@@ -142,7 +147,7 @@ class PlaybookRunService:
             purpose=purpose,
             selector=request.selector if not request.hosts else None,
         )
-        inventory = {d.id: {**_connection_vars(d), **dict(extra.get(d.id, {}))} for d in devices}
+        inventory = {d.id: {**self._connection_vars(d), **dict(extra.get(d.id, {}))} for d in devices}
         job = PlaybookJob(run.id, request.playbook, inventory, dict(request.extra_vars))
         self._store.save_run(run)
         with self._lock:
@@ -244,6 +249,15 @@ class PlaybookRunService:
             )
         return [found[i] for i in ids]
 
+    def _connection_vars(self, device: Device) -> dict[str, Any]:
+        if device.ansible is None:
+            return {}
+        if device.ansible.connection == TUNNEL:
+            if self._tunnel_proxy is None:
+                raise Conflict(f"{device.id} is reached through its tunnel, and this control plane has none")
+            return device.ansible.inventory_vars(self._tunnel_proxy(device.id))
+        return device.ansible.inventory_vars()
+
     # -- the worker -------------------------------------------------------------------------------------------
     def _work(self, run_id: str) -> None:
         with self._lock:
@@ -335,10 +349,6 @@ def _shown(host: HostResult, secrets: frozenset[str]) -> HostResult:
         result=None if host.result is None else scrub_data(redact(host.result), secrets),
         message=None if host.message is None else scrub(host.message, secrets),
     )
-
-
-def _connection_vars(device: Device) -> dict[str, Any]:
-    return device.ansible.inventory_vars() if device.ansible is not None else {}
 
 
 def _call_finished(hook: RunFinished | None, run: PlaybookRun) -> None:

@@ -13,7 +13,13 @@ import httpx
 from pydantic import ValidationError
 
 from edge_agent.core.errors import EnrollmentError
-from edge_agent.protocol.enrollment import ENROLL_PATH, EnrollAnswer, EnrollRequest
+from edge_agent.protocol.enrollment import (
+    ACCEPTS_TUNNEL,
+    ENROLL_ACCEPTS_HEADER,
+    ENROLL_PATH,
+    EnrollAnswer,
+    EnrollRequest,
+)
 
 # Answers that carry an EnrollAnswer: approved, pending, denied.
 ANSWER_CODES = frozenset({200, 202, 403})
@@ -34,7 +40,11 @@ class EnrollmentClient:
             response = self._client.post(
                 self._url,
                 content=request.model_dump_json(),
-                headers={"Authorization": f"Bearer {credential}", "Content-Type": "application/json"},
+                headers={
+                    "Authorization": f"Bearer {credential}",
+                    "Content-Type": "application/json",
+                    ENROLL_ACCEPTS_HEADER: ACCEPTS_TUNNEL,  # this agent reads the tunnel gateway in its identity
+                },
             )
         except httpx.HTTPError as exc:
             raise EnrollmentError(f"cannot reach the control plane at {self._url}: {type(exc).__name__}") from exc

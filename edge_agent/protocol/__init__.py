@@ -10,6 +10,7 @@ from edge_agent.protocol.envelope import (
     MessageKind,
     ProtocolError,
     open_envelope,
+    open_events,
     seal,
 )
 from edge_agent.protocol.messages import (
@@ -20,6 +21,7 @@ from edge_agent.protocol.messages import (
     DesiredState,
     DeviceEvent,
     DeviceTelemetry,
+    EventBatch,
     EventStep,
     HardwareFacts,
     HardwareKey,
@@ -48,6 +50,7 @@ __all__ = [
     "DeviceEvent",
     "DeviceTelemetry",
     "Envelope",
+    "EventBatch",
     "EventStep",
     "HardwareFacts",
     "HardwareKey",
@@ -70,5 +73,6 @@ __all__ = [
     "Verifier",
     "canonical_json",
     "open_envelope",
+    "open_events",
     "seal",
 ]

@@ -3,8 +3,8 @@
 The device makes its own ed25519 key pair and never sends the private key. Each request is signed with the key it
 names (proof of possession); a key rotation is also signed by the device's current key. The answer is `pending`
 (ask again later), `approved` with the identity (broker credentials, the pinned signing key, an artifact
-credential), or a refusal. Both sides validate against these models; this module imports nothing of the project
-but the wire contract.
+credential, and the tunnel gateway with its host key when the agent accepts it), or a refusal. Both sides validate
+against these models; this module imports nothing of the project but the wire contract.
 """
 
 from __future__ import annotations
@@ -18,10 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.protocol.messages import HardwareFacts, Name
 from edge_agent.protocol.signing import Signer, canonical_json, valid_public_key
+from edge_agent.protocol.tunnel import TunnelEndpoint
 
 ENROLL_PATH = "/v1/enroll"
 ENROLLMENT_TOKEN_PREFIX = "enroll_"  # noqa: S105 (marks enrollment tokens apart from API tokens; not a secret)
 MAX_ENROLL_BODY_BYTES = 16 * 1024
+# What of the identity an agent understands beyond the fields every agent knows (comma-separated). An older agent
+# refuses an identity with a field it does not know, so the control plane adds `tunnel` only when asked for it.
+ENROLL_ACCEPTS_HEADER = "Edge-Enroll-Accepts"
+ACCEPTS_TUNNEL = "tunnel"
 Signature = str  # base64 of a raw 64-byte ed25519 signature
 
 
@@ -109,6 +114,11 @@ class DeviceIdentity(_Wire):
         default=None,
         max_length=32_768,
         description="The CA (PEM) the broker's TLS certificate chains to; None when the broker speaks plain MQTT.",
+    )
+    tunnel: TunnelEndpoint | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="The tunnel gateway and its host key to pin; None when the control plane announces no gateway.",
     )
 
 

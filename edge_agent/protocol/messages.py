@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge_agent.protocol.tunnel import TunnelHealth
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, ExecutionProvider, Precision
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -247,6 +248,9 @@ class ReportedState(_Wire):
     labels: dict[LabelKey, LabelValue] = Field(default_factory=dict, max_length=64)
     channel: Channel = Channel.MQTT
     serving_url: str | None = Field(default=None, max_length=512)
+    # Only while the agent keeps a tunnel, and left out of the message when None: a control plane older than the
+    # field refuses unknown fields, so an agent without a tunnel sends what it always sent (docs/tunnels.md).
+    tunnel: TunnelHealth | None = Field(default=None, exclude_if=lambda value: value is None)
 
     @field_validator("serving_url")
     @classmethod
@@ -277,6 +281,17 @@ class DeviceEvent(_Wire):
     version: int | None = Field(default=None, ge=0, le=2**31)
     reason: str | None = Field(default=None, max_length=2000)
     at: datetime
+
+
+MAX_EVENTS_PER_MESSAGE = 16  # step events one message carries at most (an install emits 7)
+
+
+class EventBatch(_Wire):
+    """Step events in the order they happened, as one message: an agent sends what it emitted within a fraction
+    of a second together (docs/decisions/0016), so an install costs the broker and the control plane one or two
+    event messages instead of seven."""
+
+    events: list[DeviceEvent] = Field(min_length=1, max_length=MAX_EVENTS_PER_MESSAGE)
 
 
 class ModelTelemetry(_Wire):

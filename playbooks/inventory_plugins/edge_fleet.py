@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterator
 from typing import Any
 from urllib.error import HTTPError
@@ -30,6 +31,10 @@ description:
   - "Host variables: the enrolled connection (ansible_host, ansible_port, ansible_user, ansible_connection,
     ansible_python_interpreter), edge_gpu_class, edge_labels, edge_channel, edge_presence, edge_hardware and
     edge_models (name, version, health)."
+  - "A device reached through its tunnel (enrolled with connection C(tunnel), or every device with
+    C(connection: tunnel)) gets ansible_connection C(ssh) and an ansible_ssh_common_args ProxyCommand
+    C(edgectl --url URL tunnel open DEVICE ssh --stdio): ssh goes through the control plane to the device's
+    exposed C(ssh) service. edgectl authenticates with EDGECTL_TOKEN (or its saved login), never this file's token."
 options:
   plugin:
     description: Marks this file as an edge_fleet inventory source.
@@ -59,6 +64,15 @@ options:
     description: Verify the control plane's TLS certificate.
     type: bool
     default: true
+  connection:
+    description:
+      - How hosts are reached. C(enrolled) is each device's enrolled connection (C(tunnel) among them);
+        C(tunnel) reaches every device through its tunnel, whatever it was enrolled with.
+    choices: [enrolled, tunnel]
+    default: enrolled
+  edgectl:
+    description: The edgectl command a tunnel's ProxyCommand runs (a path, when it is not on PATH).
+    default: edgectl
 """
 
 EXAMPLES = r"""
@@ -67,6 +81,7 @@ plugin: edge_fleet
 url: http://127.0.0.1:8080
 selector: site=factory-a
 channel: ansible
+# connection: tunnel     # every device over ssh through its tunnel (edgectl tunnel open DEVICE ssh --stdio)
 """
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
@@ -105,8 +120,22 @@ def device_groups(device: dict[str, Any]) -> list[str]:
     return groups
 
 
-def device_vars(device: dict[str, Any]) -> dict[str, Any]:
-    """The host variables of one device."""
+def through_tunnel(device: dict[str, Any], connection: str) -> bool:
+    """Whether ssh reaches `device` through its tunnel: every device with `connection: tunnel`, else those enrolled
+    with the connection `tunnel`."""
+    return connection == "tunnel" or (device.get("ansible") or {}).get("connection") == "tunnel"
+
+
+def tunnel_vars(device_id: str, edgectl: str, url: str) -> dict[str, Any]:
+    """ssh to the device through its tunnel: edgectl's `tunnel open ... --stdio` as the ProxyCommand. Every word is
+    quoted for the shell ssh runs it with, and the option is one word for ansible, which splits the arguments."""
+    command = shlex.join([edgectl, "--url", url, "tunnel", "open", device_id, "ssh", "--stdio"])
+    return {"ansible_connection": "ssh", "ansible_ssh_common_args": "-o " + shlex.quote(f"ProxyCommand={command}")}
+
+
+def device_vars(device: dict[str, Any], tunnel: tuple[str, str] | None = None) -> dict[str, Any]:
+    """The host variables of one device. With `tunnel` (edgectl, the control plane's URL) it is reached through its
+    tunnel: its enrolled address, port and connection play no part, its user and interpreter still do."""
     reported = device.get("reported") or {}
     out: dict[str, Any] = {
         "edge_gpu_class": device.get("gpu_class"),
@@ -121,8 +150,10 @@ def device_vars(device: dict[str, Any]) -> dict[str, Any]:
     }
     for field, var in _CONNECTION_VARS.items():
         value = (device.get("ansible") or {}).get(field)
-        if value is not None:
+        if value is not None and (tunnel is None or field in ("user", "python")):
             out[var] = value
+    if tunnel is not None:
+        out |= tunnel_vars(str(device["id"]), *tunnel)
     return out
 
 
@@ -207,5 +238,8 @@ class InventoryModule(BaseInventoryPlugin):
         for group in device_groups(device):
             self.inventory.add_group(group)
             self.inventory.add_child(group, host)
-        for key, value in device_vars(device).items():
+        tunnel = None
+        if through_tunnel(device, str(self.get_option("connection") or "enrolled")):
+            tunnel = (str(self.get_option("edgectl") or "edgectl"), str(self.get_option("url")).rstrip("/"))
+        for key, value in device_vars(device, tunnel).items():
             self.inventory.set_variable(host, key, value)

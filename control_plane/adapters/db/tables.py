@@ -399,3 +399,28 @@ class BrokerAccountRow(Base):
     issued_at: Mapped[datetime | None] = mapped_column(nullable=True)
     issued_by: Mapped[str | None] = mapped_column(String(256), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class TunnelSessionRow(Base):
+    """A tunnel session (migration 0012, control_plane/domain/tunnel_sessions.py): written when it opens and when it
+    closes, never per byte. No foreign key to devices: the record outlives a forgotten device, as the audit log does."""
+
+    __tablename__ = "tunnel_sessions"
+    __table_args__ = (
+        Index("ix_tunnel_sessions_opened", "opened_at", "id"),
+        Index("ix_tunnel_sessions_open", "closed_at", "opened_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(256))
+    who: Mapped[str] = mapped_column(String(128))
+    device_id: Mapped[str] = mapped_column(String(128))
+    service: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(8))
+    request: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    opened_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    bytes_to_device: Mapped[int] = mapped_column(INT64)
+    bytes_from_device: Mapped[int] = mapped_column(INT64)
+    ended: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)

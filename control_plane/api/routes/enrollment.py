@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from control_plane.api.deps import EnrollmentDep, FleetDep, PrincipalDep
@@ -21,7 +21,14 @@ from control_plane.api.schemas.enrollment import (
     LabelsIn,
     RefusalOut,
 )
-from edge_agent.protocol.enrollment import ENROLL_PATH, EnrollAnswer, EnrollmentStatus, EnrollRequest
+from edge_agent.protocol.enrollment import (
+    ACCEPTS_TUNNEL,
+    ENROLL_ACCEPTS_HEADER,
+    ENROLL_PATH,
+    EnrollAnswer,
+    EnrollmentStatus,
+    EnrollRequest,
+)
 
 router = APIRouter(tags=["enrollment"])
 
@@ -66,9 +73,22 @@ def revoke_token(token_id: str, enrollment: EnrollmentDep) -> EnrollmentTokenOut
         403: {"model": EnrollAnswer | RefusalOut, "description": "Denied, or not an enrollment credential"},
     },
 )
-def enroll(body: EnrollRequest, principal: PrincipalDep, enrollment: EnrollmentDep) -> JSONResponse:
+def enroll(
+    body: EnrollRequest,
+    principal: PrincipalDep,
+    enrollment: EnrollmentDep,
+    accepts: Annotated[
+        str | None,
+        Header(
+            alias=ENROLL_ACCEPTS_HEADER,
+            max_length=256,
+            description=f"'{ACCEPTS_TUNNEL}': the identity may carry the tunnel gateway and its host key.",
+        ),
+    ] = None,
+) -> JSONResponse:
     """A device asks for its identity: 200 with it, 202 while an operator has not decided, 403 when denied."""
-    answer = enrollment.enroll(principal, body)
+    with_tunnel = ACCEPTS_TUNNEL in {part.strip() for part in (accepts or "").split(",")}
+    answer = enrollment.enroll(principal, body, with_tunnel)
     return JSONResponse(answer.model_dump(mode="json"), status_code=_STATUS_CODES[answer.status])
 
 

@@ -33,7 +33,11 @@ class AnsibleConnectionIO(BaseModel):
     )
     port: int | None = Field(default=None, ge=1, le=65535)
     user: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")
-    connection: Literal["ssh", "local"] = "ssh"
+    connection: Literal["ssh", "local", "tunnel"] = Field(
+        default="ssh",
+        description="tunnel: ssh through the device's tunnel to its exposed `ssh` service, for a device no "
+        "address reaches (host and port then play no part; docs/tunnels.md).",
+    )
     python: str | None = Field(
         default=None,
         min_length=1,
@@ -47,7 +51,8 @@ class AnsibleConnectionIO(BaseModel):
 
     @classmethod
     def of(cls, c: AnsibleConnection) -> AnsibleConnectionIO:
-        connection: Literal["ssh", "local"] = "local" if c.connection == "local" else "ssh"
+        known: dict[str, Literal["ssh", "local", "tunnel"]] = {"local": "local", "tunnel": "tunnel"}
+        connection = known.get(c.connection, "ssh")
         # Not validated again: a connection stored under an older, looser pattern is still shown.
         return cls.model_construct(host=c.host, port=c.port, user=c.user, connection=connection, python=c.python)
 

@@ -35,7 +35,8 @@ def tunnel_gateway(
     their services; revoking a device (`edgectl devices revoke`) closes its tunnel within a second.
 
     It reads the control plane's database (same --config / data_dir as `edgectl server`). The host key is created
-    on first start (data_dir/tunnel_host_key, mode 0600); give agents its public half as `tunnel.host_key`.
+    on first start (data_dir/tunnel_host_key, mode 0600). Agents pin its public half: handed out at enrollment
+    when the server sets `tunnel.public_host`, or given by hand as `tunnel.host_key`.
     """
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir is not None else {}
     tunnel = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}

@@ -57,6 +57,7 @@ from control_plane.cli.views.registry import (
     version_view,
     versions_view,
 )
+from control_plane.cli.views.tunnels import tunnel_session_view, tunnel_sessions_view
 from control_plane.cli.views.wide import WIDE_VIEWS, builds_wide_view, devices_wide_view, rollouts_wide_view
 
 __all__ = [
@@ -110,6 +111,8 @@ __all__ = [
     "tokens_view",
     "training_job_view",
     "training_jobs_view",
+    "tunnel_session_view",
+    "tunnel_sessions_view",
     "version_view",
     "versions_view",
     "whoami_view",

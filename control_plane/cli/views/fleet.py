@@ -1,5 +1,5 @@
-"""Views of the fleet and its rollouts: devices (what each serves, why it fell back, their latest telemetry), their
-events, rollouts (steps, gates and waits: rollout_steps.py) and their per-device progress.
+"""Views of the fleet and its rollouts: devices (what each serves, why it fell back, their tunnel, their latest
+telemetry), their events, rollouts (steps, gates and waits: rollout_steps.py) and their per-device progress.
 
 Pure functions from JSON data (docs/api.md) to renderables: no I/O, no client calls.
 """
@@ -12,6 +12,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from control_plane.cli.views.cells import cell, record, status_text, table
+from control_plane.cli.views.link_health import tunnel_view
 from control_plane.cli.views.rollout_steps import steps_table, waits_table
 
 
@@ -63,7 +64,11 @@ def device_view(data: Any) -> RenderableType:
         parts.append(record("last failed delivery", data["delivery_failure"]))
     reported = data.get("reported")
     if reported:
-        parts.append(record("reported", {k: v for k, v in reported.items() if k not in ("hardware", "models")}))
+        shown = {k: v for k, v in reported.items() if k not in ("hardware", "models", "tunnel")}
+        parts.append(record("reported", shown))
+    tunnel = tunnel_view(data)
+    if tunnel is not None:
+        parts.append(tunnel)
     parts.append(telemetry_view(data.get("telemetry") or []))
     return Group(*parts)
 

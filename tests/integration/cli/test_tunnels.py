@@ -10,69 +10,30 @@ own valid key still gets nothing that was not allocated to it.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 import httpx
 import pytest
-import yaml
 
 from control_plane.domain.tunnels import service_socket
-from tests.support import (
-    ADMIN_TOKEN,
-    EDGECTL,
-    ControlPlaneProcess,
-    Echo,
-    Mosquitto,
-    enroll_agent,
-    enrollment_token,
-    free_port,
-    python_env,
-    wait_for,
+from tests.integration.tunnel_processes import (
+    Agent,
+    Gateway,
+    ask_tcp,
+    ask_unix,
+    start_agent,
+    start_gateway,
+    stop,
+    tunnel_env,
 )
+from tests.support import ADMIN_TOKEN, EDGECTL, ControlPlaneProcess, Echo, Mosquitto, python_env, wait_for
 
 pytestmark = pytest.mark.integration
-
-EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
-
-
-@dataclass
-class Gateway:
-    process: subprocess.Popen[bytes]
-    port: int
-    log: Path
-    run_dir: Path
-    host_key: str
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-@dataclass
-class Agent:
-    device_id: str
-    process: subprocess.Popen[bytes]
-    log: Path
-    key_file: Path
-    cloud_port: int
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -92,59 +53,14 @@ def cloud() -> Echo:
 
 @pytest.fixture(scope="module")
 def gateway(server: ControlPlaneProcess, cloud: Echo) -> Iterator[Gateway]:
-    env = server.env() | {
-        "EDGE_CP_TUNNEL__SERVICES": '["echo", "kserve"]',
-        "EDGE_CP_TUNNEL__CLOUD_SERVICES": f'{{"registry": "127.0.0.1:{cloud.port}"}}',
-    }
-    common = ["--data-dir", str(server.data_dir)]
-    shown = subprocess.run(
-        [EDGECTL, "tunnel-gateway", *common, "--print-host-key"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert shown.returncode == 0, shown.stderr
-    host_key = shown.stdout.strip()
-    assert host_key.startswith("ssh-ed25519 ")
-    key_file = server.data_dir / "tunnel_host_key"
-    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
-    port = free_port()
-    log = server.data_dir.parent / "gateway.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [EDGECTL, "tunnel-gateway", *common, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    handle = Gateway(process, port, log, server.data_dir / "tunnels", host_key)
-    wait_for(lambda: "tunnel gateway listening" in handle.output(), what="the gateway to listen")
-    assert f"agents pin this host key (tunnel.host_key): {host_key}" in handle.output()
+    handle = start_gateway(server, tunnel_env(["echo", "kserve"], {"registry": f"127.0.0.1:{cloud.port}"}))
     try:
+        assert handle.host_key.startswith("ssh-ed25519 ")
+        assert oct((server.data_dir / "tunnel_host_key").stat().st_mode & 0o777) == "0o600"
+        assert f"agents pin this host key (tunnel.host_key): {handle.host_key}" in handle.output()
         yield handle
     finally:
-        stop(process)
-
-
-def start_agent(
-    server: ControlPlaneProcess, mosquitto: Mosquitto, gateway: Gateway, root: Path, device_id: str
-) -> Agent:
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "agent.yaml"
-    base = {"data_dir": str(root / "data"), "serving": {"host": "127.0.0.1", "port": free_port()}}
-    config.write_text(yaml.safe_dump(base))
-    with server.client() as api:
-        token = enrollment_token(api, f"tunnel-{device_id}")
-    written = enroll_agent(mosquitto, server.url, token, config, device_id)
-    cloud_port = free_port()
-    written["tunnel"] = {
-        "enabled": True,
-        "port": gateway.port,
-        "host_key": gateway.host_key,
-        "services": {"echo": f"127.0.0.1:{Echo(device_id).port}"},
-        "cloud_services": {"registry": cloud_port},
-    }
-    config.write_text(yaml.safe_dump(written))
-    log = root / "agent.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [EDGE_AGENT, "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=python_env()
-        )
-    return Agent(device_id, process, log, Path(written["device_key_file"]), cloud_port)
+        stop(handle.process)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +68,10 @@ def agents(
     server: ControlPlaneProcess, mosquitto: Mosquitto, gateway: Gateway, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Agent]]:
     root = tmp_path_factory.mktemp("agents")
-    started = {d: start_agent(server, mosquitto, gateway, root / d, d) for d in ("tun-a", "tun-b")}
+    started = {
+        d: start_agent(server, mosquitto, gateway, root / d, d, {"echo": f"127.0.0.1:{Echo(d).port}"})
+        for d in ("tun-a", "tun-b")
+    }
     try:
         yield started
     finally:
@@ -160,27 +79,12 @@ def agents(
             stop(agent.process)
 
 
-def ask_unix(path: Path, line: bytes = b"hello\n") -> bytes:
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
-        sock.sendall(line)
-        return sock.makefile("rb").readline()
-
-
-def ask_tcp(port: int, line: bytes = b"hello\n") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(line)
-        return sock.makefile("rb").readline()
-
-
 def echo_of(gateway: Gateway, device_id: str) -> Path:
     return service_socket(gateway.run_dir, device_id, "echo")
 
 
 def reachable(gateway: Gateway, agent: Agent) -> bytes | None:
-    if agent.process.poll() is not None:
-        raise AssertionError(f"{agent.device_id} exited:\n{agent.log.read_text()[-3000:]}")
+    agent.alive()
     path = echo_of(gateway, agent.device_id)
     return ask_unix(path) if path.exists() else None
 
@@ -193,7 +97,9 @@ def test_each_device_exposes_its_services_and_reaches_its_allowed_cloud_service(
         assert answer == f"{device_id}: hello\n".encode()
         kserve = service_socket(gateway.run_dir, device_id, "kserve")
         with httpx.Client(transport=httpx.HTTPTransport(uds=str(kserve)), timeout=10) as http:
-            assert http.get("http://device/v2/health/live").status_code == 200
+            # the tunnel may be up before the agent's inference API listens: poll, never assume the order
+            live = wait_for(lambda h=http: h.get("http://device/v2/health/live"), what=f"{device_id}'s kserve")
+            assert live.status_code == 200
         assert wait_for(lambda a=agent: ask_tcp(a.cloud_port), what="the cloud service") == b"cloud: hello\n"
 
 

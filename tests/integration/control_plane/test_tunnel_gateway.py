@@ -3,7 +3,9 @@
 The control plane's records are a dictionary here (`Records`, standing in for the database the gateway reads; the
 process test in tests/integration/cli/test_tunnels.py uses the real one). What is checked is what a device and an
 operator notice: bytes through a device's exposed service, a revoked device's tunnel closing while another's keeps
-passing bytes, a rotated key keeping the device reachable, and what a hostile device does NOT get.
+passing bytes, a rotated key keeping the device reachable, what a hostile device does NOT get, the link's round
+trip and bytes each way, and nothing left stuck: a local service that is down, a cloud port used while the tunnel is
+down, the sockets a killed gateway left.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from typing import Any
 import asyncssh
 import pytest
 
-from control_plane.adapters.tunnel_gateway import GatewayOptions, TunnelGateway, public_host_key
+from control_plane.adapters.tunnel_gateway import GatewayOptions, TunnelGateway, public_host_key, reap_stale_sockets
 from control_plane.domain.tunnels import Admission, service_socket
 from control_plane.services.tunnels import TunnelAccessService, TunnelPolicy
 from edge_agent.adapters.tunnel import TunnelLink, TunnelOptions
 from edge_agent.protocol import Signer
-from tests.support import Echo, wait_for
+from tests.support import Echo, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +111,14 @@ def ask(path: Path, line: bytes = b"hello\n") -> bytes:
         sock.connect(str(path))
         sock.sendall(line)
         return sock.makefile("rb").readline()
+
+
+def ended(sock: socket.socket) -> bool:
+    """The other end closed the connection (an end of file, or a reset when what was sent was never read)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
 
 
 def test_each_device_is_reached_at_its_own_socket_and_revocation_closes_only_its_tunnel(
@@ -279,7 +289,86 @@ def test_the_agent_refuses_a_gateway_whose_host_key_is_not_pinned(
     link = agent(gateway, tmp_path, "dev-p", key, host_key=impostor)
     try:
         wait_for(lambda: link.health().last_error, what="the refusal")
-        assert "not the pinned tunnel.host_key" in (link.health().last_error or "")
+        assert "not the pinned one" in (link.health().last_error or "")
         assert "dev-p" not in gateway.gateway.open_tunnels
     finally:
         link.stop()
+
+
+def test_the_link_measures_its_round_trip_and_counts_the_bytes_each_way(
+    gateway: Gateway, records: Records, tmp_path: Path
+) -> None:
+    key = Signer.generate()
+    records.enroll("dev-m", key)
+    link = agent(gateway, tmp_path, "dev-m", key, services={"echo": ("127.0.0.1", Echo("dev-m").port)})
+    try:
+        path = service_socket(gateway.run_dir, "dev-m", "echo")
+        wait_for(lambda: link.health().connected and path.exists(), what="dev-m's tunnel")
+        rtt = link.health().rtt_ms
+        assert rtt is not None and 0 < rtt < 1000
+        before = link.health()
+        assert ask(path, b"twelve bytes\n") == b"dev-m: twelve bytes\n"
+        # what reached the device through the tunnel, and what left it: the payload, not SSH's framing
+        after = wait_for(lambda: (h := link.health()).bytes_out > before.bytes_out and h, what="the answer counted")
+        assert after.bytes_in - before.bytes_in == len(b"twelve bytes\n")
+        assert after.bytes_out - before.bytes_out == len(b"dev-m: twelve bytes\n")
+    finally:
+        link.stop()
+
+
+def test_a_local_service_that_is_down_closes_the_connection_at_once_and_leaves_no_channel(
+    gateway: Gateway, records: Records, tmp_path: Path
+) -> None:
+    key = Signer.generate()
+    records.enroll("dev-d", key)
+    link = agent(gateway, tmp_path, "dev-d", key, services={"echo": ("127.0.0.1", free_port())})  # nothing there
+    try:
+        path = service_socket(gateway.run_dir, "dev-d", "echo")
+        wait_for(lambda: link.health().connected and path.exists(), what="dev-d's tunnel")
+        started = time.monotonic()
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(b"anyone?\n")
+            assert ended(sock)  # closed by the gateway, not left waiting
+        assert time.monotonic() - started < 2.0
+        wait_for(lambda: gateway.gateway.open_channels("dev-d") == 0, timeout=2, what="no channel at the gateway")
+        assert link.health().connected and "dev-d" in gateway.gateway.open_tunnels  # the tunnel itself stays up
+    finally:
+        link.stop()
+
+
+def test_a_cloud_port_used_while_the_tunnel_is_down_is_closed_at_once(
+    gateway: Gateway, records: Records, tmp_path: Path
+) -> None:
+    key = Signer.generate()
+    records.enroll("dev-c", key)
+    records.revoke("dev-c")  # the gateway refuses it: the link never comes up
+    port = free_port()
+    link = agent(gateway, tmp_path, "dev-c", key, cloud_services={"registry": port})
+    try:
+        wait_for(lambda: link.health().reconnects >= 1, what="a refused attempt")
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"hello\n")
+            assert ended(sock)
+        assert time.monotonic() - started < 2.0
+    finally:
+        link.stop()
+
+
+def test_a_gateway_that_was_killed_leaves_no_socket_behind_at_its_next_start(tmp_path: Path) -> None:
+    run_dir = Path(f"/tmp/tun-{tmp_path.name[-20:]}-stale")
+    run_dir.mkdir(mode=0o700)
+    stale, live = run_dir / "dev-a.echo.sock", run_dir / "dev-b.echo.sock"
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(stale))  # bound and closed without unlinking: what a SIGKILLed gateway leaves
+    with socket.socket(socket.AF_UNIX) as serving:
+        serving.bind(str(live))
+        serving.listen()
+        try:
+            assert reap_stale_sockets(run_dir) == [stale]
+            assert not stale.exists() and live.exists()  # something still answers on it: not ours to remove
+        finally:
+            live.unlink()
+            run_dir.rmdir()

@@ -7,10 +7,10 @@ route is gone. They also pin the role table an operator relies on (docs/security
 from __future__ import annotations
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 
 from control_plane.api.app import create_app
-from control_plane.api.permissions import PERMISSIONS, Access, requirement
+from control_plane.api.permissions import PERMISSIONS, WEBSOCKET, Access, requirement
 from control_plane.domain.identity import ROLE_PERMISSIONS, Permission, Principal, Role
 from control_plane.settings import ServerSettings
 
@@ -24,12 +24,13 @@ WRITES = frozenset(
         Permission.BUILDER_ADMIN,
         Permission.TOKEN_ADMIN,
         Permission.BUILD_WORK,
+        Permission.TUNNEL_USE,  # a request through a tunnel may change anything on the device
     }
 )
 
 
 def app_operations() -> set[tuple[str, str]]:
-    """(METHOD, path template) of every API route, walking included routers."""
+    """(METHOD, path template) of every API route (WEBSOCKET for a WebSocket route), walking included routers."""
     app = create_app(ServerSettings())
     found: set[tuple[str, str]] = set()
 
@@ -40,6 +41,8 @@ def app_operations() -> set[tuple[str, str]]:
                 walk(list(inner.routes))
             elif isinstance(route, APIRoute):
                 found.update((method, route.path) for method in route.methods)
+            elif isinstance(route, APIWebSocketRoute):
+                found.add((WEBSOCKET, route.path))
 
     walk(list(app.routes))
     return found

@@ -142,6 +142,7 @@ def test_close_stops_the_workers_then_the_link_then_the_database() -> None:
         "link.stop",
         "fleet.stop",  # the ingest writer stores what the link handed over before it stopped
         "training.shutdown",
+        "tunnel_sessions.shutdown",  # records how the sessions still open ended, while the database is there
         "database",
     ]
 
