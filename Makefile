@@ -46,13 +46,19 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 	cd playbooks && PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(VENV))/bin/ansible-lint --offline --profile production
 
+# The tests start edgectl and edge-agent as processes hundreds of times; where PYTHONDONTWRITEBYTECODE is set (as on
+# CI machines) each would compile the project's modules again: compile them once, so every process reads them.
+BYTECODE := $(PY) -m compileall -q -j 0 control_plane edge_agent model_builds benchmarks tests > /dev/null
+
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 integration: $(STAMP) $(KSERVE_STAMP)
+	@$(BYTECODE)
 	$(PY) -m pytest tests/integration -q
 
 test: lint $(KSERVE_STAMP)
+	@$(BYTECODE)
 	$(PY) -m pytest -q -rs
 
 bench: $(STAMP)

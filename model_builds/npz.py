@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,10 @@ _MAX_COMMENT = 0xFFFF
 _CENTRAL_ENTRY_MAX = 46 + 3 * 0xFFFF  # fixed part plus the largest name, extra field and comment
 _MAX_HEADER = 10_000  # numpy's own default bound on an .npy header
 _CHUNK = 1 << 20
+# numpy parses an .npy header with `ast.literal_eval`; CPython 3.11 keeps the AST constructor's recursion depth in
+# one per-interpreter counter, so two threads parsing at once can raise "SystemError: AST constructor recursion
+# depth mismatch" (python/cpython#106905). Header reads (at most _MAX_HEADER bytes each) take turns.
+_HEADERS = threading.Lock()
 
 
 class NpzError(ValueError):
@@ -157,12 +162,13 @@ def _read_array(stream: _Counted, name: str, budget: int) -> npt.NDArray[Any]:
     fmt = np.lib.format
     try:
         version = fmt.read_magic(stream)  # type: ignore[arg-type]
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(stream, max_header_size=_MAX_HEADER)  # type: ignore[arg-type]
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(stream, max_header_size=_MAX_HEADER)  # type: ignore[arg-type]
-        else:
-            raise ValueError(f"format version {version} is not accepted (1.0 or 2.0, as numpy.savez writes)")
+        with _HEADERS:
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(stream, max_header_size=_MAX_HEADER)  # type: ignore[arg-type]
+            elif version == (2, 0):
+                shape, fortran, dtype = fmt.read_array_header_2_0(stream, max_header_size=_MAX_HEADER)  # type: ignore[arg-type]
+            else:
+                raise ValueError(f"format version {version} is not accepted (1.0 or 2.0, as numpy.savez writes)")
     except ValueError as exc:
         raise NpzError(f"array {name!r} is not a valid .npy: {exc}") from exc
     if dtype.hasobject:

@@ -6,6 +6,7 @@ A model that fails here is never switched in.
 
 from __future__ import annotations
 
+import threading
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.core.errors import SelfTestError
+
+# numpy reads each array's header with `ast.literal_eval`, and CPython 3.11 keeps the AST constructor's recursion
+# depth in one per-interpreter counter: two threads parsing at once can raise "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905; seen with the fleet simulator's apply threads). Reads of
+# self-test cases take turns; each is a few small arrays.
+_HEADERS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class SelfTestCase:
 
 def load_case(path: Path) -> SelfTestCase:
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with _HEADERS, np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise SelfTestError(f"self-test artifact is not a readable .npz: {exc}") from exc

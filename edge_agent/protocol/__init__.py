@@ -7,6 +7,7 @@ This package must never import anything else of the project: both sides depend o
 from edge_agent.protocol.envelope import (
     PROTOCOL_VERSION,
     Envelope,
+    EnvelopeHeader,
     MessageKind,
     ProtocolError,
     open_envelope,
@@ -50,6 +51,7 @@ __all__ = [
     "DeviceEvent",
     "DeviceTelemetry",
     "Envelope",
+    "EnvelopeHeader",
     "EventBatch",
     "EventStep",
     "HardwareFacts",
