@@ -59,7 +59,7 @@ integration: $(STAMP) $(KSERVE_STAMP)
 
 test: lint $(KSERVE_STAMP)
 	@$(BYTECODE)
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
