@@ -47,7 +47,7 @@ lint: $(STAMP)
 	cd playbooks && PATH=$(abspath $(VENV))/bin:$$PATH $(abspath $(VENV))/bin/ansible-lint --offline --profile production
 
 # The tests start edgectl and edge-agent as processes hundreds of times; where PYTHONDONTWRITEBYTECODE is set (as on
-# CI machines) each would compile the project's modules again: compile them once, so every process reads them.
+# the machines this project is tested on now) each would compile the project's modules again: compile them once.
 BYTECODE := $(PY) -m compileall -q -j 0 control_plane edge_agent model_builds benchmarks tests > /dev/null
 
 unit: $(STAMP)

@@ -54,7 +54,7 @@ def quantize_qdq(source: Path, destination: Path, calibration: Sequence[Feeds], 
             # 7-bit weights: on x86-64 without VNNI (AVX2, AVX-512 before Cascade Lake) onnxruntime multiplies int8
             # with VPMADDUBSW, whose 16-bit sums saturate; with full-range weights a plain 4x3 MatMul came out
             # 2.06 off on such a machine (onnxruntime's quantisation guide: "try reduce_range"). Builders and
-            # cpu-x86_64 devices are such machines; TensorRT takes the 7-bit values as any int8.
+            # cpu-x86_64 devices may be such machines; TensorRT takes the 7-bit values as any int8.
             reduce_range=True,
             calibrate_method=CalibrationMethod.MinMax,
             # Symmetric scales: TensorRT's explicit quantisation accepts no zero points other than 0.
