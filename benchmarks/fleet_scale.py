@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.fleet_simulation.broker import CONTROL_PLANE_USER
@@ -103,7 +105,7 @@ def run_abort(h: Harness, version: int, timeout: float, db: str) -> Row:
     before = fleet_messages(h)
     with probe(h, rollout_id) as usage:
         start = time.monotonic()
-        answer = h.api.post(f"/v1/rollouts/{rollout_id}/abort")
+        answer = h.api.post(f"/v1/rollouts/{rollout_id}/abort", timeout=120)  # it decides for the whole fleet
         if answer.status_code >= 300:
             raise RuntimeError(f"abort refused: {answer.status_code} {answer.text}")
         h.wait(lambda: phase(h.api, rollout_id) in FINAL, timeout, "the abort to finish", every=0.2)
@@ -118,7 +120,8 @@ def run_abort(h: Harness, version: int, timeout: float, db: str) -> Row:
 
 
 def activated(h: Harness, rollout_id: str) -> int:
-    counts: dict[str, int] = h.api.get(f"/v1/rollouts/{rollout_id}", timeout=120).json().get("counts") or {}
+    answer = h.api.get(f"/v1/rollouts/{rollout_id}", params={"limit": 1}, timeout=120)  # the counts, not a page
+    counts: dict[str, int] = answer.json().get("counts") or {}
     return counts.get("activated", 0)
 
 
@@ -168,8 +171,8 @@ def phases(h: Harness, db: str, timeout: float) -> list[Row]:
     for name, measure in steps:
         try:
             rows.append(measure())
-        except RuntimeError as exc:
-            rows.append(Row(len(h.ids), db, name, timeout, 0.0, 0.0, None, None, 0.0, f"did not finish: {exc}"))
+        except (RuntimeError, httpx.HTTPError) as exc:  # a timed-out API call is a phase that did not finish
+            rows.append(Row(len(h.ids), db, name, timeout, 0.0, 0.0, None, None, 0.0, f"did not finish: {exc!r}"))
             break
     return rows
 
@@ -219,8 +222,8 @@ def storm_phase(h: Harness, db: str, timeout: float) -> list[Row]:
     version_a, version_b = h.versions[:2]
     try:
         return storm_rows(run_storm(h, version_a, version_b, timeout), db)
-    except RuntimeError as exc:
-        return [Row(len(h.ids), db, "storm", timeout, 0.0, 0.0, None, None, 0.0, f"did not finish: {exc}")]
+    except (RuntimeError, httpx.HTTPError) as exc:
+        return [Row(len(h.ids), db, "storm", timeout, 0.0, 0.0, None, None, 0.0, f"did not finish: {exc!r}")]
 
 
 def baselines(h: Harness, rows: list[Row]) -> None:

@@ -193,6 +193,7 @@ class RolloutService:
             self._store.save(state, events=[NewEvent.of(created, now)])
             state = settled(state)
             self._remembered().remember(state)
+            self._seed_views(state, {p.device.id: p.device for p in plans}, now)
             state = self._run(state, now, None, {})
         log.info("rollout %s: %s v%s to %d device(s)", state.id, request.model, request.version, len(tracks))
         return state
@@ -329,7 +330,7 @@ class RolloutService:
     def _device_view(
         self,
         state: RolloutState,
-        device: DeviceFacts,
+        device: DeviceFacts | Device,
         reported: ReportedState | None,
         windows: list[ModelWindow],
         now: datetime,
@@ -345,6 +346,19 @@ class RolloutService:
             old_telemetry=old,
             undelivered=_undelivered(device),
         )
+
+    def _seed_views(self, state: RolloutState, devices: Mapping[str, Device], now: datetime) -> None:
+        """The first step's device views, made from the devices `create` has just read (their reports with them), so
+        that no pass reads them again (at 1,000 devices that read was a third of the executor's work in a rollout).
+        Later steps' views are made when their step starts, as before; so are all of them when a gate watches
+        telemetry (their windows are read with them)."""
+        step = state.current_step
+        if step is None or state.spec.watches_telemetry:
+            return
+        views = self._remembered().views.setdefault(state.id, {})
+        for track in state.devices:
+            if track.step == step and (device := devices.get(track.device_id)) is not None:
+                views[track.device_id] = self._device_view(state, device, device.reported, [], now, track)
 
     def _remembered(self) -> RolloutMemory:
         if self._memory is None:
@@ -448,7 +462,7 @@ class RolloutService:
         return found
 
 
-def _undelivered(device: DeviceFacts) -> tuple[int, str] | None:
+def _undelivered(device: DeviceFacts | Device) -> tuple[int, str] | None:
     failure = device.delivery_failure
     return None if failure is None else (failure.generation, failure.reason)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Engine, Row, Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_values, utc, utc_or_none
@@ -121,12 +121,14 @@ class RolloutRepository:
             return [_summary_of(session, r) for r in session.scalars(_rollouts_stmt(only_open, None))]
 
     def page_devices(self, rollout_id: str, after: str | None, limit: int) -> list[DeviceTrack]:
-        """Up to `limit` tracks of the rollout, by device id, after device `after`."""
-        stmt = select(RolloutDeviceRow).where(RolloutDeviceRow.rollout_id == rollout_id)
+        """Up to `limit` tracks of the rollout, by device id, after device `after` (plain rows, no ORM object per
+        track: this is what every `GET /v1/rollouts/{id}` reads)."""
+        stmt = select(*_tracks.columns).where(_tracks.c.rollout_id == rollout_id)
         if after is not None:
-            stmt = stmt.where(RolloutDeviceRow.device_id > after)
+            stmt = stmt.where(_tracks.c.device_id > after)
         with self._sessions() as session:
-            return [_track_of(r) for r in session.scalars(stmt.order_by(RolloutDeviceRow.device_id).limit(limit))]
+            rows = session.connection().execute(stmt.order_by(_tracks.c.device_id).limit(limit))
+            return [_track_of(r) for r in rows]
 
     def phase(self, rollout_id: str) -> RolloutPhase | None:
         with self._sessions() as session:
@@ -290,7 +292,7 @@ def _builds_named(update: DesiredUpdate) -> list[tuple[str, str, int]]:
     return builds_in(DesiredState.model_validate_json(update.signed.document))
 
 
-def _track_of(row: RolloutDeviceRow) -> DeviceTrack:
+def _track_of(row: RolloutDeviceRow | Row[Any]) -> DeviceTrack:
     previous = None
     if row.previous_version is not None and row.previous_build_id is not None:
         previous = PreviousModel(row.previous_version, row.previous_build_id)

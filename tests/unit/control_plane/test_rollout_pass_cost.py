@@ -23,9 +23,19 @@ from control_plane.adapters.db.tables import DeviceRow
 from control_plane.domain.ingest import DeviceChange
 from control_plane.domain.registry import Build, BuildStatus, NewVersion
 from control_plane.domain.rollout_progress import DeviceStatus, DeviceTrack
+from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.services.rollouts import RolloutService
-from edge_agent.protocol import SignedDesiredState, Topics
+from edge_agent.protocol import (
+    HardwareFacts,
+    ModelHealth,
+    ModelStatus,
+    ReportedState,
+    SignedDesiredState,
+    Signer,
+    Topics,
+)
 from edge_agent.protocol.vocabulary import ArtifactKind, Channel, Precision
+from model_builds.catalog import load_catalog
 from tests.unit.control_plane.test_rollout_incremental import T0, serving, started
 
 VERSION = NewVersion("m", T0, "a" * 64, 1, (), (), "b" * 64, 1, False, False)
@@ -234,3 +244,60 @@ def test_reading_a_rollout_never_waits_for_a_pass(tmp_path: Path) -> None:
     finally:
         release.set()
         passing.join(10)
+
+
+class SamplesOnDisk:
+    """The artifact store as composing a desired state uses it: the samples file's path (for its size)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def path_for(self, sha256: str) -> Path | None:
+        return self._path
+
+
+def serving_build(device_id: str, build: Build, generation: int) -> ReportedState:
+    model = ModelStatus(
+        name=build.model, version=build.version, build_id=build.id, active_slot="a", provider="cpu",
+        health=ModelHealth.SERVING,
+    )  # fmt: skip
+    hardware = HardwareFacts(gpu_class="cpu-x86_64", arch="x86_64")
+    return ReportedState(
+        device_id=device_id, agent_version="x", applied_generation=generation, models=[model], hardware=hardware
+    )
+
+
+def test_the_first_step_after_create_reads_only_the_devices_that_report(tmp_path: Path) -> None:
+    """`create` has just read every selected device, its report included: once the devices start reporting, a pass
+    reads the K that reported, not the other devices of the step (before, the first pass after the step started
+    read the small columns and the stored report of every device in it: a whole-fleet read per rollout)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'cp.db'}")
+    migrate(engine)
+    registry = RegistryRepository(engine)
+    registry.add_version(VERSION)
+    builds = BuildRepository(engine)
+    builds.insert_build(BUILD)
+    fleet = CountingFleet(FleetRepository(engine))
+    ids = [f"d{i:05}" for i in range(300)]
+    for device_id in ids:
+        fleet.real.enroll(device_id, Channel.MQTT, {"site": "a"}, "cpu-x86_64", None, None, T0)
+    samples = tmp_path / "samples.npz"
+    samples.write_bytes(b"x")
+    publisher = Published()
+    service = RolloutService(
+        fleet, RolloutRepository(engine), registry, builds, SamplesOnDisk(samples), load_catalog(),  # type: ignore[arg-type]
+        Signer.generate(), publisher, Topics(), lambda: T0, "http://cp",
+    )  # fmt: skip
+
+    state = service.create(RolloutRequest.model_validate({"model": "m", "version": 1}))
+    assert len(publisher.topics) == len(ids)  # every device of the one step published to
+    fleet.reads.clear()
+    reports = {d: serving_build(d, BUILD, generation=1) for d in REPORTED}
+    for report in reports.values():
+        assert fleet.real.apply_report(report, T0) is not None  # what the writer stored
+
+    service.tick(T0 + timedelta(seconds=2), changed={d: DeviceChange(r) for d, r in reports.items()})
+
+    assert fleet.reads == [("facts", frozenset(REPORTED))]
+    activated = [t.device_id for t in service.get_rollout(state.id).devices if t.status is DeviceStatus.ACTIVATED]
+    assert sorted(activated) == sorted(REPORTED)
