@@ -140,7 +140,7 @@ def run_online(h: Harness, timeout: float, db: str) -> Row:
     return row
 
 
-def phases(h: Harness, db: str, timeout: float) -> list[Row]:
+def phases(h: Harness, db: str, timeout: float, telemetry_s: float = 10.0) -> list[Row]:
     """Every phase in order; a phase that does not finish in `timeout` ends the run with a row that says so (the
     phases before it keep their figures)."""
     v1, v2, v3, v4 = h.versions
@@ -150,7 +150,7 @@ def phases(h: Harness, db: str, timeout: float) -> list[Row]:
 
     def latency_gate() -> Row:
         h.fleet.faults = FaultPlan(slow_serving_share=0.1, slow_version=v4, slow_latency_ms=500)
-        h.fleet.telemetry_interval_s = 2.0
+        h.fleet.telemetry_interval_s = telemetry_s
         try:
             body = everyone(v4) | {"bake_s": 60, "gates": gate}
             return run_rollout(h, "latency gate trips -> rolled_back", body, "rolled_back", timeout, db)
@@ -247,7 +247,15 @@ def database_env(kind: str) -> tuple[dict[str, str], Any]:
     return {"EDGE_CP_DATABASE_URL": server.create_database(f"fleet_{time.time_ns() % 10**9}")}, server
 
 
-def run(count: int, db: str, timeout: float, regular: bool = True, storm: bool = True, processes: int = 1) -> list[Row]:
+def run(
+    count: int,
+    db: str,
+    timeout: float,
+    regular: bool = True,
+    storm: bool = True,
+    processes: int = 1,
+    telemetry_s: float = 10.0,
+) -> list[Row]:
     """The phases (`regular`), then the reconnect storm (`storm`) unless a phase did not finish; the fleet simulated
     by `processes` processes (the storm reaches into single devices: one process)."""
     env, server = database_env(db)
@@ -256,7 +264,7 @@ def run(count: int, db: str, timeout: float, regular: bool = True, storm: bool =
     try:
         with deployment(count, versions, options, control_plane_env=env, processes=processes) as h:
             print(f"\n{count} devices, {db}: setup " + ", ".join(f"{k} {v:.1f} s" for k, v in h.setup_s.items()))
-            rows = phases(h, db, timeout) if regular else []
+            rows = phases(h, db, timeout, telemetry_s) if regular else []
             if storm and not any(r.outcome.startswith("did not finish") for r in rows):
                 rows.extend(storm_phase(h, db, timeout))
             print(f"  messages by kind: {dict(h.fleet.messages())}; Mosquitto dropped: {h.broker.dropped_messages()}")
@@ -303,6 +311,13 @@ def main() -> int:
         default=None,
         help="run the reconnect storm on a fleet of this many of its own (0: none; default: at the end of each run)",
     )
+    parser.add_argument(
+        "--telemetry-interval-s",
+        type=float,
+        default=10.0,
+        help="seconds between each device's telemetry in the latency-gate phase (default 10: the agent's default; "
+        "runs before 2026-12-02 used 2)",
+    )
     parser.add_argument("--storm-only", action="store_true", help="only the reconnect storm, no other phase")
     parser.add_argument(
         "--sim-processes",
@@ -327,7 +342,7 @@ def main() -> int:
         for db in databases:
             try:
                 processes = args.sim_processes if regular else 1
-                rows.extend(run(count, db, args.timeout_s, regular, storm, processes))
+                rows.extend(run(count, db, args.timeout_s, regular, storm, processes, args.telemetry_interval_s))
             except RuntimeError as exc:
                 print(f"{count} devices, {db}: not measured: {exc}")
     print("\n" + table(rows))
