@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli import views
-from control_plane.cli.client import CHUNK_SIZE, ApiClient, CliError
+from control_plane.cli.client import CHUNK_SIZE, ApiClient, CliError, RequestRejected
 from control_plane.cli.parsing import parse_selectors
 from control_plane.cli.state import state_of
 from control_plane.cli.suggestions import unknown_label_keys
@@ -139,7 +139,15 @@ def forget(
     unfinished rollout, unless --force)."""
     state = state_of(ctx)
     with state.client() as api:
-        api.forget_device(device_id, force=force)
+        try:
+            api.forget_device(device_id, force=force)
+        except RequestRejected as exc:
+            if exc.status != 409 or force:
+                raise
+            raise CliError(
+                f"{exc}; `edgectl devices forget {device_id} --force` forgets it anyway (that rollout stops waiting "
+                "for it and counts it as failed)"
+            ) from exc
     state.output.note(f"forgot device {device_id}" + (" (no rollout waits for it any more)" if force else ""))
 
 

@@ -129,6 +129,7 @@ def test_a_rollout_says_it_waits_for_an_offline_device_and_forget_force_ends_the
 
     refused = edgectl(server, "devices", "forget", "cli-gone")
     assert refused.returncode == 1 and f"unfinished rollout {rollout_id}" in refused.stdout + refused.stderr
+    assert "`edgectl devices forget cli-gone --force` forgets it anyway" in refused.stdout + refused.stderr
 
     forced = edgectl(server, "devices", "forget", "cli-gone", "--force")
     assert forced.returncode == 0, forced.stdout + forced.stderr
