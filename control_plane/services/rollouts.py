@@ -125,7 +125,8 @@ class RolloutService:
         self._clock = clock
         self._offline_after = offline_after
         self._push = push
-        self._assignments = AssignmentFactory(artifacts, catalog, base_url)
+        self._artifacts = artifacts
+        self._base_url = base_url
         self._lock = threading.RLock()  # one decision at a time: generations and states change in order
         self._memory: RolloutMemory | None = None  # loaded on first use
         self._shown = Shown()  # what readers see, without waiting for a pass
@@ -272,7 +273,8 @@ class RolloutService:
             return state
         publishes = [a for a in actions if isinstance(a, Publish)]
         devices = self._fleet.get_devices([a.device_id for a in publishes]) if publishes else {}
-        composer = Composer(self._registry, self._builds, self._assignments, self._signer)
+        assignments = AssignmentFactory(self._artifacts, self._catalog, self._base_url)  # one per pass
+        composer = Composer(self._registry, self._builds, assignments, self._signer)
         updates = [u for a in publishes if (u := composer.compose(new, a, devices.get(a.device_id), now)) is not None]
         new = with_generations(new, {u.device_id: u.generation for u in updates})
         events = [NewEvent.of(a, now) for a in actions if isinstance(a, Note)]

@@ -251,8 +251,10 @@ class SamplesOnDisk:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self.looked_up = 0
 
     def path_for(self, sha256: str) -> Path | None:
+        self.looked_up += 1
         return self._path
 
 
@@ -284,13 +286,15 @@ def test_the_first_step_after_create_reads_only_the_devices_that_report(tmp_path
     samples = tmp_path / "samples.npz"
     samples.write_bytes(b"x")
     publisher = Published()
+    store = SamplesOnDisk(samples)
     service = RolloutService(
-        fleet, RolloutRepository(engine), registry, builds, SamplesOnDisk(samples), load_catalog(),  # type: ignore[arg-type]
+        fleet, RolloutRepository(engine), registry, builds, store, load_catalog(),  # type: ignore[arg-type]
         Signer.generate(), publisher, Topics(), lambda: T0, "http://cp",
     )  # fmt: skip
 
     state = service.create(RolloutRequest.model_validate({"model": "m", "version": 1}))
     assert len(publisher.topics) == len(ids)  # every device of the one step published to
+    assert store.looked_up == 1  # the version's self-test reference found once for the pass, not once per device
     fleet.reads.clear()
     reports = {d: serving_build(d, BUILD, generation=1) for d in REPORTED}
     for report in reports.values():
