@@ -39,6 +39,9 @@ class DesiredUpdate:
     device_id: str
     generation: int
     signed: SignedDesiredState
+    # (build id, model, version) of every build the document sends (`reports.builds_in`), taken when it was composed:
+    # the store records them as issued to the device without parsing the signed document again.
+    builds: tuple[tuple[str, str, int], ...]
 
 
 class PlanError(ValueError):

@@ -13,6 +13,7 @@ from datetime import datetime
 from control_plane.domain.errors import Conflict, ServiceError
 from control_plane.domain.fleet import Device
 from control_plane.domain.registry import Build, ModelVersion
+from control_plane.domain.reports import builds_in
 from control_plane.domain.rollout_progress import DeviceTrack, Publish, RolloutState, Target
 from control_plane.domain.rollouts import DesiredUpdate, DevicePlan, compose_desired, next_generation
 from control_plane.services.desired import AssignmentFactory
@@ -53,7 +54,7 @@ class Composer:
             log.error("rollout %s: cannot compose the %s of %s: %s", state.id, action.target.value, device.id, exc)
             return None
         desired = compose_desired(device.id, device.desired_document, assignment, generation, now, state.id)
-        return DesiredUpdate(device.id, generation, self._signer.sign_desired(desired))
+        return DesiredUpdate(device.id, generation, self._signer.sign_desired(desired), tuple(builds_in(desired)))
 
     def _install(self, state: RolloutState, track: DeviceTrack, device: Device, generation: int) -> ModelAssignment:
         version = self._version(state.model, state.version)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from control_plane.adapters.db.convert import from_row, issued_from_json, issued_to_json, to_values, utc, utc_or_none
 from control_plane.adapters.db.tables import DeviceRow, RolloutDeviceRow, RolloutEventRow, RolloutRow
-from control_plane.domain.reports import builds_in, remember_issued
+from control_plane.domain.reports import remember_issued
 from control_plane.domain.rollout_events import NewEvent, RolloutEventRecord
 from control_plane.domain.rollout_progress import (
     FINAL_PHASES,
@@ -32,7 +32,6 @@ from control_plane.domain.rollout_progress import (
 )
 from control_plane.domain.rollout_spec import RolloutRequest
 from control_plane.domain.rollouts import DesiredUpdate
-from edge_agent.protocol import DesiredState
 
 OPEN_PHASES = [p.value for p in RolloutPhase if p not in FINAL_PHASES]
 
@@ -179,7 +178,7 @@ def _store_desired(session: Session, desired: Sequence[DesiredUpdate]) -> None:
     for update_ in desired:
         if update_.device_id not in issued:
             raise LookupError(f"device {update_.device_id} vanished")
-        sent = issued[update_.device_id] = remember_issued(issued[update_.device_id], _builds_named(update_))
+        sent = issued[update_.device_id] = remember_issued(issued[update_.device_id], update_.builds)
         values.append(
             {
                 "device": update_.device_id,
@@ -286,10 +285,6 @@ def _state_of(row: RolloutRow, devices: list[RolloutDeviceRow]) -> RolloutState:
         updated_at=utc(row.updated_at),
         verdicts=tuple(_verdict_of(v) for v in row.verdicts or []),
     )
-
-
-def _builds_named(update: DesiredUpdate) -> list[tuple[str, str, int]]:
-    return builds_in(DesiredState.model_validate_json(update.signed.document))
 
 
 def _track_of(row: RolloutDeviceRow | Row[Any]) -> DeviceTrack:
