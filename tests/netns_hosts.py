@@ -7,7 +7,10 @@ network is separate, so every host has its own 127.0.0.1 (agents may all serve o
 made unreachable by taking its link down (`cut`/`restore`).
 
 One host key and one client key per session (ssh-keygen, under `workdir`); root logs in with the client key only.
-Namespace and interface names carry this process's pid, so parallel sessions never clash.
+Namespace and interface names carry this process's pid, so parallel sessions (and pytest-xdist's workers, each a
+process of its own) never clash. Two processes must not take the same /24 either: choosing a block that no address
+uses and putting the first address on it happen under one lock (`fcntl.flock` on a file in the system's temporary
+directory), so a second process choosing at the same time sees the first one's addresses.
 
 Teardown (`close`, also on `__exit__`) always runs to the end: it kills, by PID, every process still inside each
 namespace (`ip netns pids NS`: only what our tests started there - sshd, its sessions, the agents they spawned),
@@ -20,6 +23,7 @@ raises `NetnsUnavailable` with the reason; a test turns it into `pytest.skip(rea
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import itertools
 import json
@@ -28,7 +32,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +106,20 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
     return used
 
 
+@contextlib.contextmanager
+def _choosing_addresses() -> Iterator[None]:
+    """Hold the machine-wide lock under which a process picks its /24 and puts its addresses on it: without it two
+    processes (xdist workers, or a test session and `benchmarks/ansible_push.py`) could both find the same block
+    free before either has used it. The kernel drops the lock if the holder dies."""
+    path = Path(tempfile.gettempdir()) / f"edge-netns-hosts-{os.geteuid()}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _free_block() -> ipaddress.IPv4Network:
     """A /24 inside 10.211.0.0/16 that no address or route here overlaps; starts at pid % 256 to spread sessions."""
     used = [net for net in _used_networks() if net.prefixlen > 0]
@@ -152,21 +172,22 @@ class NetnsHosts:
             self.authorized_keys.write_text(Path(f"{self.client_key}.pub").read_text())
             self.authorized_keys.chmod(0o600)
             Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation directory
-            block = _free_block()
-            for i in range(count):
-                subnet = list(block.subnets(new_prefix=30))[i]
-                gateway, address = (str(a) for a in list(subnet.hosts())[:2])
-                host = NetnsHost(
-                    name=f"{prefix}-{i + 1}",
-                    namespace=f"edgetest-{tag}-{i + 1}",
-                    veth_root=f"et{tag}h{i + 1}",  # interface names: 15 characters at most
-                    veth_peer=f"et{tag}p{i + 1}",
-                    address=address,
-                    gateway=gateway,
-                    sshd_config=self.workdir / f"sshd-{i + 1}.conf",
-                )
-                self._create(host, subnet.prefixlen)
-                self.hosts.append(host)
+            with _choosing_addresses():
+                block = _free_block()
+                for i in range(count):
+                    subnet = list(block.subnets(new_prefix=30))[i]
+                    gateway, address = (str(a) for a in list(subnet.hosts())[:2])
+                    host = NetnsHost(
+                        name=f"{prefix}-{i + 1}",
+                        namespace=f"edgetest-{tag}-{i + 1}",
+                        veth_root=f"et{tag}h{i + 1}",  # interface names: 15 characters at most
+                        veth_peer=f"et{tag}p{i + 1}",
+                        address=address,
+                        gateway=gateway,
+                        sshd_config=self.workdir / f"sshd-{i + 1}.conf",
+                    )
+                    self._create(host, subnet.prefixlen)
+                    self.hosts.append(host)
             for host in self.hosts:
                 self._start_sshd(host)
             for host in self.hosts:

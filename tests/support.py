@@ -6,6 +6,8 @@ deadline; it never sleeps a fixed time in place of logic.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
 import os
 import shutil
@@ -14,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -27,10 +30,40 @@ import httpx
 T = TypeVar("T")
 
 
+_HANDED_OUT: set[int] = set()  # the ports `free_port` returned in this process
+
+
+@functools.cache
+def _reservations() -> int:
+    """The machine-wide file whose byte N this process holds locked while port N is its own. POSIX record locks: the
+    kernel drops them when the process exits, however it exits; the file stays open for that reason (closing any
+    descriptor of it would drop them all)."""
+    path = Path(tempfile.gettempdir()) / f"edge-test-ports-{os.geteuid()}.lock"
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, that no other test process will be handed while this one runs.
+
+    The kernel's free port is released before the test's server binds it (often seconds later, in a subprocess); in
+    that window another pytest-xdist worker (or another test session) asking the kernel could get the same one.
+    So each port returned is reserved for the rest of this process's life with a record lock on its byte of one
+    machine-wide file: a port another process holds is skipped, and this process never hands out a port twice
+    (a test that stops a server and starts it again on its port does not lose it to a later test's server).
+    """
+    reservations = _reservations()
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port in _HANDED_OUT:
+            continue
+        try:
+            fcntl.lockf(reservations, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        except OSError:  # another process holds it: its server may not have bound it yet
+            continue
+        _HANDED_OUT.add(port)
+        return port
 
 
 def wait_for(condition: Callable[[], T | None], timeout: float = 15.0, what: str = "condition") -> T:

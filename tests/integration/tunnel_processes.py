@@ -108,7 +108,11 @@ def start_gateway(
             raise AssertionError(f"the gateway exited:\n{gateway.output()[-3000:]}")
         return "tunnel gateway listening" in gateway.output()
 
-    wait_for(listening, what="the gateway to listen")
+    try:
+        wait_for(listening, what="the gateway to listen")
+    except BaseException:
+        stop(process)  # not handed to anyone who would stop it: it would outlive the session
+        raise
     return gateway
 
 

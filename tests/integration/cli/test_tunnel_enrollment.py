@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,7 +80,11 @@ class Deployment:
         with log.open("wb") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.server.env() | env)
         started = Gateway(process, log, run_dir)
-        wait_for(lambda: "tunnel gateway listening" in started.output() or _exited(process), what=f"{name} to listen")
+        try:
+            wait_for(lambda: "tunnel gateway listening" in started.output() or _exited(process), what=f"{name} up")
+        except BaseException:
+            started.stop()  # not handed to anyone who would stop it: it would outlive the session
+            raise
         return started
 
 
@@ -266,7 +272,7 @@ def test_a_gateway_with_another_key_gets_nothing_and_the_real_one_is_rejoined_af
     wait_for(lambda: reachable(deployment, agent), timeout=60, what="the tunnel")
     assert deployment.gateway is not None
     deployment.gateway.stop()
-    impostor_dir = Path(f"/tmp/imp-{deployment.root.name[-12:]}")
+    impostor_dir = Path(tempfile.mkdtemp(prefix="imp-", dir="/tmp"))  # short and unique: socket paths fit 108 bytes
     impostor = deployment.start_gateway(
         "impostor",
         EDGE_CP_TUNNEL__HOST_KEY_FILE=str(deployment.root / "impostor_host_key"),
@@ -285,6 +291,7 @@ def test_a_gateway_with_another_key_gets_nothing_and_the_real_one_is_rejoined_af
         assert list(impostor_dir.glob("*.sock")) == []
     finally:
         impostor.stop()
+        shutil.rmtree(impostor_dir, ignore_errors=True)
     deployment.gateway = deployment.start_gateway()
     assert wait_for(lambda: reachable(deployment, agent), timeout=90, what="the agent back at the real gateway") == (
         f"{DEVICE}: hello\n".encode()

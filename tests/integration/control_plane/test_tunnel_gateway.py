@@ -11,7 +11,9 @@ down, the sockets a killed gateway left.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -69,7 +71,9 @@ def records() -> Records:
 
 @pytest.fixture
 def gateway(tmp_path: Path, records: Records) -> Iterator[Gateway]:
-    run_dir = Path(f"/tmp/tun-{tmp_path.name[-20:]}")  # short: socket paths must fit 108 bytes
+    # Short (socket paths must fit 108 bytes) and unique: a name made from the test's would be the same in every
+    # pytest-xdist worker's temporary directory and in a second test session.
+    run_dir = Path(tempfile.mkdtemp(prefix="tun-", dir="/tmp"))
     policy = TunnelPolicy(run_dir, frozenset({"echo", "ssh"}), {"registry": ("127.0.0.1", 1)}, timedelta(seconds=60))
     access = TunnelAccessService(records, policy, lambda: datetime.now(UTC))
     options = GatewayOptions("127.0.0.1", 0, tmp_path / "host_key", run_dir, recheck_interval_s=0.2)
@@ -84,6 +88,7 @@ def gateway(tmp_path: Path, records: Records) -> Iterator[Gateway]:
     finally:
         handle.call(handle.gateway.close())
         loop.call_soon_threadsafe(loop.stop)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def agent(gateway: Gateway, tmp_path: Path, device_id: str, key: Signer, **more: Any) -> TunnelLink:
@@ -357,9 +362,8 @@ def test_a_cloud_port_used_while_the_tunnel_is_down_is_closed_at_once(
         link.stop()
 
 
-def test_a_gateway_that_was_killed_leaves_no_socket_behind_at_its_next_start(tmp_path: Path) -> None:
-    run_dir = Path(f"/tmp/tun-{tmp_path.name[-20:]}-stale")
-    run_dir.mkdir(mode=0o700)
+def test_a_gateway_that_was_killed_leaves_no_socket_behind_at_its_next_start() -> None:
+    run_dir = Path(tempfile.mkdtemp(prefix="tun-stale-", dir="/tmp"))  # mode 0700, as the gateway makes it
     stale, live = run_dir / "dev-a.echo.sock", run_dir / "dev-b.echo.sock"
     with socket.socket(socket.AF_UNIX) as dead:
         dead.bind(str(stale))  # bound and closed without unlinking: what a SIGKILLed gateway leaves

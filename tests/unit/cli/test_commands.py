@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from control_plane.cli.main import app
+from tests.support import free_port
 
 runner = CliRunner()
 API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 
 
 def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on: reserved by `free_port`, so no other test process's server is handed it."""
+    return free_port()
 
 
 def documented_commands() -> list[list[str]]:

@@ -4,7 +4,6 @@ README's `rollout.yaml` exists and `edgectl` accepts it, and docs/architecture.m
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from control_plane.cli.demo.command import EXIT_INTERRUPTED
 from control_plane.cli.main import app
 from control_plane.cli.parsing import load_rollout_spec
 from control_plane.cli.watch_view import WatchExit
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 README = ROOT / "README.md"
@@ -46,9 +46,7 @@ def test_the_rollout_yaml_the_readme_names_is_shipped_and_accepted() -> None:
 
 def test_edgectl_parses_the_shipped_rollout_yaml_before_it_calls_the_server() -> None:
     """Exit 2 (unreachable) rather than 1: the spec passed edgectl's own check before anything was sent."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # reserved: no other test process's server is handed it
     spec = str(ROOT / "examples" / "rollout.yaml")
     result = runner.invoke(app, ["--url", f"http://127.0.0.1:{port}", "rollout", "create", "--spec", spec])
     assert result.exit_code == 2, result.output
