@@ -109,7 +109,7 @@ def start_gateway(
         return "tunnel gateway listening" in gateway.output()
 
     try:
-        wait_for(listening, what="the gateway to listen")
+        wait_for(listening, timeout=60, what="the gateway to listen")
     except BaseException:
         stop(process)  # not handed to anyone who would stop it: it would outlive the session
         raise

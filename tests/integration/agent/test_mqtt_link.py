@@ -72,7 +72,13 @@ def test_auto_falls_back_to_311_when_the_broker_refuses_5(tmp_path):
         "topic-check": {"enabled": False},
     }
     loop = asyncio.new_event_loop()
-    broker = amqtt_broker.Broker(config, loop=loop)
+    # amqtt's Broker makes a Future without a loop (asyncio's current one): after any earlier test in this process
+    # ran asyncio.run(), the main thread has none and that raised; which tests ran before depends on the worker.
+    asyncio.set_event_loop(loop)
+    try:
+        broker = amqtt_broker.Broker(config, loop=loop)
+    finally:
+        asyncio.set_event_loop(None)
     started = threading.Event()
 
     def serve() -> None:

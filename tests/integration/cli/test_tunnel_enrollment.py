@@ -81,7 +81,11 @@ class Deployment:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.server.env() | env)
         started = Gateway(process, log, run_dir)
         try:
-            wait_for(lambda: "tunnel gateway listening" in started.output() or _exited(process), what=f"{name} up")
+            wait_for(
+                lambda: "tunnel gateway listening" in started.output() or _exited(process),
+                timeout=60,
+                what=f"{name} up",
+            )
         except BaseException:
             started.stop()  # not handed to anyone who would stop it: it would outlive the session
             raise
