@@ -50,16 +50,22 @@ lint: $(STAMP)
 # the machines this project is tested on now) each would compile the project's modules again: compile them once.
 BYTECODE := $(PY) -m compileall -q -j 0 control_plane edge_agent model_builds benchmarks tests > /dev/null
 
+# The tests run on WORKERS pytest-xdist processes (`make test WORKERS=2`; WORKERS=0: one process, serially). Most of
+# their time is spent waiting on subprocesses (edgectl, edge-agent, Mosquitto, PostgreSQL, sshd, ansible), so more
+# workers than cores pays off. --dist loadfile keeps a test file on one worker: its module-scoped servers start once.
+WORKERS ?= 4
+XDIST := -n $(WORKERS) --dist loadfile
+
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit -q
+	$(PY) -m pytest tests/unit -q $(XDIST)
 
 integration: $(STAMP) $(KSERVE_STAMP)
 	@$(BYTECODE)
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration -q $(XDIST)
 
 test: lint $(KSERVE_STAMP)
 	@$(BYTECODE)
-	$(PY) -m pytest -q -rs --durations=25
+	$(PY) -m pytest -q -rs --durations=25 $(XDIST)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
