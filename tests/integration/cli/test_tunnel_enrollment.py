@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -276,26 +275,27 @@ def test_a_gateway_with_another_key_gets_nothing_and_the_real_one_is_rejoined_af
     wait_for(lambda: reachable(deployment, agent), timeout=60, what="the tunnel")
     assert deployment.gateway is not None
     deployment.gateway.stop()
-    impostor_dir = Path(tempfile.mkdtemp(prefix="imp-", dir="/tmp"))  # short and unique: socket paths fit 108 bytes
-    impostor = deployment.start_gateway(
-        "impostor",
-        EDGE_CP_TUNNEL__HOST_KEY_FILE=str(deployment.root / "impostor_host_key"),
-        EDGE_CP_TUNNEL__RUN_DIR=str(impostor_dir),
-    )
-    try:
-        refusal = "host key is not the pinned one"
-        wait_for(lambda: refusal in agent.output(), timeout=60, what="the agent to refuse the impostor")
-        dropped = wait_for(
-            lambda: (t := reported_tunnel(deployment)).get("connected") is False and t,
-            timeout=30,
-            what="the dropped link in the reported state",
+    # short and unique (socket paths fit 108 bytes), removed even when the impostor does not start
+    with tempfile.TemporaryDirectory(prefix="imp-", dir="/tmp") as name:
+        impostor_dir = Path(name)
+        impostor = deployment.start_gateway(
+            "impostor",
+            EDGE_CP_TUNNEL__HOST_KEY_FILE=str(deployment.root / "impostor_host_key"),
+            EDGE_CP_TUNNEL__RUN_DIR=str(impostor_dir),
         )
-        assert dropped["last_error"]  # the gateway closed the connection, or the impostor's key was refused
-        assert f"tunnel of {DEVICE} is open" not in impostor.output()
-        assert list(impostor_dir.glob("*.sock")) == []
-    finally:
-        impostor.stop()
-        shutil.rmtree(impostor_dir, ignore_errors=True)
+        try:
+            refusal = "host key is not the pinned one"
+            wait_for(lambda: refusal in agent.output(), timeout=60, what="the agent to refuse the impostor")
+            dropped = wait_for(
+                lambda: (t := reported_tunnel(deployment)).get("connected") is False and t,
+                timeout=30,
+                what="the dropped link in the reported state",
+            )
+            assert dropped["last_error"]  # the gateway closed the connection, or the impostor's key was refused
+            assert f"tunnel of {DEVICE} is open" not in impostor.output()
+            assert list(impostor_dir.glob("*.sock")) == []
+        finally:
+            impostor.stop()
     deployment.gateway = deployment.start_gateway()
     assert wait_for(lambda: reachable(deployment, agent), timeout=90, what="the agent back at the real gateway") == (
         f"{DEVICE}: hello\n".encode()
