@@ -141,24 +141,39 @@ class AgentProcess:
 class ControlPlaneClient:
     """Publishes desired states and collects everything agents send, as the control plane would."""
 
-    def __init__(self, broker: Mosquitto, device_id: str, topics: Topics = Topics()) -> None:
+    def __init__(
+        self, broker: Mosquitto, device_id: str, topics: Topics = Topics(), clear_retained: bool = True
+    ) -> None:
         self.topics = topics
         self.device_id = device_id
         self.messages: list[tuple[str, bytes, bool]] = []
         self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"cp-{device_id}")
         self._client.username_pw_set(CONTROL_PLANE_USER, password_for(CONTROL_PLANE_USER))
         self._client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload), m.retain))
+        connected = threading.Event()
+        self._client.on_connect = lambda *_args: connected.set()
         self._client.connect(broker.host, broker.port)
         self._client.loop_start()
+        if not connected.wait(10):
+            raise RuntimeError(f"the test's control-plane client for {device_id} could not connect to the broker")
+        # The session's broker is shared by every test of a pytest-xdist worker, in an order that differs from one
+        # run to the next: what another test left retained under this device id (its desired state, signed by
+        # another key; a report of another generation) must not reach this test's agent or its assertions. An
+        # observer of what this test's devices left retained passes clear_retained=False.
+        if clear_retained:
+            self._clear_retained()
         self._client.subscribe(f"{topics.prefix}/devices/{device_id}/#", qos=1)
 
-    def close(self) -> None:
+    def _clear_retained(self) -> None:
         for topic in (
             self.topics.desired(self.device_id),
             self.topics.reported(self.device_id),
             self.topics.status(self.device_id),
         ):
             self._client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
+
+    def close(self) -> None:
+        self._clear_retained()
         self._client.disconnect()
         self._client.loop_stop()
 

@@ -69,7 +69,7 @@ def test_links_come_back_after_a_broker_restart_resubscribed_and_with_what_they_
         own_broker.restart()
 
         wait_for(lambda: all(d.connects == 2 for d in devices), timeout=30, what="both links reconnected")
-        observers = [ControlPlaneClient(own_broker, d.id) for d in devices]
+        observers = [ControlPlaneClient(own_broker, d.id, clear_retained=False) for d in devices]
         try:
             for d, observer in zip(devices, observers, strict=True):
                 wait_for(
