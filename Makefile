@@ -50,12 +50,11 @@ lint: $(STAMP)
 # the machines this project is tested on now) each would compile the project's modules again: compile them once.
 BYTECODE := $(PY) -m compileall -q -j 0 control_plane edge_agent model_builds benchmarks tests > /dev/null
 
-# The tests run on WORKERS pytest-xdist processes (`make test WORKERS=4`; WORKERS=0: one process, serially). Most of
-# their time is spent waiting on subprocesses (edgectl, edge-agent, Mosquitto, PostgreSQL, sshd, ansible); on the
-# 2-core machines CI runs on, 2 workers were as fast as 4 on tests/integration/cli (251 s against 265-310 s) with
-# less load on the tests that bound a time. --dist loadfile keeps a test file on one worker: its module-scoped
-# servers start once.
-WORKERS ?= 2
+# WORKERS=N runs the tests on N pytest-xdist processes (`make test WORKERS=2`; --dist loadfile keeps a test file on
+# one worker, its module-scoped servers start once). Not the default yet: on 2026-12-02 a run on 2 workers took 21
+# minutes instead of ~35 but ended at 95% of the collected tests (2,186 of 2,300 reported) with exit status 0, and
+# why the other 114 never ran is not found. Until it is, `make test` runs them in one process and every one runs.
+WORKERS ?= 0
 XDIST := -n $(WORKERS) --dist loadfile
 
 unit: $(STAMP)
