@@ -44,11 +44,13 @@ from benchmarks.fleet_simulation.fleet import FaultPlan
 from benchmarks.fleet_simulation.harness import MODEL, Harness, deployment
 from benchmarks.fleet_simulation.measure import PhaseProbe, broker_alone
 from benchmarks.fleet_simulation.storm import StormResult, run_storm
+from edge_agent.config import AgentConfig
 from tests.support import mosquitto_available, password_for
 
 GOALS = "goals (2 cores, 10k): POST->succeeded <= 30 s; abort->rolled_back <= 10 s (1k: <= 2 s); <= 1 ms CPU/device"
 FINAL = ("succeeded", "aborted", "rolled_back")
 PAYLOAD_BYTES = 700  # about a sealed event or reported state
+AGENT_TELEMETRY_S: float = AgentConfig.model_fields["telemetry_interval_s"].default  # an agent's default interval
 
 
 @dataclass
@@ -140,7 +142,7 @@ def run_online(h: Harness, timeout: float, db: str) -> Row:
     return row
 
 
-def phases(h: Harness, db: str, timeout: float, telemetry_s: float = 10.0) -> list[Row]:
+def phases(h: Harness, db: str, timeout: float, telemetry_s: float = AGENT_TELEMETRY_S) -> list[Row]:
     """Every phase in order; a phase that does not finish in `timeout` ends the run with a row that says so (the
     phases before it keep their figures)."""
     v1, v2, v3, v4 = h.versions
@@ -254,7 +256,7 @@ def run(
     regular: bool = True,
     storm: bool = True,
     processes: int = 1,
-    telemetry_s: float = 10.0,
+    telemetry_s: float = AGENT_TELEMETRY_S,
 ) -> list[Row]:
     """The phases (`regular`), then the reconnect storm (`storm`) unless a phase did not finish; the fleet simulated
     by `processes` processes (the storm reaches into single devices: one process)."""
@@ -314,9 +316,9 @@ def main() -> int:
     parser.add_argument(
         "--telemetry-interval-s",
         type=float,
-        default=10.0,
-        help="seconds between each device's telemetry in the latency-gate phase (default 10: the agent's default; "
-        "runs before 2026-12-02 used 2)",
+        default=AGENT_TELEMETRY_S,
+        help=f"seconds between each device's telemetry in the latency-gate phase (default {AGENT_TELEMETRY_S:g}: the "
+        "agent's default; runs before 2026-12-02 used 2)",
     )
     parser.add_argument("--storm-only", action="store_true", help="only the reconnect storm, no other phase")
     parser.add_argument(

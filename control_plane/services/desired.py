@@ -24,9 +24,9 @@ from model_builds.protocol import Tolerances
 
 
 class AssignmentFactory:
-    """Made for one executor pass (services/rollout_compose.py): what does not depend on the device (a version's
-    self-test reference and its size on disk, a build's artifact and tolerances) is made once per pass, not once per
-    device (an abort of 5,000 devices stat'ed the same samples file 5,000 times)."""
+    """Made for one executor pass (services/rollout_compose.py): a version's self-test reference (its size read from
+    disk) and a build's tolerances do not depend on the device and are made once per pass, not once per device (an
+    abort of 5,000 devices stat'ed the same samples file 5,000 times)."""
 
     def __init__(self, artifacts: Artifacts, catalog: Catalog, base_url: str) -> None:
         self._artifacts = artifacts

@@ -351,9 +351,9 @@ class RolloutService:
 
     def _seed_views(self, state: RolloutState, devices: Mapping[str, Device], now: datetime) -> None:
         """The first step's device views, made from the devices `create` has just read (their reports with them), so
-        that no pass reads them again (at 1,000 devices that read was a third of the executor's work in a rollout).
-        Later steps' views are made when their step starts, as before; so are all of them when a gate watches
-        telemetry (their windows are read with them)."""
+        that no pass reads every device of the step and its stored report again once the step has started. Later
+        steps' views are made when their step starts, as before; so are all of them when a gate watches telemetry
+        (their windows are read with them)."""
         step = state.current_step
         if step is None or state.spec.watches_telemetry:
             return

@@ -156,8 +156,8 @@ class ControlPlaneClient:
         self._client.loop_start()
         if not connected.wait(10):
             raise RuntimeError(f"the test's control-plane client for {device_id} could not connect to the broker")
-        # The session's broker is shared by every test of a pytest-xdist worker, in an order that differs from one
-        # run to the next: what another test left retained under this device id (its desired state, signed by
+        # The session's broker is shared by every test of the session (of a pytest-xdist worker, with files in an
+        # order of its own): what another test left retained under this device id (its desired state, signed by
         # another key; a report of another generation) must not reach this test's agent or its assertions. An
         # observer of what this test's devices left retained passes clear_retained=False.
         if clear_retained:
